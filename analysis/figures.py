@@ -1,0 +1,57 @@
+"""Figure replicas: the paper's metric per factor value (mean and 95% CI over seeds) beside the
+epoch-0 floor of the randomly initialised network, and the kNN curve over epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis.results import final_epoch, summarize  # noqa: E402
+
+METRIC_LABELS = {"svm_map": "SVM mAP (%)", "knn_top1": "kNN top-1 (%)"}
+
+
+def plot_study(table: pd.DataFrame, spec, stem: Path) -> Path:
+    """Draw a study's replica to stem.png and stem.pdf; returns the PNG path."""
+    order = [v for v in spec.values if v in set(table["value"])]
+    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2))
+
+    final = summarize(final_epoch(table), spec.metric, ["value"]).set_index("value").loc[order]
+    floor = summarize(table[table["epoch"] == 0], spec.metric, ["value"]).set_index("value").loc[order]
+    half_width = (final["ci_high"] - final["mean"]).fillna(0.0)  # no interval from a single seed
+    positions = range(len(order))
+    bars.bar(positions, final["mean"], color=[palette[v] for v in order], yerr=half_width, capsize=5)
+    bars.scatter(positions, floor["mean"], marker="_", s=900, color="black", zorder=3, label="epoch-0 floor")
+    low = min((final["mean"] - half_width).min(), floor["mean"].min())
+    high = (final["mean"] + half_width).max()
+    margin = max(1.0, 0.15 * (high - low))
+    bars.set_ylim(low - margin, high + margin)
+    bars.set_xticks(list(positions), [str(v) for v in order])
+    bars.set_xlabel(spec.factor)
+    bars.set_ylabel(f"final {METRIC_LABELS.get(spec.metric, spec.metric)}")
+    bars.legend(loc="lower right")
+    bars.set_title(f"{spec.paper} {spec.figure} replica: {spec.name}")
+
+    curve = summarize(table, "knn_top1", ["value", "epoch"])
+    for value in order:
+        part = curve[curve["value"] == value].sort_values("epoch")
+        curves.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))
+        curves.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[value], alpha=0.2)
+    curves.set_xlabel("epoch (0 = random network)")
+    curves.set_ylabel(METRIC_LABELS["knn_top1"])
+    curves.legend(title=spec.factor)
+    seeds = int(final["seeds"].min())
+    curves.set_title(f"mean and 95% CI over {seeds} seed(s)")
+    figure.tight_layout()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(stem.with_suffix(".png"), dpi=130)
+    figure.savefig(stem.with_suffix(".pdf"))
+    plt.close(figure)
+    return stem.with_suffix(".png")

@@ -1,0 +1,42 @@
+"""Scale profiles: the same trial code at every scale, with data, network and budgets picked here.
+
+Scale-relative settings follow the paper's proportions: negatives K keep the paper's K/N
+(4096 / 1.28M), so the semi-hard pool (10% of the bank) stays ~30x larger than K as in the paper;
+clusters are a multiple of the class count; the minimum cluster size keeps the reference's
+20 / 128 ratio to the mean cluster size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScaleProfile:
+    name: str
+    description: str
+    settings: dict = field(default_factory=dict)  # TrialConfig keys
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+
+PROFILES = {p.name: p for p in [
+    ScaleProfile(
+        "tiny", "2-core CPU: Fashion-MNIST 5k/1k class-balanced subsets, small CNN (width 16), 16 epochs",
+        {"dataset": "fashion-mnist", "network": "small-cnn", "cnn_width": 16, "image_size": 28,
+         "train_subset": 5000, "test_subset": 1000, "epochs": 16, "batch_size": 128, "lr": 0.03, "num_negatives": 16,
+         "head_hidden": 512, "clusters_per_class": 10.0, "min_cluster_size": 8, "threads": 1, "device": "cpu"},
+        cpus_per_trial=1.0),
+    ScaleProfile(
+        "cifar", "one GPU: CIFAR-10 ImageFolder (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",
+        {"dataset": "imagefolder", "network": "resnet18-cifar", "load_size": 32, "image_size": 32,
+         "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 160, "head_hidden": 2048,
+         "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 4, "num_workers": 4, "device": "cuda"},
+        cpus_per_trial=4.0, gpus_per_trial=1.0),
+    ScaleProfile(
+        "imagenet", "GPU cluster: ImageNet ImageFolder (--set data_root=DIR), ResNet-50, the paper's settings",
+        {"dataset": "imagefolder", "network": "resnet50", "load_size": 256, "image_size": 224,
+         "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 4096, "head_hidden": 2048,
+         "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 8, "num_workers": 8, "device": "cuda"},
+        cpus_per_trial=8.0, gpus_per_trial=1.0),
+]}

@@ -1,0 +1,103 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from trainers import data as datasets
+from trainers.augment import evaluation_view, training_view
+from trainers.config import TrialConfig
+
+
+def write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def fake_fashion_mnist(folder, n_train=40, n_test=20):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_file, labels_file = datasets.FASHION_MNIST_FILES[split]
+        write_idx(folder / images_file, rng.integers(0, 256, (n, 28, 28)), 2051)
+        write_idx(folder / labels_file, np.arange(n) % 10, 2049)
+
+
+def test_reads_idx_files_from_data_root(tmp_path):
+    fake_fashion_mnist(tmp_path)
+    data = datasets.load(TrialConfig(data_root=str(tmp_path)))
+    assert data.train.images.shape == (40, 1, 28, 28) and data.train.images.dtype == torch.uint8
+    assert data.test.labels.tolist() == [i % 10 for i in range(20)]
+    raw = np.frombuffer(gzip.open(tmp_path / "train-images-idx3-ubyte.gz").read()[16:], dtype=np.uint8)
+    assert torch.equal(data.train.images.flatten(), torch.from_numpy(raw.copy()))
+
+
+def test_missing_dataset_names_all_three_sources(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(datasets.Path, "home", lambda: tmp_path)
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", _offline)
+    with pytest.raises(datasets.DataError) as error:
+        datasets.find_fashion_mnist("")
+    message = str(error.value)
+    assert "absent" in message and "download" in message and "apt-get" in message and "data_root" in message
+
+
+def test_explicit_data_root_never_falls_back(tmp_path, monkeypatch):
+    fake_fashion_mnist(tmp_path / "elsewhere")
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "elsewhere")
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", _offline)
+    with pytest.raises(datasets.DataError, match="empty"):
+        datasets.find_fashion_mnist(str(tmp_path / "empty"))
+
+
+def _offline(*args, **kwargs):
+    raise OSError("no network")
+
+
+def test_corrupt_idx_is_a_data_error(tmp_path):
+    fake_fashion_mnist(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(datasets.DataError, match="cannot read IDX"):
+        datasets.load(TrialConfig(data_root=str(tmp_path)))
+
+
+def test_balanced_subset_keeps_equal_classes_and_is_fixed():
+    data = datasets.synthetic(seed=0)
+    subset = datasets.balanced_subset(data.train, 200, 10)
+    assert torch.bincount(subset.labels).tolist() == [20] * 10
+    again = datasets.balanced_subset(data.train, 200, 10)
+    assert torch.equal(subset.images, again.images)
+
+
+def test_image_folder_loading(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls, colour in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 30), colour).save(tmp_path / split / cls / f"{i}.png")
+    data = datasets.load(TrialConfig(dataset="imagefolder", data_root=str(tmp_path), load_size=16, image_size=16))
+    images, labels, indices = next(iter(datasets.batches(data.train, 6, shuffle=False)))
+    assert images.shape == (6, 3, 16, 16) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert images[0, 0].float().mean() == 255 and images[-1, 2].float().mean() == 255
+
+
+def test_augmentations_are_random_per_image_and_keep_range():
+    images = datasets.synthetic(seed=0).train.images[:32]
+    generator = torch.Generator().manual_seed(0)
+    view = training_view(images, 16, (0.0,), (1.0,), generator)
+    assert view.shape == (32, 1, 16, 16) and view.min() >= 0 and view.max() <= 1
+    same_image = training_view(images[:1].repeat(8, 1, 1, 1), 16, (0.0,), (1.0,), generator)
+    assert len({tuple(v.flatten().tolist()) for v in same_image}) == 8  # each copy got its own parameters
+    assert torch.allclose(evaluation_view(images, 16, (0.0,), (1.0,)), images.float() / 255)
+
+
+def test_rgb_jitter_keeps_gray_pixels_gray_under_hue_rotation():
+    from trainers.augment import rotate_hue
+
+    gray = torch.full((2, 3, 4, 4), 0.4)
+    assert torch.allclose(rotate_hue(gray, torch.tensor([0.25, -0.4])), gray, atol=1e-5)
+    red = torch.zeros(1, 3, 1, 1)
+    red[0, 0] = 1.0
+    assert torch.allclose(rotate_hue(red, torch.tensor([1.0])), red, atol=1e-5)  # a full turn is the identity

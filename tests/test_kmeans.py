@@ -1,0 +1,44 @@
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from trainers.kmeans import faiss_available, global_kmeans, nearest_centroid
+
+
+def blobs(seed=0, per=40, k=4, dim=5):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(k, dim, generator=generator) * 10
+    truth = torch.arange(k).repeat_interleave(per)
+    return centres[truth] + 0.1 * torch.randn(k * per, dim, generator=generator), truth
+
+
+def test_nearest_centroid_matches_cdist():
+    generator = torch.Generator().manual_seed(3)
+    points, centroids = torch.randn(500, 7, generator=generator), torch.randn(9, 7, generator=generator)
+    assert torch.equal(nearest_centroid(points, centroids, chunk=64), torch.cdist(points, centroids).argmin(1))
+    usable = torch.ones(9, dtype=torch.bool)
+    usable[torch.cdist(points, centroids).argmin(1)[0]] = False
+    assert bool((nearest_centroid(points, centroids, usable) != torch.nonzero(~usable)[0]).all())
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("faiss", marks=pytest.mark.skipif(
+    not faiss_available(), reason="faiss not installed"))])
+def test_global_kmeans_recovers_separated_blobs(backend):
+    points, truth = blobs()
+    labels, centroids = global_kmeans(points, 4, iterations=20, seed=0, backend=backend)
+    assert adjusted_rand_score(truth.numpy(), labels.numpy()) == 1.0
+    assert torch.equal(labels, torch.cdist(points, centroids).argmin(1))
+    for c in range(4):  # a converged Lloyd's fixed point: each centroid is its members' mean
+        assert torch.allclose(centroids[c], points[labels == c].mean(0), atol=1e-3)
+
+
+def test_global_kmeans_is_deterministic_per_seed():
+    points, _ = blobs(seed=1, k=6)
+    first = global_kmeans(points, 8, iterations=10, seed=5, backend="torch")
+    second = global_kmeans(points, 8, iterations=10, seed=5, backend="torch")
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_more_clusters_than_points_is_an_error():
+    with pytest.raises(ValueError, match="at least"):
+        global_kmeans(torch.randn(3, 2), 4, iterations=1, seed=0, backend="torch")

@@ -1,0 +1,83 @@
+import torch
+import torch.nn.functional as F
+
+from trainers.memory_bank import MemoryBank
+
+
+def random_bank(n=120, dim=6, k=5, seed=0, momentum=0.5):
+    generator = torch.Generator().manual_seed(seed)
+    features = F.normalize(torch.randn(n, dim, generator=generator), dim=1)
+    labels = torch.randint(k, (n,), generator=generator)
+    return MemoryBank(features, labels, k, momentum), generator
+
+
+def brute_force_centroids(features, labels, k):
+    return torch.stack([features[labels == c].double().mean(0) if (labels == c).any()
+                        else torch.zeros(features.shape[1], dtype=torch.float64) for c in range(k)])
+
+
+def test_write_is_the_momentum_update():
+    bank, generator = random_bank(momentum=0.3)
+    before = bank.features.clone()
+    indices = torch.tensor([3, 7, 50])
+    new = F.normalize(torch.randn(3, 6, generator=generator), dim=1)
+    bank.write(indices, new, relabel=False)
+    expected = 0.7 * before[indices] + 0.3 * new
+    expected = expected / expected.norm(dim=1, keepdim=True)
+    assert torch.allclose(bank.features[indices], expected, atol=1e-6)
+    untouched = torch.ones(len(before), dtype=torch.bool)
+    untouched[indices] = False
+    assert torch.equal(bank.features[untouched], before[untouched])
+
+
+def test_online_relabel_matches_brute_force_kmeans_step():
+    bank, generator = random_bank()
+    for step in range(25):
+        indices = torch.randperm(120, generator=generator)[:16]
+        new = F.normalize(torch.randn(16, 6, generator=generator), dim=1)
+        centroids = brute_force_centroids(bank.features, bank.labels, 5)
+        alive = torch.bincount(bank.labels, minlength=5) > 0
+        updated = F.normalize(0.5 * bank.features[indices] + 0.5 * new, dim=1).double()
+        distances = torch.cdist(updated, centroids).masked_fill(~alive, float("inf"))
+        expected_labels = distances.argmin(dim=1)
+
+        bank.write(indices, new, relabel=True)
+
+        assert torch.equal(bank.labels[indices], expected_labels), f"step {step}"
+        assert torch.equal(bank.counts, torch.bincount(bank.labels, minlength=5))
+        recomputed = brute_force_centroids(bank.features, bank.labels, 5).float()
+        assert torch.allclose(bank.centroids, recomputed, atol=1e-5)
+
+
+def test_labels_changed_count():
+    bank, generator = random_bank()
+    indices = torch.arange(30)
+    before = bank.labels[indices].clone()
+    changed = bank.write(indices, F.normalize(torch.randn(30, 6, generator=generator), dim=1), relabel=True)
+    assert changed == int((bank.labels[indices] != before).sum())
+
+
+def test_rebalance_dissolves_small_clusters_and_splits_the_largest():
+    generator = torch.Generator().manual_seed(0)
+    features = F.normalize(torch.randn(100, 4, generator=generator), dim=1)
+    labels = torch.zeros(100, dtype=torch.long)
+    labels[:60] = 0  # the largest cluster
+    labels[60:90] = 1
+    labels[90:93] = 2  # too small
+    labels[93:100] = 3  # too small; cluster 4 is empty
+    bank = MemoryBank(features, labels, 5, 0.5)
+    centroids = bank.centroids
+    reseeded = bank.rebalance(min_size=10)
+    assert reseeded == 3
+    assert bool((bank.counts >= 10).all()), bank.counts.tolist()
+    assert torch.equal(bank.counts, torch.bincount(bank.labels, minlength=5))
+    assert torch.allclose(bank.centroids, brute_force_centroids(bank.features, bank.labels, 5).float(), atol=1e-5)
+    # The three members of cluster 2 first joined their nearest other live cluster (0, 1 or 3).
+    assert all(int(torch.cdist(features[i:i + 1], centroids[[0, 1, 3]]).argmin()) in (0, 1, 2) for i in range(90, 93))
+
+
+def test_state_round_trip_is_exact():
+    bank, generator = random_bank()
+    bank.write(torch.arange(10), F.normalize(torch.randn(10, 6, generator=generator), dim=1), relabel=True)
+    copy = MemoryBank.from_state_dict(bank.state_dict())
+    assert torch.equal(copy.sums, bank.sums) and torch.equal(copy.labels, bank.labels)

@@ -1,0 +1,139 @@
+"""The NPIDv2 augmentation recipe on whole batches, with independent random parameters per image.
+
+Random resized crop (scale 0.2-1, aspect 3/4-4/3) and horizontal flip as one affine resampling,
+colour jitter (brightness and contrast 0.4, saturation [0, 2], hue [-0.5, 0.5]; applied with
+probability 0.8, as in MoCo v2) and Gaussian blur (sigma 0.1-2, probability 0.5, kernel about 10%
+of the crop side). Saturation and hue are identities on grayscale images. Working on batches keeps
+augmentation off the critical path on a CPU and lets it run on the GPU at larger scales.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+CROP_SCALE = (0.2, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.4, 0.4, 1.0, 0.5
+JITTER_PROBABILITY = 0.8
+BLUR_SIGMA = (0.1, 2.0)
+BLUR_PROBABILITY = 0.5
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def _bernoulli(n: int, p: float, generator: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=device) < p
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(255.0)
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return (images - mean) / std
+
+
+def evaluation_view(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """uint8 batch -> the deterministic normalised input used to extract features."""
+    x = to_unit_float(images)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return normalize(x, mean, std)
+
+
+def training_view(images: torch.Tensor, size: int, mean, std, generator: torch.Generator) -> torch.Tensor:
+    """uint8 batch B x C x H x W (on the training device) -> augmented normalised B x C x size x size."""
+    x = random_resized_crop_and_flip(to_unit_float(images), size, generator)
+    x = color_jitter(x, generator)
+    x = gaussian_blur(x, generator)
+    return normalize(x, mean, std)
+
+
+def random_resized_crop_and_flip(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    n, device = x.shape[0], x.device
+    area = _uniform(n, *CROP_SCALE, generator, device)
+    aspect = torch.exp(_uniform(n, math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator, device))
+    # Crop width and height as fractions of the image side; clamped when a tall/wide crop overflows.
+    width = torch.sqrt(area * aspect).clamp(max=1.0)
+    height = torch.sqrt(area / aspect).clamp(max=1.0)
+    centre_x = (1 - width) * _uniform(n, -1.0, 1.0, generator, device)
+    centre_y = (1 - height) * _uniform(n, -1.0, 1.0, generator, device)
+    flip = torch.where(_bernoulli(n, 0.5, generator, device), -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0] = width * flip
+    theta[:, 0, 2] = centre_x
+    theta[:, 1, 1] = height
+    theta[:, 1, 2] = centre_y
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    n, device = x.shape[0], x.device
+    apply = _bernoulli(n, JITTER_PROBABILITY, generator, device)
+
+    def factor(low: float, high: float, identity: float) -> torch.Tensor:
+        values = _uniform(n, low, high, generator, device)
+        return torch.where(apply, values, torch.full_like(values, identity)).view(n, 1, 1, 1)
+
+    brightness = factor(1 - BRIGHTNESS, 1 + BRIGHTNESS, 1.0)
+    contrast = factor(1 - CONTRAST, 1 + CONTRAST, 1.0)
+    saturation = factor(max(0.0, 1 - SATURATION), 1 + SATURATION, 1.0)
+    hue = factor(-HUE, HUE, 0.0).view(n)
+
+    x = (x * brightness).clamp(0, 1)
+    mean_gray = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean_gray) * contrast + mean_gray).clamp(0, 1)
+    if x.shape[1] == 3:
+        gray = grayscale(x)
+        x = ((x - gray) * saturation + gray).clamp(0, 1)
+        x = rotate_hue(x, hue).clamp(0, 1)
+    return x
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    if x.shape[1] == 1:
+        return x
+    weights = torch.tensor(LUMA, device=x.device).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's hue by `turns` of a full circle: a rotation about the gray axis in YIQ."""
+    rgb_to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                              device=x.device)
+    yiq_to_rgb = torch.linalg.inv(rgb_to_yiq)
+    angle = turns * 2 * math.pi
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(turns), 3, 3, device=x.device)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2] = cos, -sin
+    rotation[:, 2, 1], rotation[:, 2, 2] = sin, cos
+    per_image = yiq_to_rgb @ rotation @ rgb_to_yiq  # n x 3 x 3
+    return torch.einsum("nij,njhw->nihw", per_image, x)
+
+
+def gaussian_blur(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    n, channels, height, width = x.shape
+    device = x.device
+    radius = max(1, round(0.1 * min(height, width)) // 2)
+    offsets = torch.arange(-radius, radius + 1, device=device, dtype=x.dtype)
+    sigma = _uniform(n, *BLUR_SIGMA, generator, device)
+    blurred = _bernoulli(n, BLUR_PROBABILITY, generator, device)
+    kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
+    identity = (offsets == 0).to(x.dtype).expand(n, -1)
+    kernel = torch.where(blurred[:, None], kernel / kernel.sum(1, keepdim=True), identity)
+    # One depthwise separable convolution over all images: each image-channel has its own kernel.
+    kernel = kernel.repeat_interleave(channels, dim=0)  # (n * channels) x taps
+    flat = F.pad(x.reshape(1, n * channels, height, width), (radius, radius, radius, radius), mode="reflect")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * channels)
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * channels)
+    return flat.view(n, channels, height, width)

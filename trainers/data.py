@@ -1,0 +1,211 @@
+"""Datasets as uint8 image tensors: Fashion-MNIST, ImageFolder trees, and a synthetic set for tests.
+
+Every dataset yields `(images uint8 B x C x H x W, labels B, indices B)`; augmentation happens
+on whole batches on the training device (trainers.augment), so loading stays cheap.
+Labels are used only for evaluation and analysis, never for training.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+SUBSET_SEED = 0  # fixed so every trial of every seed sees the same images
+
+
+class DataError(RuntimeError):
+    """Data that cannot be found or read; the message names the problem and the fix."""
+
+
+class InMemoryImages(Dataset):
+    """A whole split held as one uint8 tensor; indexed by a list of indices to give a batch."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        assert images.dtype == torch.uint8 and images.ndim == 4 and len(images) == len(labels)
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        index = torch.as_tensor(index)
+        return self.images[index], self.labels[index], index
+
+
+class ImageFolderImages(Dataset):
+    """`root/<class>/<image>` files, decoded and resized to a `load_size` square of uint8."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], load_size: int):
+        self.samples, self.classes, self.load_size = samples, classes, load_size
+        self.labels = torch.tensor([label for _, label in samples])
+
+    @classmethod
+    def from_root(cls, root: Path, load_size: int) -> "ImageFolderImages":
+        from torchvision.datasets import ImageFolder
+
+        folder = ImageFolder(str(root))
+        return cls(folder.samples, folder.classes, load_size)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        path, label = self.samples[index]
+        with Image.open(path) as image:
+            image = image.convert("RGB").resize((self.load_size, self.load_size), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8).copy()
+        return torch.from_numpy(array).permute(2, 0, 1), label, index
+
+
+@dataclass
+class ImageData:
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    channels: int
+    mean: tuple[float, ...]  # per-channel, in [0, 1] units, for input normalisation
+    std: tuple[float, ...]
+
+    def train_labels(self) -> torch.Tensor:
+        return self.train.labels
+
+    def test_labels(self) -> torch.Tensor:
+        return self.test.labels
+
+
+def load(config) -> ImageData:
+    """The dataset a TrialConfig names, with its class-balanced subsets applied."""
+    if config.dataset == "fashion-mnist":
+        root = find_fashion_mnist(config.data_root)
+        train = InMemoryImages(*read_idx_pair(root, "train"))
+        test = InMemoryImages(*read_idx_pair(root, "test"))
+        data = ImageData(train, test, 10, 1, (0.2860,), (0.3530,))
+    elif config.dataset == "imagefolder":
+        data = load_image_folder(config.data_root, config.load_size)
+    else:
+        data = synthetic(seed=SUBSET_SEED)
+    data.train = balanced_subset(data.train, config.train_subset, data.num_classes)
+    data.test = balanced_subset(data.test, config.test_subset, data.num_classes)
+    return data
+
+
+def find_fashion_mnist(data_root: str) -> Path:
+    """--set data_root=DIR if given (nothing else is tried then), else the Debian package's location;
+    failing that, a torchvision download into data_root or a cache folder."""
+    candidates = [Path(data_root)] if data_root else [DEBIAN_FASHION_MNIST]
+    for path in candidates:
+        for folder in (path, path / "FashionMNIST" / "raw"):
+            if all((folder / name).exists() for pair in FASHION_MNIST_FILES.values() for name in pair):
+                return folder
+    download_root = Path(data_root) if data_root else Path.home() / ".cache" / "interclr-harness"
+    try:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(download_root), train=True, download=True)
+        FashionMNIST(str(download_root), train=False, download=True)
+        return download_root / "FashionMNIST" / "raw"
+    except Exception as error:  # no network, no disk: the message below says what to do
+        raise DataError(
+            f"Fashion-MNIST not found in {candidates[0]} and the torchvision download to {download_root} failed "
+            f"({type(error).__name__}); fix: `apt-get install dataset-fashion-mnist` (installs to "
+            f"{DEBIAN_FASHION_MNIST}), or --set data_root=DIR holding the four IDX .gz files, or run once online"
+        ) from None
+
+
+def read_idx_pair(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images_file, labels_file = FASHION_MNIST_FILES[split]
+    images = read_idx(root / images_file, expected_magic=2051)
+    labels = read_idx(root / labels_file, expected_magic=2049)
+    if len(images) != len(labels):
+        raise DataError(f"{root}: {len(images)} images but {len(labels)} labels in the {split} split; "
+                        f"re-install the dataset")
+    return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+def read_idx(path: Path, expected_magic: int) -> np.ndarray:
+    """An IDX file (the MNIST format): big-endian magic, dimension sizes, then uint8 data."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+            raw = f.read()
+        magic = int.from_bytes(raw[0:4], "big")
+        if magic != expected_magic:
+            raise ValueError(f"magic number {magic}, expected {expected_magic}")
+        ndim = raw[3]
+        shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"cannot read IDX file {path}: {error}; re-download or re-install the dataset") from None
+
+
+def load_image_folder(data_root: str, load_size: int) -> ImageData:
+    root = Path(data_root)
+    if not data_root or not (root / "train").is_dir() or not (root / "test").is_dir():
+        raise DataError(f"imagefolder needs data_root with train/<class>/ and test/<class>/ folders "
+                        f"(got {data_root!r}); fix: --set data_root=DIR")
+    train = ImageFolderImages.from_root(root / "train", load_size)
+    test = ImageFolderImages.from_root(root / "test", load_size)
+    if train.classes != test.classes:
+        raise DataError(f"{root}: train and test class folders differ; make them the same")
+    # ImageNet statistics: the usual choice for natural RGB images at every scale.
+    return ImageData(train, test, len(train.classes), 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def synthetic(seed: int, train_per_class: int = 60, test_per_class: int = 20, size: int = 16,
+              num_classes: int = 10) -> ImageData:
+    """Small deterministic grayscale images whose class sets a stripe orientation and frequency.
+
+    Classes differ in structure a CNN can learn under crops, flips and blur, so the test suite can
+    check that training improves features without any download.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def make(per_class: int) -> InMemoryImages:
+        labels = torch.arange(num_classes).repeat_interleave(per_class)
+        angle = labels.float() * (torch.pi / num_classes)
+        frequency = 0.25 + 0.35 * (labels % 3).float()
+        phase = torch.rand(len(labels), generator=generator) * 2 * torch.pi
+        ys, xs = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+        along = xs[None] * torch.cos(angle)[:, None, None] + ys[None] * torch.sin(angle)[:, None, None]
+        pattern = torch.sin(frequency[:, None, None] * along + phase[:, None, None])
+        noise = 0.3 * torch.randn(len(labels), size, size, generator=generator)
+        images = ((pattern + noise).clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
+        return InMemoryImages(images.unsqueeze(1), labels)
+
+    return ImageData(make(train_per_class), make(test_per_class), num_classes, 1, (0.5,), (0.35,))
+
+
+def balanced_subset(dataset: Dataset, size: int, num_classes: int) -> Dataset:
+    """The first size/num_classes images of each class in a fixed shuffle; 0 keeps everything."""
+    if size == 0 or size >= len(dataset):
+        return dataset
+    if size < num_classes:
+        raise DataError(f"a subset of {size} cannot hold one image of each of {num_classes} classes; raise it")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    labels = dataset.labels[order]
+    per_class = size // num_classes
+    keep = torch.cat([order[labels == c][:per_class] for c in range(num_classes)]).sort().values
+    if isinstance(dataset, InMemoryImages):
+        return InMemoryImages(dataset.images[keep], dataset.labels[keep])
+    return ImageFolderImages([dataset.samples[i] for i in keep.tolist()], dataset.classes, dataset.load_size)
+
+
+def batches(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+            num_workers: int = 0) -> DataLoader:
+    """Batches of (images, labels, indices); training drops the last partial batch."""
+    if isinstance(dataset, InMemoryImages):
+        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+        return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=shuffle), batch_size=None)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, generator=generator,
+                      num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available())

@@ -1,0 +1,193 @@
+"""One trial from start to finish, with no Ray: `python -m trainers.fit --set KEY=VALUE ...`.
+
+Epoch 0 evaluates the randomly initialised network (the floor every result is compared with);
+each later epoch trains once over the data and evaluates. After every evaluated epoch the
+reporter receives the metric row and the full training state, RNGs included, so a run that
+restores that state continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from trainers import data as datasets
+from trainers.config import ConfigError, TrialConfig, check_against_data, parse_assignment
+from trainers.evaluate import extract, knn_top1, svm_map
+from trainers.interclr import InterCLR
+
+
+class Reporter(Protocol):
+    def restore(self) -> dict | None:
+        """The state saved by the last report, or None to start fresh."""
+
+    def report(self, row: dict, state: dict) -> None:
+        """One evaluated epoch: its metric row and the state to resume from."""
+
+
+class ConsoleReporter:
+    """Prints each row; with a directory, also keeps the latest state there to resume from."""
+
+    def __init__(self, checkpoint_dir: str | None = None):
+        self.path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir else None
+
+    def restore(self) -> dict | None:
+        if self.path is None or not self.path.exists():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=False)
+
+    def report(self, row: dict, state: dict) -> None:
+        print(format_row(row), flush=True)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_suffix(".partial")
+            torch.save(state, partial)
+            partial.replace(self.path)  # atomic: a crash never leaves a half-written state
+
+
+def format_row(row: dict) -> str:
+    def show(key: str, digits: int = 2) -> str:
+        value = row.get(key)
+        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+    return (f"epoch {row['epoch']:>3}  loss {show('loss', 3)}  knn_top1 {show('knn_top1')}  "
+            f"svm_map {show('svm_map')}  label_nmi {show('label_nmi', 3)}  iter {show('iter_time_s', 3)}s  "
+            f"epoch {show('epoch_time_s', 1)}s")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
+    """Train and evaluate one trial; returns one metric row per evaluated epoch (0 .. epochs)."""
+    reporter = reporter or ConsoleReporter()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    data = datasets.load(config)
+    check_against_data(config, len(data.train), data.num_classes)
+
+    method = InterCLR(config, data, device)
+    optimizer = torch.optim.SGD(method.encoder.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    iterations_per_epoch = len(data.train) // config.batch_size
+    total_iterations = max(1, config.epochs * iterations_per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_iterations) / total_iterations)))
+    # One generator for augmentation and sampling on the device, one for the data order on the CPU.
+    generator = torch.Generator(device).manual_seed(config.seed)
+    order_generator = torch.Generator().manual_seed(config.seed)
+
+    def training_state(epoch: int, rows: list[dict]) -> dict:
+        return {"epoch": epoch, "rows": rows, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                "order_generator": order_generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "config_hash": config.config_hash()}
+
+    state = reporter.restore()
+    if state is not None:
+        if state.get("config_hash") != config.config_hash():
+            raise ConfigError("the checkpoint to resume from was made by a different config; "
+                              "start in a new output directory")
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        order_generator.set_state(state["order_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        rows, start = state["rows"], state["epoch"] + 1
+    else:
+        row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
+        method.initialize_bank(embeddings)
+        row["label_nmi"] = label_nmi(method, data)
+        rows, start = [row], 1
+        reporter.report(row, training_state(0, rows))
+
+    for epoch in range(start, config.epochs + 1):
+        epoch_started = time.perf_counter()
+        totals: dict[str, float] = {}
+        step_seconds = 0.0
+        method.encoder.train()
+        for iteration, (images, _, indices) in enumerate(
+                datasets.batches(data.train, config.batch_size, shuffle=True, generator=order_generator,
+                                 num_workers=config.num_workers)):
+            images, indices = images.to(device, non_blocking=True), indices.to(device)
+            step_started = time.perf_counter()
+            loss, logs = method.training_step(images, indices, (epoch - 1) * iterations_per_epoch + iteration,
+                                              generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            step_seconds += time.perf_counter() - step_started
+            for key, value in {"loss": float(loss.detach()), **logs}.items():
+                totals[key] = totals.get(key, 0.0) + value
+        last = epoch == config.epochs
+        row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch)
+        row.update({key: value / iterations_per_epoch for key, value in totals.items()
+                    if key not in ("labels_changed", "clusters_reseeded")})
+        row["labels_changed"] = totals.get("labels_changed", 0.0) / len(data.train)
+        row["clusters_reseeded"] = totals.get("clusters_reseeded", 0.0)
+        row["label_nmi"] = label_nmi(method, data)
+        row["iter_time_s"] = step_seconds / iterations_per_epoch
+        row["epoch_time_s"] = time.perf_counter() - epoch_started
+        rows = rows + [row]
+        reporter.report(row, training_state(epoch, rows))
+    return rows
+
+
+def evaluate(method, data, config, device, epoch: int, with_svm: bool) -> tuple[dict, torch.Tensor]:
+    """Metric row of the current encoder, and the training set's embeddings (to seed the bank)."""
+    args = (config.image_size, data.mean, data.std, device)
+    train_features, train_embeddings = extract(method.encoder, data.train, *args, num_workers=config.num_workers)
+    test_features, _ = extract(method.encoder, data.test, *args, num_workers=config.num_workers)
+    train_labels, test_labels = data.train_labels(), data.test_labels()
+    row = {"epoch": epoch,
+           "knn_top1": knn_top1(train_features, train_labels, test_features, test_labels, config.knn_k,
+                                config.knn_temperature),
+           "svm_map": svm_map(train_features, train_labels, test_features, test_labels, seed=config.seed)
+           if with_svm else float("nan")}
+    return row, train_embeddings
+
+
+def label_nmi(method, data) -> float:
+    """Agreement of the pseudo-labels with the true classes (analysis only; training never sees them)."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    return float(normalized_mutual_info_score(data.train_labels().numpy(), method.bank.labels.cpu().numpy()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"config keys: {', '.join(TrialConfig.keys())}")
+    parser.add_argument("--checkpoint-dir", help="keep the latest state here and resume from it")
+    parser.add_argument("--json-out", help="write the metric rows to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        config = TrialConfig(**dict(parse_assignment(text) for text in args.set))
+        rows = fit(config, ConsoleReporter(args.checkpoint_dir))
+    except (ConfigError, datasets.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"config": config.to_dict(), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

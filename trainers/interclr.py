@@ -1,0 +1,87 @@
+"""NPIDv2-InterCLR: an intra-image branch (NPID with a memory bank) plus an inter-image branch whose
+positives and negatives come from k-means pseudo-labels kept in the bank.
+
+Per iteration, for a batch of images with dataset indices i and query embeddings v = f(aug(x_i)):
+  intra: positive bank[i], K negatives uniform over the bank (NPID), MarginNCE with the intra margin;
+  inter: positive a random other member of i's cluster, K negatives from the configured sampler over
+         entries of other clusters, MarginNCE with the inter margin;
+  loss = lambda * L_intra + (1 - lambda) * L_inter; then bank[i] <- normalize((1 - w) bank[i] + w v)
+  and, with online labels, i is relabelled to its nearest centroid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trainers.augment import training_view
+from trainers.kmeans import global_kmeans
+from trainers.losses import margin_nce
+from trainers.memory_bank import MemoryBank
+from trainers.networks import Encoder
+from trainers.samplers import same_cluster_positives, sample_negatives
+
+
+class InterCLR:
+    def __init__(self, config, data, device: torch.device):
+        self.config, self.data, self.device = config, data, device
+        self.encoder = Encoder(config.network, data.channels, config.head_hidden, config.embedding_dim,
+                               config.cnn_width).to(device)
+        self.num_clusters = config.num_clusters(data.num_classes)
+        self.bank: MemoryBank | None = None
+
+    def initialize_bank(self, embeddings: torch.Tensor) -> None:
+        """Bank = the initial network's embeddings, labelled by global k-means (the paper's start)."""
+        c = self.config
+        labels, _ = global_kmeans(embeddings, self.num_clusters, c.kmeans_iters, c.seed, c.kmeans_backend, c.threads)
+        self.bank = MemoryBank(embeddings, labels, self.num_clusters, c.bank_momentum)
+        self.bank.rebalance(c.min_cluster_size)
+
+    def training_step(self, images: torch.Tensor, indices: torch.Tensor, iteration: int,
+                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        c, bank = self.config, self.bank
+        view = training_view(images, c.image_size, self.data.mean, self.data.std, generator)
+        query = self.encoder(view)  # B x D, unit norm
+        loss = torch.zeros((), device=self.device)
+        logs: dict[str, float] = {}
+
+        if c.loss_lambda > 0:
+            negatives = torch.randint(len(bank.features), (len(indices), c.num_negatives), generator=generator,
+                                      device=self.device)
+            intra = margin_nce(_cosine(query, bank.features[indices]), _cosine_many(query, bank.features[negatives]),
+                               c.intra_margin, c.temperature)
+            loss = loss + c.loss_lambda * intra
+            logs["loss_intra"] = float(intra.detach())
+
+        if c.loss_lambda < 1:
+            with torch.no_grad():
+                similarity = query @ bank.features.T  # B x N, only to rank the bank for the samplers
+                eligible = bank.labels[None, :] != bank.labels[indices][:, None]
+                negatives = sample_negatives(similarity, eligible, c.num_negatives, c.negative_sampling,
+                                             c.pool_fraction, generator)
+                positives = same_cluster_positives(bank.labels, indices, generator)
+            inter = margin_nce(_cosine(query, bank.features[positives]), _cosine_many(query, bank.features[negatives]),
+                               c.inter_margin, c.temperature)
+            loss = loss + (1 - c.loss_lambda) * inter
+            logs["loss_inter"] = float(inter.detach())
+
+        logs["labels_changed"] = bank.write(indices, query, relabel=True)
+        if (iteration + 1) % c.rebalance_every == 0:
+            logs["clusters_reseeded"] = bank.rebalance(c.min_cluster_size)
+        return loss, logs
+
+    def state_dict(self) -> dict:
+        return {"encoder": self.encoder.state_dict(), "bank": self.bank.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.bank = MemoryBank.from_state_dict(state["bank"])
+
+
+def _cosine(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """B x D, B x D -> B (both unit norm)."""
+    return (query * keys).sum(dim=1)
+
+
+def _cosine_many(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """B x D, B x K x D -> B x K."""
+    return torch.einsum("bd,bkd->bk", query, keys)

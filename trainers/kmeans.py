@@ -1,0 +1,87 @@
+"""Global k-means over a whole feature set: faiss when it is installed, else a torch implementation.
+
+Both are Lloyd's algorithm on Euclidean distance, with empty clusters re-seeded by splitting the
+largest one. faiss starts from k random points; the torch path uses k-means++ seeding, which avoids
+the poor local optima random starts fall into on small problems. The torch path runs on whatever device the
+features are on, so trials run and profile on a GPU without faiss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def nearest_centroid(points: torch.Tensor, centroids: torch.Tensor, usable: torch.Tensor | None = None,
+                     chunk: int = 8192) -> torch.Tensor:
+    """Index of the nearest centroid (Euclidean) for every point; `usable` masks out centroids."""
+    squared_norms = (centroids * centroids).sum(dim=1)
+    if usable is not None:
+        squared_norms = squared_norms.masked_fill(~usable, float("inf"))
+    labels = [(squared_norms[None, :] - 2 * part @ centroids.T).argmin(dim=1) for part in points.split(chunk)]
+    return torch.cat(labels)
+
+
+def global_kmeans(points: torch.Tensor, k: int, iterations: int, seed: int, backend: str = "auto",
+                  threads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels N, centroids k x D) of k-means on N x D points; same seed, same result."""
+    if k > len(points):
+        raise ValueError(f"k-means with {k} clusters needs at least {k} points, got {len(points)}")
+    if backend == "faiss" or (backend == "auto" and faiss_available()):
+        centroids = _faiss_centroids(points, k, iterations, seed, threads)
+    else:
+        centroids = _torch_centroids(points, k, iterations, seed)
+    return nearest_centroid(points, centroids), centroids
+
+
+def _faiss_centroids(points: torch.Tensor, k: int, iterations: int, seed: int, threads: int) -> torch.Tensor:
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    array = np.ascontiguousarray(points.detach().float().cpu().numpy())
+    # Use every point (faiss subsamples to 256 per centroid by default) and stay quiet on small sets.
+    kmeans = faiss.Kmeans(array.shape[1], k, niter=iterations, seed=seed, verbose=False,
+                          min_points_per_centroid=1, max_points_per_centroid=len(array))
+    kmeans.train(array)
+    return torch.from_numpy(kmeans.centroids).to(points.device)
+
+
+def _torch_centroids(points: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
+    centroids = _kmeans_plus_plus(points.float(), k, torch.Generator().manual_seed(seed))
+    for _ in range(iterations):
+        labels = nearest_centroid(points, centroids)
+        counts = torch.bincount(labels, minlength=k)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, points.float())
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+        for empty in torch.nonzero(~filled).flatten().tolist():
+            # faiss's rule: move the empty centroid next to the largest cluster's, splitting it.
+            largest = int(counts.argmax())
+            centroids[empty] = centroids[largest] * (1 + 1e-4)
+            centroids[largest] = centroids[largest] * (1 - 1e-4)
+            counts[largest] = counts[largest] // 2
+            counts[empty] = counts[largest]
+    return centroids
+
+
+def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Each next start is a point drawn with probability proportional to its squared distance to the
+    nearest start so far (Arthur and Vassilvitskii, 2007)."""
+    first = int(torch.randint(len(points), (1,), generator=generator))
+    chosen = [first]
+    closest = ((points - points[first]) ** 2).sum(dim=1)
+    for _ in range(1, k):
+        weights = closest.cpu().double()
+        pick = int(torch.multinomial(weights, 1, generator=generator)) if weights.sum() > 0 else \
+            int(torch.randint(len(points), (1,), generator=generator))
+        chosen.append(pick)
+        closest = torch.minimum(closest, ((points - points[pick]) ** 2).sum(dim=1))
+    return points[chosen].clone()

@@ -1,0 +1,105 @@
+"""InterCLR's memory bank: one feature and one pseudo-label per training sample, plus cluster centroids.
+
+Online label maintenance (the paper's mini-batch k-means): every write relabels the written
+samples to their nearest centroid, and the centroids move with it. Centroids are kept as exact
+per-cluster sums and counts (float64), updated incrementally by each write, so they always equal
+the mean of the current members, without rescanning the bank. Every few iterations clusters that
+fell below a minimum size are dissolved and re-seeded by splitting the largest cluster in two.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainers.kmeans import nearest_centroid
+
+
+class MemoryBank:
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, num_clusters: int, momentum: float):
+        """features: N x D L2-normalised; labels: N pseudo-labels in [0, num_clusters)."""
+        self.features = F.normalize(features.float(), dim=1)
+        self.labels = labels.long().clone()
+        self.num_clusters = num_clusters
+        self.momentum = momentum
+        self.recount()
+
+    def recount(self) -> None:
+        """Cluster sums and counts from scratch."""
+        dim = self.features.shape[1]
+        self.sums = torch.zeros(self.num_clusters, dim, dtype=torch.float64, device=self.features.device)
+        self.sums.index_add_(0, self.labels, self.features.double())
+        self.counts = torch.bincount(self.labels, minlength=self.num_clusters)
+
+    @property
+    def centroids(self) -> torch.Tensor:
+        """k x D means of the current members (zero for an empty cluster)."""
+        return (self.sums / self.counts.clamp(min=1)[:, None]).float()
+
+    def assign(self, points: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+        """Nearest non-empty centroid of each point, optionally never cluster `excluded`."""
+        usable = self.counts > 0
+        if excluded is not None:
+            usable[excluded] = False
+        return nearest_centroid(points, self.centroids, usable)
+
+    def write(self, indices: torch.Tensor, new_features: torch.Tensor, relabel: bool) -> int:
+        """v <- normalize((1 - w) v + w v_new) for the given samples; returns how many labels changed.
+
+        With relabel (online labels), the samples move to their nearest centroid. Centroids follow
+        the members' features either way, so they stay exact means.
+        """
+        old = self.features[indices]
+        updated = F.normalize((1 - self.momentum) * old + self.momentum * new_features.detach().float(), dim=1)
+        self.features[indices] = updated
+        old_labels = self.labels[indices]
+        new_labels = self.assign(updated) if relabel else old_labels
+        self.sums.index_add_(0, old_labels, -old.double())
+        self.sums.index_add_(0, new_labels, updated.double())
+        self.counts.index_add_(0, old_labels, -torch.ones_like(old_labels))
+        self.counts.index_add_(0, new_labels, torch.ones_like(new_labels))
+        self.labels[indices] = new_labels
+        return int((new_labels != old_labels).sum())
+
+    def relabel_all(self, labels: torch.Tensor) -> None:
+        """Replace every pseudo-label (offline labels, or the initial global k-means)."""
+        self.labels = labels.long().clone().to(self.features.device)
+        self.recount()
+
+    def rebalance(self, min_size: int) -> int:
+        """Dissolve clusters smaller than min_size; each is re-seeded with half of the largest cluster.
+
+        A dissolved cluster's members join their nearest other cluster. The largest cluster is split
+        at the median of its members' projection on their principal direction, so both halves keep
+        at least min_size members whenever it has 2 * min_size. Returns the number re-seeded.
+        """
+        reseeded = 0
+        for cluster in torch.nonzero(self.counts < min_size).flatten().tolist():
+            members = torch.nonzero(self.labels == cluster).flatten()
+            if len(members):
+                self.labels[members] = self.assign(self.features[members], excluded=torch.tensor(cluster))
+                self.recount()
+            largest = int(self.counts.argmax())
+            if self.counts[largest] < 2 * min_size:
+                break
+            donors = torch.nonzero(self.labels == largest).flatten()
+            points = self.features[donors]
+            centred = points - points.mean(dim=0)
+            direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+            projection = centred @ direction
+            upper = projection > projection.median()
+            self.labels[donors[upper]] = cluster
+            self.recount()
+            reseeded += 1
+        return reseeded
+
+    def state_dict(self) -> dict:
+        # The incremental sums are saved as they are, so a resumed run continues bit for bit.
+        return {"features": self.features, "labels": self.labels, "num_clusters": self.num_clusters,
+                "momentum": self.momentum, "sums": self.sums, "counts": self.counts}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "MemoryBank":
+        bank = cls(state["features"], state["labels"], state["num_clusters"], state["momentum"])
+        bank.sums, bank.counts = state["sums"].clone(), state["counts"].clone()
+        return bank

@@ -1,0 +1,52 @@
+"""Backbones per scale profile and the encoder (backbone + NPIDv2's 2-layer MLP head)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def small_cnn(in_channels: int, width: int) -> tuple[nn.Module, int]:
+    """Three conv-BN-ReLU stages (width, 2 width, 4 width channels) for 28x28 images: the `tiny` backbone."""
+    def stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+        layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+    body = nn.Sequential(*stage(in_channels, width, True), *stage(width, 2 * width, True),
+                         *stage(2 * width, 4 * width, False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return body, 4 * width
+
+
+def resnet(name: str, in_channels: int) -> tuple[nn.Module, int]:
+    from torchvision.models import resnet18, resnet50
+
+    if name == "resnet18-cifar":
+        net = resnet18()
+        # The CIFAR stem: a 3x3 stride-1 first convolution and no max-pool, for 32x32 inputs.
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    else:
+        net = resnet50()
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
+def backbone(name: str, in_channels: int, cnn_width: int) -> tuple[nn.Module, int]:
+    return small_cnn(in_channels, cnn_width) if name == "small-cnn" else resnet(name, in_channels)
+
+
+class Encoder(nn.Module):
+    """image -> backbone features (evaluated) -> MLP head -> L2-normalised embedding (trained)."""
+
+    def __init__(self, network: str, in_channels: int, head_hidden: int, embedding_dim: int, cnn_width: int = 32):
+        super().__init__()
+        self.backbone, self.feature_dim = backbone(network, in_channels, cnn_width)
+        self.head = nn.Sequential(nn.Linear(self.feature_dim, head_hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(head_hidden, embedding_dim))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(images)), dim=1)

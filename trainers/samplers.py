@@ -1,0 +1,81 @@
+"""Which bank entries a query contrasts with: the inter-image positive and the four negative samplers.
+
+All functions work on a whole batch at once; `eligible` marks, per query, the bank entries it may
+draw negatives from (for InterCLR's inter branch: entries with a different pseudo-label).
+"""
+
+from __future__ import annotations
+
+import torch
+
+NEGATIVE_SAMPLING = ("hard", "semi-hard", "random", "semi-easy")
+
+
+def pool_sizes(eligible_counts: torch.Tensor, strategy: str, num_negatives: int,
+               pool_fraction: float) -> torch.Tensor:
+    """How many of each query's eligible entries its strategy draws from."""
+    if strategy == "hard":
+        return torch.full_like(eligible_counts, num_negatives)
+    if strategy == "random":
+        return eligible_counts
+    return torch.ceil(pool_fraction * eligible_counts.double()).long()
+
+
+def sample_negatives(similarity: torch.Tensor, eligible: torch.Tensor, num_negatives: int, strategy: str,
+                     pool_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """K distinct negatives per query, drawn uniformly from the strategy's pool.
+
+    similarity: B x N query-to-bank cosine similarities; eligible: B x N bool. Pools, per query:
+      hard      the K most similar eligible entries (no randomness beyond their order);
+      semi-hard the ceil(pool_fraction * eligible) most similar;
+      random    all eligible entries;
+      semi-easy the ceil(pool_fraction * eligible) least similar.
+    Returns B x K bank indices.
+    """
+    if strategy not in NEGATIVE_SAMPLING:
+        raise ValueError(f"unknown negative sampling {strategy!r}; one of {NEGATIVE_SAMPLING}")
+    eligible_counts = eligible.sum(dim=1)
+    sizes = pool_sizes(eligible_counts, strategy, num_negatives, pool_fraction)
+    if bool((sizes < num_negatives).any()) or bool((eligible_counts < sizes).any()):
+        smallest = int(torch.minimum(sizes, eligible_counts).min())
+        raise ValueError(f"a query's {strategy} pool holds {smallest} entries, fewer than num_negatives="
+                         f"{num_negatives}; lower num_negatives, raise pool_fraction, or use fewer clusters")
+    batch = similarity.shape[0]
+    if strategy == "random":
+        pool = None
+        keys = torch.rand(similarity.shape, generator=generator, device=similarity.device)
+        keys = keys.masked_fill(~eligible, -1.0)
+    else:
+        closeness = similarity if strategy in ("hard", "semi-hard") else -similarity
+        closeness = closeness.masked_fill(~eligible, float("-inf"))
+        pool = closeness.topk(int(sizes.max()), dim=1).indices  # B x P, closest first
+        keys = torch.rand(pool.shape, generator=generator, device=similarity.device)
+        in_pool = torch.arange(pool.shape[1], device=pool.device)[None, :] < sizes[:, None]
+        keys = keys.masked_fill(~in_pool, -1.0)
+    # The K largest of uniform keys over the pool: a uniform K-subset without replacement.
+    chosen = keys.topk(num_negatives, dim=1).indices
+    return chosen if pool is None else pool.gather(1, chosen)
+
+
+def same_cluster_positives(bank_labels: torch.Tensor, query_indices: torch.Tensor,
+                           generator: torch.Generator) -> torch.Tensor:
+    """One uniformly drawn bank entry per query with the query's pseudo-label, never the query itself.
+
+    Falls back to the query's own entry when it is alone in its cluster. (The reference code does
+    not exclude the query; excluding it keeps the inter positive from duplicating the intra one.)
+    """
+    num_clusters = int(bank_labels.max()) + 1
+    order = torch.argsort(bank_labels, stable=True)  # bank indices grouped by cluster
+    counts = torch.bincount(bank_labels, minlength=num_clusters)
+    starts = torch.cumsum(counts, 0) - counts
+    position_in_order = torch.empty_like(order)
+    position_in_order[order] = torch.arange(len(order), device=order.device)
+
+    cluster = bank_labels[query_indices]
+    size = counts[cluster]
+    own_offset = position_in_order[query_indices] - starts[cluster]
+    uniform = torch.rand(len(query_indices), generator=generator, device=bank_labels.device)
+    offset = (uniform * (size - 1).clamp(min=1)).long().clamp(max=(size - 2).clamp(min=0))
+    offset = offset + (offset >= own_offset).long()  # skip over the query's own slot
+    drawn = order[(starts[cluster] + offset).clamp(max=len(order) - 1)]
+    return torch.where(size > 1, drawn, query_indices)
