@@ -22,9 +22,9 @@ class ScaleProfile:
 
 PROFILES = {p.name: p for p in [
     ScaleProfile(
-        "tiny", "2-core CPU: Fashion-MNIST 5k/1k class-balanced subsets, small CNN (width 16), 16 epochs",
+        "tiny", "2-core CPU: Fashion-MNIST 5k/1k class-balanced subsets, small CNN (width 16), 18 epochs",
         {"dataset": "fashion-mnist", "network": "small-cnn", "cnn_width": 16, "image_size": 28,
-         "train_subset": 5000, "test_subset": 1000, "epochs": 16, "batch_size": 128, "lr": 0.03, "num_negatives": 16,
+         "train_subset": 5000, "test_subset": 1000, "epochs": 18, "batch_size": 128, "lr": 0.03, "num_negatives": 16,
          "head_hidden": 512, "clusters_per_class": 10.0, "min_cluster_size": 8, "threads": 1, "device": "cpu"},
         cpus_per_trial=1.0),
     ScaleProfile(

@@ -90,6 +90,9 @@ def run_tune(trials: list[Trial], args: argparse.Namespace, version: str) -> tup
     """Run every trial with Ray Tune; returns the metric rows and the errors of failed trials."""
     # Checkpointing every epoch of short trials is intended; Tune's warning about it is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Each trial prints its own per-epoch line: that is the progress output, and Ray must not fold
+    # lines of different trials that look alike into "repeated Nx".
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
     from ray import tune
 
@@ -105,6 +108,7 @@ def run_tune(trials: list[Trial], args: argparse.Namespace, version: str) -> tup
             param_space={"trial": tune.grid_search(params)},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=args.max_concurrent or None,
+                reuse_actors=True,  # a finished trial's worker process runs the next: no re-import of torch
                 trial_dirname_creator=lambda t: _trial_name(t.config["trial"]["metadata"]),
                 trial_name_creator=lambda t: _trial_name(t.config["trial"]["metadata"])),
             run_config=tune.RunConfig(
@@ -112,7 +116,7 @@ def run_tune(trials: list[Trial], args: argparse.Namespace, version: str) -> tup
                 storage_path=str(Path(args.ray_dir).resolve()),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1))
+                verbose=0))
         grid = tuner.fit()
     finally:
         ray.shutdown()
