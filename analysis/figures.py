@@ -19,7 +19,7 @@ METRIC_LABELS = {"svm_map": "SVM mAP (%)", "knn_top1": "kNN top-1 (%)"}
 
 def plot_study(table: pd.DataFrame, spec, stem: Path) -> Path:
     """Draw a study's replica to stem.png and stem.pdf; returns the PNG path."""
-    order = [v for v in spec.values if v in set(table["value"])]
+    order = [v for v in spec.levels if v in set(table["value"])]
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2))
 
@@ -49,6 +49,33 @@ def plot_study(table: pd.DataFrame, spec, stem: Path) -> Path:
     curves.legend(title=spec.factor)
     seeds = int(final["seeds"].min())
     curves.set_title(f"mean and 95% CI over {seeds} seed(s)")
+    figure.tight_layout()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(stem.with_suffix(".png"), dpi=130)
+    figure.savefig(stem.with_suffix(".pdf"))
+    plt.close(figure)
+    return stem.with_suffix(".png")
+
+
+LABEL_QUALITY = {"label_nmi": "NMI with true classes", "label_purity": "purity",
+                 "labels_changed": "fraction of labels changed", "cluster_size_cv": "cluster size CV (std/mean)"}
+
+
+def plot_label_quality(table: pd.DataFrame, stem: Path) -> Path:
+    """Pseudo-label evidence per epoch for online vs offline labels: NMI and purity against the true
+    classes, the fraction of labels that changed, and the spread of cluster sizes."""
+    figure, axes = plt.subplots(1, len(LABEL_QUALITY), figsize=(4 * len(LABEL_QUALITY), 3.6))
+    palette = dict(zip(sorted(set(table["value"])), sns.color_palette("colorblind")))
+    for axis, (column, label) in zip(axes, LABEL_QUALITY.items()):
+        summary = summarize(table[table["epoch"] >= (1 if column == "labels_changed" else 0)], column,
+                            ["value", "epoch"])
+        for value, part in summary.groupby("value"):
+            part = part.sort_values("epoch")
+            axis.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))
+            axis.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[value], alpha=0.2)
+        axis.set_xlabel("epoch")
+        axis.set_title(label)
+    axes[0].legend(title="labels")
     figure.tight_layout()
     stem.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(stem.with_suffix(".png"), dpi=130)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from study.profiles import PROFILES
-from study.specs import STUDIES, Trial, expand
+from study.specs import STUDIES, Times, Trial, expand
 from trainers import data as datasets
 from trainers.config import ConfigError, check_against_data, parse_assignment
 
@@ -30,7 +30,8 @@ RESULT_TABLE = "trials"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
-    parser.add_argument("study", help=f"one of: {', '.join(STUDIES)}")
+    parser.add_argument("study", nargs="?", help=f"one of: {', '.join(STUDIES)}, or all")
+    parser.add_argument("--list", action="store_true", help="list the studies with their figure and grid size")
     parser.add_argument("--scale", default="tiny", help=f"one of: {', '.join(PROFILES)} (default tiny)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per factor value (default 3)")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs")
@@ -43,10 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan(args: argparse.Namespace) -> list[Trial]:
-    """The study's trials, with every setting checked; raises ConfigError or DataError."""
-    if args.study not in STUDIES:
-        raise ConfigError(f"unknown study {args.study!r}; choose one of: {', '.join(STUDIES)}")
+def plan(args: argparse.Namespace, study: str) -> list[Trial]:
+    """A study's trials, with every setting checked; raises ConfigError."""
     if args.scale not in PROFILES:
         raise ConfigError(f"unknown scale {args.scale!r}; choose one of: {', '.join(PROFILES)}")
     overrides = dict(parse_assignment(text) for text in args.set)
@@ -56,7 +55,30 @@ def plan(args: argparse.Namespace) -> list[Trial]:
         overrides["epochs"] = args.epochs
     if args.max_concurrent < 0 or args.max_failures < 0:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0")
-    return expand(STUDIES[args.study], PROFILES[args.scale], args.seeds, overrides)
+    return expand(STUDIES[study], PROFILES[args.scale], args.seeds, overrides)
+
+
+def output_folder(args: argparse.Namespace, study: str, several: bool) -> Path:
+    """--out, or --out/<study> when several studies run; by default results/<scale>/<study>."""
+    if args.out:
+        return Path(args.out) / study if several else Path(args.out)
+    return Path("results") / args.scale / study
+
+
+def studies_named(name: str | None) -> list[str]:
+    if name == "all":
+        return list(STUDIES)
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study {name!r}; choose one of: {', '.join(STUDIES)}, or all "
+                          f"(python -m study.run --list shows them)")
+    return [name]
+
+
+def print_list(seeds: int) -> None:
+    for spec in STUDIES.values():
+        values = ", ".join(f"{v.multiple}x" if isinstance(v, Times) else str(v) for v in spec.values)
+        print(f"{spec.name:<13} {spec.paper} {spec.figure:<6} {spec.factor} in [{values}]: "
+              f"{len(spec.values)} values x {seeds} seeds = {len(spec.values) * seeds} trials; metric {spec.metric}")
 
 
 def check_data(trials: list[Trial]) -> None:
@@ -77,8 +99,8 @@ def code_version() -> str:
 
 
 def print_plan(trials: list[Trial], args: argparse.Namespace) -> None:
-    spec = STUDIES[args.study]
-    print(f"study {spec.name} ({spec.paper} {spec.figure}): {spec.factor} over {list(spec.values)}, "
+    spec = STUDIES[trials[0].study]
+    print(f"study {spec.name} ({spec.paper} {spec.figure}): {spec.factor} over {list(spec.levels)}, "
           f"{args.seeds} seed(s), scale {args.scale}: {len(trials)} trials")
     varying = {spec.factor, "seed"}
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in trials[0].config.to_dict().items() if k not in varying))
@@ -86,40 +108,42 @@ def print_plan(trials: list[Trial], args: argparse.Namespace) -> None:
         print(f"  {spec.factor}={trial.value!s:<10} seed={trial.seed}  config {trial.config.config_hash()}")
 
 
-def run_tune(trials: list[Trial], args: argparse.Namespace, version: str) -> tuple[pd.DataFrame, list[str]]:
-    """Run every trial with Ray Tune; returns the metric rows and the errors of failed trials."""
+def start_ray() -> None:
     # Checkpointing every epoch of short trials is intended; Tune's warning about it is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Each trial prints its own per-epoch line: that is the progress output, and Ray must not fold
     # lines of different trials that look alike into "repeated Nx".
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
+
+    ray.init(include_dashboard=False, configure_logging=False, log_to_driver=True)
+
+
+def run_tune(trials: list[Trial], args: argparse.Namespace, version: str) -> tuple[pd.DataFrame, list[str]]:
+    """Run every trial of one study with Ray Tune; returns the metric rows and failed trials' errors."""
     from ray import tune
 
     from study.trainable import run_trial
 
+    study = trials[0].study
     profile = PROFILES[args.scale]
     params = [{"config": t.config.to_dict(), "metadata": {**t.metadata(), "scale": args.scale,
                                                            "code_version": version}} for t in trials]
-    ray.init(include_dashboard=False, configure_logging=False, log_to_driver=True)
-    try:
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": profile.cpus_per_trial, "gpu": profile.gpus_per_trial}),
-            param_space={"trial": tune.grid_search(params)},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=args.max_concurrent or None,
-                reuse_actors=True,  # a finished trial's worker process runs the next: no re-import of torch
-                trial_dirname_creator=lambda t: _trial_name(t.config["trial"]["metadata"]),
-                trial_name_creator=lambda t: _trial_name(t.config["trial"]["metadata"])),
-            run_config=tune.RunConfig(
-                name=f"{args.scale}-{args.study}-{datetime.datetime.now():%Y%m%d-%H%M%S}",
-                storage_path=str(Path(args.ray_dir).resolve()),
-                failure_config=tune.FailureConfig(max_failures=args.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=0))
-        grid = tuner.fit()
-    finally:
-        ray.shutdown()
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, {"cpu": profile.cpus_per_trial, "gpu": profile.gpus_per_trial}),
+        param_space={"trial": tune.grid_search(params)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=args.max_concurrent or None,
+            reuse_actors=True,  # a finished trial's worker process runs the next: no re-import of torch
+            trial_dirname_creator=lambda t: _trial_name(t.config["trial"]["metadata"]),
+            trial_name_creator=lambda t: _trial_name(t.config["trial"]["metadata"])),
+        run_config=tune.RunConfig(
+            name=f"{args.scale}-{study}-{datetime.datetime.now():%Y%m%d-%H%M%S}",
+            storage_path=str(Path(args.ray_dir).resolve()),
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=0))
+    grid = tuner.fit()
     frames, errors = [], []
     for result in grid:
         if result.metrics_dataframe is not None:
@@ -147,8 +171,8 @@ def tidy(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return table.sort_values(["value", "seed", "epoch"]).reset_index(drop=True)
 
 
-def write_results(table: pd.DataFrame, out: Path, args: argparse.Namespace, argv: list[str], version: str,
-                  seconds: float, errors: list[str]) -> None:
+def write_results(study: str, table: pd.DataFrame, out: Path, args: argparse.Namespace, argv: list[str],
+                  version: str, seconds: float, errors: list[str]) -> None:
     import ray
     import torch
 
@@ -157,7 +181,7 @@ def write_results(table: pd.DataFrame, out: Path, args: argparse.Namespace, argv
     out.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out / f"{RESULT_TABLE}.parquet", index=False)
     table.to_csv(out / f"{RESULT_TABLE}.csv", index=False)
-    spec = STUDIES[args.study]
+    spec = STUDIES[study]
     figure = plot_study(table, spec, out / spec.figure) if not table.empty else None
     command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
     lines = [f"# {spec.name} ({spec.paper} {spec.figure}) at scale {args.scale}", "",
@@ -175,28 +199,39 @@ def write_results(table: pd.DataFrame, out: Path, args: argparse.Namespace, argv
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.list:
+        print_list(args.seeds)
+        return 0
     try:
-        trials = plan(args)
+        names = studies_named(args.study)
+        plans = {name: plan(args, name) for name in names}
         if args.dry_run:
-            print_plan(trials, args)
+            for trials in plans.values():
+                print_plan(trials, args)
             return 0
-        check_data(trials)
-        out = Path(args.out or Path("results") / args.scale / args.study)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} is a file; give a folder")
+        for trials in plans.values():
+            check_data(trials)
+        outs = {name: output_folder(args, name, several=len(names) > 1) for name in names}
+        for out in outs.values():
+            if out.exists() and not out.is_dir():
+                raise ConfigError(f"output {out} is a file; give a folder")
     except (ConfigError, datasets.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print_plan(trials, args)
     version = code_version()
-    started = time.perf_counter()
-    table, errors = run_tune(trials, args, version)
-    seconds = time.perf_counter() - started
-    write_results(table, out, args, argv, version, seconds, errors)
-    print(f"wrote {len(table)} rows and the {STUDIES[args.study].figure} replica to {out} in {seconds:.0f} s")
-    for error in errors:
-        print(f"failed trial: {error}", file=sys.stderr)
-    return 1 if errors else 0
+    start_ray()
+    failed = False
+    for name, trials in plans.items():
+        print_plan(trials, args)
+        started = time.perf_counter()
+        table, errors = run_tune(trials, args, version)
+        seconds = time.perf_counter() - started
+        write_results(name, table, outs[name], args, argv, version, seconds, errors)
+        print(f"wrote {len(table)} rows and the {STUDIES[name].figure} replica to {outs[name]} in {seconds:.0f} s")
+        for error in errors:
+            print(f"failed trial: {error}", file=sys.stderr)
+        failed = failed or bool(errors)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the last checkpoint and continues from the next epoch.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -40,4 +41,5 @@ class TuneReporter:
 def run_trial(tune_config: dict) -> None:
     """tune_config["trial"] is one grid point: {"config": TrialConfig keys, "metadata": identity}."""
     trial = tune_config["trial"]
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one line per checkpoint
     fit(TrialConfig(**trial["config"]), TuneReporter(trial["metadata"]))

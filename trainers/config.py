@@ -18,9 +18,10 @@ from trainers.samplers import NEGATIVE_SAMPLING
 DATASETS = ("fashion-mnist", "imagefolder", "synthetic")
 NETWORKS = ("small-cnn", "resnet18-cifar", "resnet50")
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
+LABEL_MODES = ("online", "offline")
 DEVICES = ("auto", "cpu", "cuda")
 CHOICES = {"dataset": DATASETS, "network": NETWORKS, "negative_sampling": NEGATIVE_SAMPLING,
-           "kmeans_backend": KMEANS_BACKENDS, "device": DEVICES}
+           "kmeans_backend": KMEANS_BACKENDS, "device": DEVICES, "label_mode": LABEL_MODES}
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,8 @@ class TrialConfig:
     num_negatives: int = 4096  # K, for both branches
     bank_momentum: float = 0.5  # w in v <- normalize((1 - w) v + w v_new)
     clusters_per_class: float = 10.0  # pseudo-label clusters as a multiple of the class count
+    label_mode: str = "online"  # online: mini-batch k-means every iteration; offline: global k-means
+    offline_every: int = 1  # offline: re-extract all features and rerun k-means every this many epochs
     kmeans_iters: int = 20
     kmeans_backend: str = "auto"  # auto: faiss when it imports, else the torch implementation
     rebalance_every: int = 10  # iterations between dissolving clusters smaller than the minimum
@@ -145,7 +148,7 @@ def _check(c: TrialConfig) -> None:
     for key in ("epochs", "train_subset", "test_subset", "num_workers"):
         require(getattr(c, key) >= 0, f"{key}={getattr(c, key)} must be >= 0")
     for key in ("batch_size", "cnn_width", "image_size", "load_size", "head_hidden", "embedding_dim", "num_negatives",
-                "kmeans_iters", "rebalance_every", "knn_k", "threads"):
+                "kmeans_iters", "rebalance_every", "knn_k", "threads", "offline_every"):
         require(getattr(c, key) >= 1, f"{key}={getattr(c, key)} must be >= 1")
     require(c.min_cluster_size >= 2, f"min_cluster_size={c.min_cluster_size} must be >= 2")
     require(0.0 < c.pool_fraction <= 1.0, f"pool_fraction={c.pool_fraction} must be in (0, 1]; the paper uses 0.1")

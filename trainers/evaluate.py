@@ -49,6 +49,22 @@ def knn_top1(train_features: torch.Tensor, train_labels: torch.Tensor, test_feat
     return 100.0 * correct / len(test_features)
 
 
+def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                      test_labels: torch.Tensor, seed: int = 0) -> float:
+    """Top-1 of a multinomial logistic-regression classifier on standardised frozen features.
+
+    Stands in for the papers' ImageNet linear evaluation; L-BFGS on the full training set reaches the
+    optimum of the convex problem, so the number reflects the features, not an SGD schedule.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    probe.fit(train_features.cpu().numpy(), train_labels.cpu().numpy())
+    return 100.0 * float(probe.score(test_features.cpu().numpy(), test_labels.cpu().numpy()))
+
+
 def svm_map(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
             test_labels: torch.Tensor, costs=SVM_COSTS, folds: int = SVM_FOLDS, seed: int = 0) -> float:
     """Mean over classes of the test average precision of one-vs-rest linear SVMs.

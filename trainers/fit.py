@@ -20,7 +20,7 @@ import torch
 
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, check_against_data, parse_assignment
-from trainers.evaluate import extract, knn_top1, svm_map
+from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
 from trainers.interclr import InterCLR
 
 
@@ -58,7 +58,8 @@ def format_row(row: dict) -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
     return (f"epoch {row['epoch']:>3}  loss {show('loss', 3)}  knn_top1 {show('knn_top1')}  "
-            f"svm_map {show('svm_map')}  label_nmi {show('label_nmi', 3)}  iter {show('iter_time_s', 3)}s  "
+            f"svm_map {show('svm_map')}  linear {show('linear_top1')}  label_nmi {show('label_nmi', 3)}  "
+            f"iter {show('iter_time_s', 3)}s  "
             f"epoch {show('epoch_time_s', 1)}s")
 
 
@@ -111,7 +112,8 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     else:
         row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
         method.initialize_bank(embeddings)
-        row["label_nmi"] = label_nmi(method, data)
+        row.update(pseudo_label_quality(method, data))
+        row["peak_memory_mb"] = peak_memory_mb(device)
         rows, start = [row], 1
         reporter.report(row, training_state(0, rows))
 
@@ -136,15 +138,25 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
             step_seconds += time.perf_counter() - step_started
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 totals[key] = totals.get(key, 0.0) + value
+        relabel_seconds = 0.0
+        if config.label_mode == "offline" and epoch % config.offline_every == 0:
+            relabel_started = time.perf_counter()
+            args = (config.image_size, data.mean, data.std, device)
+            _, embeddings = extract(method.encoder, data.train, *args, num_workers=config.num_workers)
+            totals["labels_changed"] = method.relabel_offline(embeddings, epoch) * len(data.train)
+            relabel_seconds = time.perf_counter() - relabel_started
+        epoch_seconds = time.perf_counter() - epoch_started  # training and relabelling, not evaluation
         last = epoch == config.epochs
         row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch)
         row.update({key: value / iterations_per_epoch for key, value in totals.items()
                     if key not in ("labels_changed", "clusters_reseeded")})
         row["labels_changed"] = totals.get("labels_changed", 0.0) / len(data.train)
         row["clusters_reseeded"] = totals.get("clusters_reseeded", 0.0)
-        row["label_nmi"] = label_nmi(method, data)
+        row.update(pseudo_label_quality(method, data))
         row["iter_time_s"] = step_seconds / iterations_per_epoch
-        row["epoch_time_s"] = time.perf_counter() - epoch_started
+        row["relabel_time_s"] = relabel_seconds
+        row["epoch_time_s"] = epoch_seconds
+        row["peak_memory_mb"] = peak_memory_mb(device)
         rows = rows + [row]
         reporter.report(row, training_state(epoch, rows))
     return rows
@@ -156,19 +168,38 @@ def evaluate(method, data, config, device, epoch: int, with_svm: bool) -> tuple[
     train_features, train_embeddings = extract(method.encoder, data.train, *args, num_workers=config.num_workers)
     test_features, _ = extract(method.encoder, data.test, *args, num_workers=config.num_workers)
     train_labels, test_labels = data.train_labels(), data.test_labels()
+    frozen = (train_features, train_labels, test_features, test_labels)
+    nan = float("nan")
     row = {"epoch": epoch,
-           "knn_top1": knn_top1(train_features, train_labels, test_features, test_labels, config.knn_k,
-                                config.knn_temperature),
-           "svm_map": svm_map(train_features, train_labels, test_features, test_labels, seed=config.seed)
-           if with_svm else float("nan")}
+           "knn_top1": knn_top1(*frozen, config.knn_k, config.knn_temperature),
+           "svm_map": svm_map(*frozen, seed=config.seed) if with_svm else nan,
+           "linear_top1": linear_probe_top1(*frozen, seed=config.seed) if with_svm else nan}
     return row, train_embeddings
 
 
-def label_nmi(method, data) -> float:
-    """Agreement of the pseudo-labels with the true classes (analysis only; training never sees them)."""
+def pseudo_label_quality(method, data) -> dict:
+    """How the pseudo-labels relate to the true classes (analysis only; training never sees classes):
+    NMI, purity (share of samples in their cluster's majority class), and the spread of cluster sizes
+    (coefficient of variation over non-empty clusters)."""
     from sklearn.metrics import normalized_mutual_info_score
 
-    return float(normalized_mutual_info_score(data.train_labels().numpy(), method.bank.labels.cpu().numpy()))
+    truth, labels = data.train_labels(), method.bank.labels.cpu()
+    table = torch.zeros(method.num_clusters, data.num_classes, dtype=torch.long)
+    table.index_put_((labels, truth), torch.ones_like(labels), accumulate=True)
+    sizes = table.sum(dim=1)
+    sizes = sizes[sizes > 0].double()
+    return {"label_nmi": float(normalized_mutual_info_score(truth.numpy(), labels.numpy())),
+            "label_purity": float(table.max(dim=1).values.sum()) / len(labels),
+            "cluster_size_cv": float(sizes.std() / sizes.mean()) if len(sizes) > 1 else 0.0}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by tensors on CUDA; the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:

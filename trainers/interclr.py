@@ -31,10 +31,29 @@ class InterCLR:
 
     def initialize_bank(self, embeddings: torch.Tensor) -> None:
         """Bank = the initial network's embeddings, labelled by global k-means (the paper's start)."""
+        self.bank = MemoryBank(embeddings, self.global_labels(embeddings, self.config.seed), self.num_clusters,
+                               self.config.bank_momentum)
+        self.bank.rebalance(self.config.min_cluster_size)
+
+    def relabel_offline(self, embeddings: torch.Tensor, epoch: int) -> float:
+        """Offline labels: global k-means on freshly extracted embeddings replaces every pseudo-label.
+
+        Returns the fraction of samples whose label changed. Cluster ids of two k-means runs are
+        arbitrary, so each new cluster is first mapped to the old cluster most of its members had.
+        """
+        old = self.bank.labels.clone()
+        new = self.global_labels(embeddings, self.config.seed + epoch)
+        self.bank.relabel_all(new)
+        self.bank.rebalance(self.config.min_cluster_size)
+        new = self.bank.labels
+        overlap = torch.zeros(self.num_clusters, self.num_clusters, dtype=torch.long, device=new.device)
+        overlap.index_put_((new, old), torch.ones_like(new), accumulate=True)
+        return float((overlap.argmax(dim=1)[new] != old).float().mean())
+
+    def global_labels(self, embeddings: torch.Tensor, seed: int) -> torch.Tensor:
         c = self.config
-        labels, _ = global_kmeans(embeddings, self.num_clusters, c.kmeans_iters, c.seed, c.kmeans_backend, c.threads)
-        self.bank = MemoryBank(embeddings, labels, self.num_clusters, c.bank_momentum)
-        self.bank.rebalance(c.min_cluster_size)
+        labels, _ = global_kmeans(embeddings, self.num_clusters, c.kmeans_iters, seed, c.kmeans_backend, c.threads)
+        return labels
 
     def training_step(self, images: torch.Tensor, indices: torch.Tensor, iteration: int,
                       generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
@@ -54,7 +73,7 @@ class InterCLR:
 
         if c.loss_lambda < 1:
             with torch.no_grad():
-                similarity = query @ bank.features.T  # B x N, only to rank the bank for the samplers
+                similarity = torch.mm(query, bank.features.t())  # B x N, only to rank the bank for the samplers
                 eligible = bank.labels[None, :] != bank.labels[indices][:, None]
                 negatives = sample_negatives(similarity, eligible, c.num_negatives, c.negative_sampling,
                                              c.pool_fraction, generator)
@@ -64,8 +83,9 @@ class InterCLR:
             loss = loss + (1 - c.loss_lambda) * inter
             logs["loss_inter"] = float(inter.detach())
 
-        logs["labels_changed"] = bank.write(indices, query, relabel=True)
-        if (iteration + 1) % c.rebalance_every == 0:
+        online = c.label_mode == "online"
+        logs["labels_changed"] = bank.write(indices, query, relabel=online)
+        if online and (iteration + 1) % c.rebalance_every == 0:
             logs["clusters_reseeded"] = bank.rebalance(c.min_cluster_size)
         return loss, logs
 

@@ -17,8 +17,9 @@ from trainers.kmeans import nearest_centroid
 
 class MemoryBank:
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, num_clusters: int, momentum: float):
-        """features: N x D L2-normalised; labels: N pseudo-labels in [0, num_clusters)."""
-        self.features = F.normalize(features.float(), dim=1)
+        """features: N x D, L2-normalised (kept as given, so a restored bank is bit-identical);
+        labels: N pseudo-labels in [0, num_clusters)."""
+        self.features = features.float().clone()
         self.labels = labels.long().clone()
         self.num_clusters = num_clusters
         self.momentum = momentum

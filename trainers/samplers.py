@@ -46,9 +46,10 @@ def sample_negatives(similarity: torch.Tensor, eligible: torch.Tensor, num_negat
         keys = torch.rand(similarity.shape, generator=generator, device=similarity.device)
         keys = keys.masked_fill(~eligible, -1.0)
     else:
-        closeness = similarity if strategy in ("hard", "semi-hard") else -similarity
-        closeness = closeness.masked_fill(~eligible, float("-inf"))
-        pool = closeness.topk(int(sizes.max()), dim=1).indices  # B x P, closest first
+        # Cosine similarities lie in [-1, 1]: -4 / +4 put ineligible entries behind every eligible one.
+        most_similar_first = strategy in ("hard", "semi-hard")
+        ranked = torch.where(eligible, similarity, -4.0 if most_similar_first else 4.0)
+        pool = ranked.topk(int(sizes.max()), dim=1, largest=most_similar_first).indices  # B x P, pool order
         keys = torch.rand(pool.shape, generator=generator, device=similarity.device)
         in_pool = torch.arange(pool.shape[1], device=pool.device)[None, :] < sizes[:, None]
         keys = keys.masked_fill(~in_pool, -1.0)

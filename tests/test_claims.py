@@ -1,0 +1,72 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.claims import (Claim, Comparison, claim_verdict, comparison_verdict, evaluate_claims,
+                             welch_interval)
+
+
+def study_table(values_by_factor: dict, epochs=(0, 5), metric="svm_map"):
+    """A results table with one trial per (factor value, seed); the final epoch holds the given value."""
+    rows = []
+    for value, finals in values_by_factor.items():
+        for seed, final in enumerate(finals):
+            for epoch in epochs:
+                rows.append({"value": value, "seed": seed, "epoch": epoch, "config_hash": f"{value}-{seed}",
+                             metric: 50.0 if epoch == 0 else final, "knn_top1": 40.0 + epoch})
+    return pd.DataFrame(rows)
+
+
+def claim(*pairs):
+    return Claim(99, "test claim", "figX", tuple(Comparison("s", hi, lo, "svm_map") for hi, lo in pairs))
+
+
+def test_welch_interval_against_hand_computation():
+    a, b = np.array([80.0, 81.0, 82.0]), np.array([70.0, 72.0, 74.0])
+    effect, low, high = welch_interval(a, b)
+    # means 81 and 72; variances 1 and 4; se = sqrt(1/3 + 4/3) = 1.2910; Welch dof = (5/3)^2 /
+    # ((1/3)^2/2 + (4/3)^2/2) = 2.9412; t_0.975(2.9412) = 3.2188, so half-width = 4.1554.
+    assert effect == 9.0
+    assert math.isclose(high - low, 2 * 4.1554, rel_tol=1e-3)
+
+
+def test_clear_win_is_reproduced():
+    table = study_table({"a": [80.0, 80.5, 81.0], "b": [70.0, 70.4, 71.0]})
+    result = evaluate_claims({"s": table}, [claim(("a", "b"))])
+    assert result["verdict"].tolist() == ["reproduced"] and result["claim_verdict"].iloc[0] == "reproduced"
+    assert math.isclose(result["effect"].iloc[0], 80.5 - 70.4666667, rel_tol=1e-6)
+
+
+def test_clear_loss_is_contradicted():
+    table = study_table({"a": [60.0, 60.5, 61.0], "b": [70.0, 70.4, 71.0]})
+    result = evaluate_claims({"s": table}, [claim(("a", "b"))])
+    assert result["verdict"].tolist() == ["contradicted"]
+
+
+def test_overlap_is_inconclusive():
+    table = study_table({"a": [70.0, 75.0, 80.0], "b": [72.0, 74.0, 76.0]})
+    result = evaluate_claims({"s": table}, [claim(("a", "b"))])
+    assert result["verdict"].tolist() == ["inconclusive"]
+
+
+def test_claim_combines_its_comparisons():
+    table = study_table({"a": [80.0, 80.5, 81.0], "b": [70.0, 70.4, 71.0], "c": [60.0, 75.0, 90.0]})
+    mixed = evaluate_claims({"s": table}, [claim(("a", "b"), ("a", "c"))])
+    assert mixed["verdict"].tolist() == ["reproduced", "inconclusive"]
+    assert set(mixed["claim_verdict"]) == {"inconclusive"}
+    assert claim_verdict(["reproduced", "contradicted"]) == "contradicted"
+    assert claim_verdict(["reproduced", "reproduced"]) == "reproduced"
+
+
+def test_missing_study_and_single_seed():
+    assert evaluate_claims({}, [claim(("a", "b"))])["claim_verdict"].iloc[0] == "missing"
+    assert comparison_verdict(float("nan"), float("nan")) == "inconclusive"
+
+
+def test_mean_over_epochs_metric_ignores_epoch_zero():
+    table = study_table({"a": [80.0, 80.0], "b": [80.0, 80.0]}, epochs=(0, 1, 2))
+    table.loc[(table["value"] == "a") & (table["epoch"] == 0), "knn_top1"] = 0.0  # must not count
+    result = evaluate_claims({"s": table}, [Claim(1, "t", "f", (Comparison("s", "a", "b", "mean:knn_top1"),))])
+    assert result["effect"].iloc[0] == pytest.approx(0.0)

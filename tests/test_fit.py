@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import torch
+
+from trainers.config import ConfigError, TrialConfig
+from trainers.fit import ConsoleReporter, fit
+
+SYNTHETIC = TrialConfig(dataset="synthetic", image_size=16, epochs=3, batch_size=64, num_negatives=16,
+                        clusters_per_class=2, min_cluster_size=5, negative_sampling="semi-hard", seed=7)
+METRICS = ("knn_top1", "svm_map", "loss", "loss_intra", "loss_inter", "label_nmi", "labels_changed")
+
+
+def metrics(rows):
+    return [[row.get(key) for key in METRICS] for row in rows]
+
+
+def same(a, b):
+    return all((x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+               for row_a, row_b in zip(a, b) for x, y in zip(row_a, row_b)) and len(a) == len(b)
+
+
+class StopAfter(ConsoleReporter):
+    """Keeps checkpoints like the console reporter, and dies after a given epoch (a crash)."""
+
+    def __init__(self, folder, epoch):
+        super().__init__(folder)
+        self.epoch = epoch
+
+    def report(self, row, state):
+        super().report(row, state)
+        if row["epoch"] == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_same_config_and_seed_give_identical_metrics():
+    first, second = fit(SYNTHETIC), fit(SYNTHETIC)
+    assert [r["epoch"] for r in first] == [0, 1, 2, 3]
+    assert same(metrics(first), metrics(second))
+    assert not same(metrics(first), metrics(fit(SYNTHETIC.replace(seed=8))))
+
+
+def test_resume_from_checkpoint_continues_exactly(tmp_path):
+    uninterrupted = fit(SYNTHETIC)
+    with pytest.raises(KeyboardInterrupt):
+        fit(SYNTHETIC, StopAfter(tmp_path, epoch=1))
+    resumed = fit(SYNTHETIC, ConsoleReporter(str(tmp_path)))
+    assert same(metrics(resumed), metrics(uninterrupted))
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    fit(SYNTHETIC.replace(epochs=1), ConsoleReporter(str(tmp_path)))
+    with pytest.raises(ConfigError, match="different config"):
+        fit(SYNTHETIC.replace(epochs=1, lr=0.1), ConsoleReporter(str(tmp_path)))
+
+
+def test_training_improves_features_on_synthetic_data():
+    rows = fit(SYNTHETIC.replace(epochs=6, seed=0))
+    assert rows[-1]["knn_top1"] > rows[0]["knn_top1"] + 3
+
+
+def test_intra_only_and_inter_only_log_their_branch():
+    intra = fit(SYNTHETIC.replace(epochs=1, loss_lambda=1.0))[-1]
+    inter = fit(SYNTHETIC.replace(epochs=1, loss_lambda=0.0))[-1]
+    assert "loss_intra" in intra and "loss_inter" not in intra
+    assert "loss_inter" in inter and "loss_intra" not in inter
+    assert torch.isfinite(torch.tensor([intra["loss"], inter["loss"]])).all()
