@@ -5,20 +5,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from analysis.results import final_epoch, summarize  # noqa: E402
+from analysis.results import final_epoch, summarize
 
 METRIC_LABELS = {"svm_map": "SVM mAP (%)", "knn_top1": "kNN top-1 (%)"}
 
 
 def plot_study(table: pd.DataFrame, spec, stem: Path) -> Path:
     """Draw a study's replica to stem.png and stem.pdf; returns the PNG path."""
+    return save(draw_study(table, spec), stem)
+
+
+def plot_label_quality(table: pd.DataFrame, stem: Path) -> Path:
+    return save(draw_label_quality(table), stem)
+
+
+def save(figure, stem: Path) -> Path:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(stem.with_suffix(".png"), dpi=130)
+    figure.savefig(stem.with_suffix(".pdf"))
+    plt.close(figure)
+    return stem.with_suffix(".png")
+
+
+def draw_study(table: pd.DataFrame, spec):
+    """The replica as a matplotlib figure: final metric per factor value (mean, 95% CI over seeds) with
+    the epoch-0 floor, and kNN top-1 over epochs."""
     order = [v for v in spec.levels if v in set(table["value"])]
     palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -50,18 +65,14 @@ def plot_study(table: pd.DataFrame, spec, stem: Path) -> Path:
     seeds = int(final["seeds"].min())
     curves.set_title(f"mean and 95% CI over {seeds} seed(s)")
     figure.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(stem.with_suffix(".png"), dpi=130)
-    figure.savefig(stem.with_suffix(".pdf"))
-    plt.close(figure)
-    return stem.with_suffix(".png")
+    return figure
 
 
 LABEL_QUALITY = {"label_nmi": "NMI with true classes", "label_purity": "purity",
                  "labels_changed": "fraction of labels changed", "cluster_size_cv": "cluster size CV (std/mean)"}
 
 
-def plot_label_quality(table: pd.DataFrame, stem: Path) -> Path:
+def draw_label_quality(table: pd.DataFrame):
     """Pseudo-label evidence per epoch for online vs offline labels: NMI and purity against the true
     classes, the fraction of labels that changed, and the spread of cluster sizes."""
     figure, axes = plt.subplots(1, len(LABEL_QUALITY), figsize=(4 * len(LABEL_QUALITY), 3.6))
@@ -77,8 +88,4 @@ def plot_label_quality(table: pd.DataFrame, stem: Path) -> Path:
         axis.set_title(label)
     axes[0].legend(title="labels")
     figure.tight_layout()
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(stem.with_suffix(".png"), dpi=130)
-    figure.savefig(stem.with_suffix(".pdf"))
-    plt.close(figure)
-    return stem.with_suffix(".png")
+    return figure

@@ -59,6 +59,10 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], scale_folder
     if missing:
         lines += ["", "Studies without results yet (their claims read *missing*): "
                   + ", ".join(f"`python -m study.run {name} --scale {scale}`" for name in missing) + "."]
+    table4 = scale_folder / "table4" / "table4.md"
+    if table4.exists():  # written by `python -m study.table4`
+        lines += ["", "## Table 4 replica (claim 11, measured in one run)", "",
+                  *table4.read_text().splitlines()[2:]]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from study.profiles import PROFILES
 from study.specs import STUDIES, expand
-from trainers.config import ConfigError
+from trainers.config import ConfigError, parse_assignment
+from trainers.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 # The tiny profile on the synthetic set: 600 16x16 images, small enough for seconds-long trials.
@@ -30,6 +31,43 @@ def test_sampling_expands_to_values_times_seeds():
         assert trial.config.epochs == PROFILES["tiny"].settings["epochs"]
         assert trial.config.loss_lambda == 0.75 and trial.config.inter_margin == 0.0  # the study's fixed settings
     assert len({t.config.config_hash() for t in trials}) == 12
+
+
+EXPECTED_GRIDS = {  # study: (factor, recorded values, {key: value} the study fixes at the tiny scale)
+    "labels": ("label_mode", ["online", "offline"], {"negative_sampling": "random", "inter_margin": 0.0}),
+    "sampling": ("negative_sampling", ["hard", "semi-hard", "random", "semi-easy"], {"loss_lambda": 0.75}),
+    "margin-intra": ("intra_margin", [-0.5, -0.25, 0.0, 0.25, 0.5], {"inter_margin": 0.0,
+                                                                    "negative_sampling": "semi-hard"}),
+    "margin-inter": ("inter_margin", [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5], {"intra_margin": 0.0}),
+    "lambda": ("loss_lambda", [0.0, 0.25, 0.5, 0.75, 1.0], {"negative_sampling": "random"}),
+    "clusters": ("clusters_per_class", [1.0, 5.0, 10.0, 20.0], {"inter_margin": -0.5, "num_negatives": 64}),
+    "negatives": ("num_negatives", [1, 4, 16], {"inter_margin": -0.5, "negative_sampling": "semi-hard"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_GRIDS))
+def test_every_study_expands_to_its_grid(name):
+    factor, values, fixed = EXPECTED_GRIDS[name]
+    trials = expand(STUDIES[name], PROFILES["tiny"], seeds=3)
+    assert STUDIES[name].factor == factor
+    assert [t.value for t in trials] == [v for v in values for _ in range(3)]
+    assert [t.seed for t in trials] == [0, 1, 2] * len(values)
+    for trial in trials:
+        for key, value in fixed.items():
+            assert getattr(trial.config, key) == value, key
+    if name == "negatives":  # recorded as multiples of the profile's K = 16
+        assert [t.config.num_negatives for t in trials[::3]] == [16, 64, 256]
+    else:
+        assert [getattr(t.config, factor) for t in trials[::3]] == values
+    assert set(STUDIES) == set(EXPECTED_GRIDS)
+
+
+def test_list_and_dry_run_of_all():
+    listing = run_cli("--list")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in STUDIES)
+    assert "18 trials" in listing.stdout  # margin-inter: 6 values x 3 seeds
+    dry = run_cli("all", "--dry-run", "--seeds", "1")
+    assert dry.returncode == 0 and dry.stdout.count("study ") == len(STUDIES)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -95,3 +133,19 @@ def test_study_runs_end_to_end_through_ray_tune(tmp_path):
     assert (out / "fig6b.png").stat().st_size > 0 and (out / "fig6b.pdf").exists()
     assert "python -m study.run sampling" in (out / "RUN.md").read_text()
     assert pd.read_csv(out / "trials.csv").shape == table.shape
+
+    # The same config and seed give the same numbers through Ray (with reused actors) and directly.
+    overrides = dict(parse_assignment(a) for a in SYNTHETIC[1::2])
+    direct_config = expand(STUDIES["sampling"], PROFILES["tiny"], 1, {**overrides, "epochs": 1})[1].config
+    assert direct_config.negative_sampling == "semi-hard"
+    direct = fit(direct_config)
+    through_ray = table[table["config_hash"] == direct_config.config_hash()].sort_values("epoch")
+    assert through_ray["knn_top1"].tolist() == [row["knn_top1"] for row in direct]
+    assert through_ray["loss"].tolist()[1:] == [row["loss"] for row in direct[1:]]
+
+    # The report regenerates the figure and writes CLAIMS.md; claims of studies not run read missing.
+    report = subprocess.run([sys.executable, "-m", "analysis.report", "--results", str(tmp_path),
+                             "--scale", "."], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    claims = (tmp_path / "CLAIMS.md").read_text()
+    assert "Verdict rule" in claims and "sampling: semi-hard > hard" in claims and "missing" in claims

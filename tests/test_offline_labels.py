@@ -1,0 +1,63 @@
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import adjusted_rand_score
+
+from trainers import data as datasets
+from trainers.config import TrialConfig
+from trainers.evaluate import linear_probe_top1
+from trainers.fit import pseudo_label_quality
+from trainers.interclr import InterCLR
+
+CONFIG = TrialConfig(dataset="synthetic", image_size=16, clusters_per_class=0.4, min_cluster_size=5,
+                     kmeans_backend="torch", label_mode="offline")
+
+
+def blob_embeddings(n=600, k=4, dim=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(k, dim, generator=generator), dim=1) * 3
+    truth = torch.arange(n) % k
+    return F.normalize(centres[truth] + 0.05 * torch.randn(n, dim, generator=generator), dim=1), truth
+
+
+def method_with_bank(embeddings):
+    method = InterCLR(CONFIG, datasets.synthetic(seed=0), torch.device("cpu"))  # 10 classes x 0.4 = 4 clusters
+    method.initialize_bank(embeddings)
+    return method
+
+
+def test_offline_relabel_matches_brute_force_assignment():
+    embeddings, truth = blob_embeddings()
+    method = method_with_bank(F.normalize(torch.randn(600, 8, generator=torch.Generator().manual_seed(1)), dim=1))
+    method.relabel_offline(embeddings, epoch=3)
+    labels = method.bank.labels
+    assert adjusted_rand_score(truth.numpy(), labels.numpy()) == 1.0
+    # A converged k-means: every embedding is nearest to the mean of its own cluster's embeddings.
+    means = torch.stack([embeddings[labels == c].mean(dim=0) for c in range(4)])
+    assert torch.equal(labels, torch.cdist(embeddings, means).argmin(dim=1))
+
+
+def test_labels_changed_ignores_a_renaming_of_clusters():
+    embeddings, _ = blob_embeddings()
+    method = method_with_bank(embeddings)
+    assert method.relabel_offline(embeddings, epoch=1) == 0.0  # same partition, whatever its ids
+    moved, _ = blob_embeddings(seed=0)
+    moved[:30] = moved[301:331]  # 30 samples (5%) now sit in the next blob
+    assert abs(method.relabel_offline(moved, epoch=2) - 30 / 600) < 1e-9
+
+
+def test_pseudo_label_quality_by_hand():
+    method = method_with_bank(blob_embeddings()[0])
+    data = datasets.synthetic(seed=0)  # 600 train images, 60 per class, labels in class order
+    method.bank.labels = torch.arange(600) // 150  # cluster c holds classes 2.5c .. 2.5c + 2.5
+    quality = pseudo_label_quality(method, data)
+    # Each cluster of 150 holds 60 of its majority class: purity = 4 * 60 / 600 = 0.4; equal sizes.
+    assert abs(quality["label_purity"] - 0.4) < 1e-9 and quality["cluster_size_cv"] == 0.0
+
+
+def test_linear_probe_separable_and_chance():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat(100)
+    features = F.one_hot(labels, 4).float() + 0.1 * torch.randn(400, 4, generator=generator)
+    assert linear_probe_top1(features, labels, features, labels) == 100.0
+    noise = torch.randn(400, 4, generator=generator)
+    assert linear_probe_top1(noise[:200], labels[:200], noise[200:], labels[200:]) < 45  # chance is 25
