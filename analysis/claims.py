@@ -1,9 +1,9 @@
 """The papers' claims as pre-registered comparisons, and one verdict rule for all of them.
 
 A claim is a list of comparisons "metric(higher) > metric(lower)" between two factor values of a
-study, each evaluated per trial (one number per seed) and compared across seeds:
+study (or "metric(higher) > 0" for one value), each evaluated per trial (one number per seed):
 
-    effect = mean(higher) - mean(lower), with a 95% Welch t interval.
+    effect = mean(higher) - mean(lower), with a 95% Welch t interval (one-sample t against 0).
     A comparison is reproduced when the interval lies above 0, contradicted when it lies below 0,
     and inconclusive otherwise. A claim is reproduced when all of its comparisons are,
     contradicted when any is, and inconclusive otherwise.
@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from analysis.results import mean_ci
+
 VERDICT_RULE = (
     "For each comparison, effect = mean(expected higher) - mean(expected lower) over seeds, with a 95% "
     "Welch t confidence interval. Reproduced: the interval lies above 0. Contradicted: it lies below 0. "
@@ -26,10 +28,15 @@ VERDICT_RULE = (
 
 @dataclass(frozen=True)
 class Comparison:
+    """metric(higher) > metric(lower) across seeds; with lower=None, metric(higher) > 0 (one sample).
+
+    metric is a result column read at each trial's last epoch, or with a prefix: "mean:COLUMN"
+    averages it over epochs 1..; "rise:COLUMN" is last minus epoch 0; "fall:COLUMN" epoch 0 minus last.
+    """
     study: str
-    higher: object  # the factor value the paper says scores higher
-    lower: object
-    metric: str  # a result column; "mean:COLUMN" averages the column over epochs 1.. of each trial
+    higher: object
+    lower: object | None
+    metric: str
 
 
 @dataclass(frozen=True)
@@ -66,17 +73,32 @@ CLAIMS = (
            Comparison("negatives", 1, 16, "svm_map"))),
     Claim(11, "Online label maintenance costs less time per epoch than offline (paper Table 4: about 1.3x).",
           "table4", (Comparison("labels", "offline", "online", "mean:epoch_time_s"),)),
+    Claim(8, "The over-clustering frequency falls as k grows; with k=1 it rises during training, with k=m/2 "
+             "it falls.", "table6",
+          (Comparison("overclustering", "rank-1", "rank-5", "overclustering_given_a"),
+           Comparison("overclustering", "rank-5", "median", "overclustering_given_a"),
+           Comparison("overclustering", "rank-1", None, "rise:overclustering_given_a"),
+           Comparison("overclustering", "median", None, "fall:overclustering_given_a"))),
+    Claim(9, "Margin C = -100 and -1.2 are better than -0.3.", "table7",
+          (Comparison("triplet-margin", -100.0, -0.3, "linear_top1"),
+           Comparison("triplet-margin", -1.2, -0.3, "linear_top1"))),
+    Claim(10, "rank-m/2 and rank-5 deputies beat rank-1.", "table8",
+          (Comparison("rank-k", "median", "rank-1", "linear_top1"),
+           Comparison("rank-k", "rank-5", "rank-1", "linear_top1"))),
 )
 
 
 def per_trial(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     """One value per trial: the final epoch's `metric`, or with "mean:" its mean over epochs 1.."""
-    if metric.startswith("mean:"):
-        column = metric.split(":", 1)[1]
-        trained = table[table["epoch"] >= 1]
-        values = trained.groupby(["value", "seed"])[column].mean()
+    kind, _, column = metric.rpartition(":")
+    first = table["epoch"] == 0
+    last = table["epoch"] == table.groupby("config_hash")["epoch"].transform("max")
+    if kind == "mean":
+        values = table[table["epoch"] >= 1].groupby(["value", "seed"])[column].mean()
+    elif kind in ("rise", "fall"):
+        change = (table[last].set_index(["value", "seed"])[column] - table[first].set_index(["value", "seed"])[column])
+        values = change if kind == "rise" else -change
     else:
-        last = table["epoch"] == table.groupby("config_hash")["epoch"].transform("max")
         values = table[last].set_index(["value", "seed"])[metric]
     return values.rename("metric").reset_index()
 
@@ -116,6 +138,13 @@ def claim_verdict(verdicts: list[str]) -> str:
 def evaluate_comparison(table: pd.DataFrame, comparison: Comparison) -> dict:
     values = per_trial(table, comparison.metric)
     higher = values.loc[values["value"] == comparison.higher, "metric"].dropna().to_numpy(float)
+    if comparison.lower is None:
+        if len(higher) == 0:
+            return {"verdict": "missing", "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                    "seeds": (0, 0)}
+        effect, low, high = mean_ci(higher)
+        return {"verdict": comparison_verdict(low, high), "effect": effect, "ci_low": low, "ci_high": high,
+                "seeds": (len(higher), 0)}
     lower = values.loc[values["value"] == comparison.lower, "metric"].dropna().to_numpy(float)
     if len(higher) == 0 or len(lower) == 0:
         return {"verdict": "missing", "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
@@ -136,7 +165,8 @@ def evaluate_claims(tables: dict[str, pd.DataFrame], claims=CLAIMS) -> pd.DataFr
                 "verdict": "missing", "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
                 "seeds": (0, 0)}
             parts.append({"claim": claim.number, "text": claim.text, "figure": claim.figure,
-                          "study": comparison.study, "comparison": f"{comparison.higher} > {comparison.lower}",
+                          "study": comparison.study,
+                          "comparison": f"{comparison.higher} > {0 if comparison.lower is None else comparison.lower}",
                           "metric": comparison.metric, **result})
         verdicts = [p["verdict"] for p in parts]
         overall = "missing" if "missing" in verdicts else claim_verdict(verdicts)

@@ -12,14 +12,21 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.bernoulli import PAPER_STATED, scientific, tail_probability
 from analysis.claims import CLAIMS, VERDICT_RULE, evaluate_claims
 from analysis.figures import plot_label_quality, plot_study
 from analysis.results import load_trials
+from analysis.tables import bernoulli_table, markdown, table6, table7, table8
 from study.specs import STUDIES
+
+TRIPLET_TABLES = {"overclustering": ("table6", table6, "Table 6: over-clustering frequency, first and last epoch"),
+                  "triplet-margin": ("table7", table7, "Table 7: margin C"),
+                  "rank-k": ("table8", table8, "Table 8: rank of the deputy negative")}
 
 
 def load_all(scale_folder: Path) -> dict[str, pd.DataFrame]:
@@ -59,6 +66,7 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], scale_folder
     if missing:
         lines += ["", "Studies without results yet (their claims read *missing*): "
                   + ", ".join(f"`python -m study.run {name} --scale {scale}`" for name in missing) + "."]
+    lines += triplet_sections(tables, scale_folder)
     table4 = scale_folder / "table4" / "table4.md"
     if table4.exists():  # written by `python -m study.table4`
         lines += ["", "## Table 4 replica (claim 11, measured in one run)", "",

@@ -45,7 +45,7 @@ def timed_steps(method, optimizer, generator, batches, device, start: int) -> li
     for offset, (images, _, indices) in enumerate(batches):
         images, indices = images.to(device), indices.to(device)
         started = time.perf_counter()
-        loss, _ = method.training_step(images, indices, start + offset, generator)
+        loss, _ = method.training_step(images, None, indices, start + offset, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -79,6 +79,21 @@ STUDIES = {s.name: s for s in [
         name="negatives", paper="InterCLR", figure="fig9b", factor="num_negatives",
         values=(Times(1), Times(4), Times(16)), metric="svm_map",
         claim="4x more negatives helps marginally; 16x hurts (Fig. 9b).", fixed=FINAL_RECIPE),
+    # Truncated triplet: negatives are the other m = batch - 1 targets of the batch; "median" is rank m/2.
+    StudySpec(
+        name="rank-k", paper="Truncated triplet", figure="table8", factor="deputy",
+        values=("rank-1", "rank-5", "median", "smoothed-5"), metric="linear_top1",
+        claim="rank-m/2 and rank-5 deputies beat rank-1 (Table 8).", fixed={"method": "truncated-triplet"}),
+    StudySpec(
+        name="triplet-margin", paper="Truncated triplet", figure="table7", factor="triplet_margin",
+        values=(-0.3, -1.2, -100.0), metric="linear_top1",
+        claim="Margin C = -100 and -1.2 are better than -0.3 (Table 7).",
+        fixed={"method": "truncated-triplet", "deputy": "median"}),
+    StudySpec(
+        name="overclustering", paper="Truncated triplet", figure="table6", factor="deputy",
+        values=("rank-1", "rank-5", "median"), metric="overclustering_given_a",
+        claim="The over-clustering frequency falls as k grows; with k=1 it rises during training, with "
+              "k=m/2 it falls (Table 6).", fixed={"method": "truncated-triplet"}),
 ]}
 
 

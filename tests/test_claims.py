@@ -70,3 +70,18 @@ def test_mean_over_epochs_metric_ignores_epoch_zero():
     table.loc[(table["value"] == "a") & (table["epoch"] == 0), "knn_top1"] = 0.0  # must not count
     result = evaluate_claims({"s": table}, [Claim(1, "t", "f", (Comparison("s", "a", "b", "mean:knn_top1"),))])
     assert result["effect"].iloc[0] == pytest.approx(0.0)
+
+
+def test_one_sample_rise_and_fall():
+    rows = []
+    for seed, (start, end) in enumerate([(0.10, 0.50), (0.12, 0.55), (0.11, 0.52)]):
+        rows += [{"value": "k1", "seed": seed, "epoch": 0, "config_hash": f"k1-{seed}", "p": start},
+                 {"value": "k1", "seed": seed, "epoch": 9, "config_hash": f"k1-{seed}", "p": end}]
+    table = pd.DataFrame(rows)
+    rise = Claim(8, "t", "f", (Comparison("s", "k1", None, "rise:p"),))
+    fall = Claim(8, "t", "f", (Comparison("s", "k1", None, "fall:p"),))
+    rising = evaluate_claims({"s": table}, [rise])
+    assert rising["verdict"].iloc[0] == "reproduced"
+    assert rising["effect"].iloc[0] == pytest.approx((0.40 + 0.43 + 0.41) / 3)
+    assert rising["comparison"].iloc[0] == "k1 > 0"
+    assert evaluate_claims({"s": table}, [fall])["verdict"].iloc[0] == "contradicted"

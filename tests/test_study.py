@@ -42,6 +42,9 @@ EXPECTED_GRIDS = {  # study: (factor, recorded values, {key: value} the study fi
     "lambda": ("loss_lambda", [0.0, 0.25, 0.5, 0.75, 1.0], {"negative_sampling": "random"}),
     "clusters": ("clusters_per_class", [1.0, 5.0, 10.0, 20.0], {"inter_margin": -0.5, "num_negatives": 64}),
     "negatives": ("num_negatives", [1, 4, 16], {"inter_margin": -0.5, "negative_sampling": "semi-hard"}),
+    "rank-k": ("deputy", ["rank-1", "rank-5", "median", "smoothed-5"], {"method": "truncated-triplet"}),
+    "triplet-margin": ("triplet_margin", [-0.3, -1.2, -100.0], {"method": "truncated-triplet", "deputy": "median"}),
+    "overclustering": ("deputy", ["rank-1", "rank-5", "median"], {"method": "truncated-triplet"}),
 }
 
 

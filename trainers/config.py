@@ -19,9 +19,11 @@ DATASETS = ("fashion-mnist", "imagefolder", "synthetic")
 NETWORKS = ("small-cnn", "resnet18-cifar", "resnet50")
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
 LABEL_MODES = ("online", "offline")
+METHODS = ("interclr", "truncated-triplet")
 DEVICES = ("auto", "cpu", "cuda")
 CHOICES = {"dataset": DATASETS, "network": NETWORKS, "negative_sampling": NEGATIVE_SAMPLING,
-           "kmeans_backend": KMEANS_BACKENDS, "device": DEVICES, "label_mode": LABEL_MODES}
+           "kmeans_backend": KMEANS_BACKENDS, "device": DEVICES, "label_mode": LABEL_MODES,
+           "method": METHODS}
 
 
 class ConfigError(ValueError):
@@ -31,6 +33,7 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class TrialConfig:
     seed: int = 0
+    method: str = "interclr"  # or "truncated-triplet"
 
     # data
     dataset: str = "fashion-mnist"
@@ -70,6 +73,13 @@ class TrialConfig:
     kmeans_backend: str = "auto"  # auto: faiss when it imports, else the torch implementation
     rebalance_every: int = 10  # iterations between dissolving clusters smaller than the minimum
     min_cluster_size: int = 20
+
+    # truncated triplet (Wang et al. 2021): loss = max(gamma d(x, x+) - d(x, deputy), C), d = -cosine
+    deputy: str = "rank-1"  # rank-K: the K-th most similar negative; smoothed-K: mean of ranks 2..2K+1; median
+    triplet_gamma: float = 2.0
+    triplet_margin: float = -100.0  # C; -100 never binds
+    target_momentum: float = 0.99  # EMA of the target network, rising to 1 on a cosine schedule (BYOL)
+    predictor_hidden: int = 512
 
     # evaluation
     knn_k: int = 200
@@ -159,8 +169,26 @@ def _check(c: TrialConfig) -> None:
             "need lr > 0, weight_decay >= 0 and momentum in [0, 1)")
     require(c.clusters_per_class > 0, f"clusters_per_class={c.clusters_per_class} must be > 0")
     require(all(math.isfinite(v) for v in (c.intra_margin, c.inter_margin)), "margins must be finite numbers")
+    require(0 <= c.target_momentum <= 1, f"target_momentum={c.target_momentum} must be in [0, 1]")
+    require(c.predictor_hidden >= 1, f"predictor_hidden={c.predictor_hidden} must be >= 1")
+    rule, rank = parse_deputy(c.deputy)
+    negatives = c.batch_size - 1
+    deepest = {"rank": rank, "smoothed": 2 * rank + 1, "median": negatives // 2}[rule]
+    require(c.method != "truncated-triplet" or 1 <= deepest <= negatives,
+            f"deputy={c.deputy} needs rank {deepest}, but a batch of {c.batch_size} has {negatives} negatives; "
+            f"lower the rank or raise batch_size")
     require(c.image_size <= c.load_size or c.dataset != "imagefolder",
             f"image_size={c.image_size} is larger than load_size={c.load_size}; raise load_size")
+
+
+def parse_deputy(text: str) -> tuple[str, int]:
+    """"rank-5" -> ("rank", 5); "smoothed-5" -> ("smoothed", 5); "median" -> ("median", 0)."""
+    if text == "median":
+        return "median", 0
+    rule, _, rank = text.partition("-")
+    if rule not in ("rank", "smoothed") or not rank.isdigit() or int(rank) < 1:
+        raise ConfigError(f"deputy={text!r} is not rank-K, smoothed-K (K >= 1) or median")
+    return rule, int(rank)
 
 
 def check_against_data(c: TrialConfig, train_size: int, num_classes: int) -> None:
@@ -176,6 +204,8 @@ def check_against_data(c: TrialConfig, train_size: int, num_classes: int) -> Non
     if c.batch_size > train_size:
         raise ConfigError(f"batch_size={c.batch_size} exceeds the {train_size} training samples; lower batch_size")
     eligible = train_size - math.ceil(train_size / clusters)
+    if c.method != "interclr":
+        return
     if c.loss_lambda < 1.0 and c.negative_sampling in ("semi-hard", "semi-easy"):
         eligible = math.floor(c.pool_fraction * eligible)
     if c.num_negatives > eligible:

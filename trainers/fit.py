@@ -22,6 +22,9 @@ from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, check_against_data, parse_assignment
 from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
 from trainers.interclr import InterCLR
+from trainers.triplet import TruncatedTriplet
+
+METHODS = {"interclr": InterCLR, "truncated-triplet": TruncatedTriplet}
 
 
 class Reporter(Protocol):
@@ -80,8 +83,8 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     data = datasets.load(config)
     check_against_data(config, len(data.train), data.num_classes)
 
-    method = InterCLR(config, data, device)
-    optimizer = torch.optim.SGD(method.encoder.parameters(), lr=config.lr, momentum=config.momentum,
+    method = METHODS[config.method](config, data, device)
+    optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     iterations_per_epoch = len(data.train) // config.batch_size
     total_iterations = max(1, config.epochs * iterations_per_epoch)
@@ -111,8 +114,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         rows, start = state["rows"], state["epoch"] + 1
     else:
         row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
-        method.initialize_bank(embeddings)
-        row.update(pseudo_label_quality(method, data))
+        row.update(method.start(embeddings, generator))
         row["peak_memory_mb"] = peak_memory_mb(device)
         rows, start = [row], 1
         reporter.report(row, training_state(0, rows))
@@ -122,37 +124,31 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         totals: dict[str, float] = {}
         step_seconds = 0.0
         method.encoder.train()
-        for iteration, (images, _, indices) in enumerate(
+        for iteration, (images, labels, indices) in enumerate(
                 datasets.batches(data.train, config.batch_size, shuffle=True, generator=order_generator,
                                  num_workers=config.num_workers)):
-            images, indices = images.to(device, non_blocking=True), indices.to(device)
+            images, labels, indices = (x.to(device, non_blocking=True) for x in (images, labels, indices))
+            step = (epoch - 1) * iterations_per_epoch + iteration
             step_started = time.perf_counter()
-            loss, logs = method.training_step(images, indices, (epoch - 1) * iterations_per_epoch + iteration,
-                                              generator)
+            loss, logs = method.training_step(images, labels, indices, step, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
+            method.after_step((step + 1) / total_iterations)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             step_seconds += time.perf_counter() - step_started
             for key, value in {"loss": float(loss.detach()), **logs}.items():
                 totals[key] = totals.get(key, 0.0) + value
-        relabel_seconds = 0.0
-        if config.label_mode == "offline" and epoch % config.offline_every == 0:
-            relabel_started = time.perf_counter()
-            args = (config.image_size, data.mean, data.std, device)
-            _, embeddings = extract(method.encoder, data.train, *args, num_workers=config.num_workers)
-            totals["labels_changed"] = method.relabel_offline(embeddings, epoch) * len(data.train)
-            relabel_seconds = time.perf_counter() - relabel_started
+        relabel_started = time.perf_counter()
+        totals.update(method.end_epoch(epoch))
+        relabel_seconds = time.perf_counter() - relabel_started
         epoch_seconds = time.perf_counter() - epoch_started  # training and relabelling, not evaluation
         last = epoch == config.epochs
         row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch)
-        row.update({key: value / iterations_per_epoch for key, value in totals.items()
-                    if key not in ("labels_changed", "clusters_reseeded")})
-        row["labels_changed"] = totals.get("labels_changed", 0.0) / len(data.train)
-        row["clusters_reseeded"] = totals.get("clusters_reseeded", 0.0)
-        row.update(pseudo_label_quality(method, data))
+        row.update({key: value / iterations_per_epoch for key, value in totals.items() if key.startswith("loss")})
+        row.update(method.epoch_metrics(totals))
         row["iter_time_s"] = step_seconds / iterations_per_epoch
         row["relabel_time_s"] = relabel_seconds
         row["epoch_time_s"] = epoch_seconds
@@ -175,22 +171,6 @@ def evaluate(method, data, config, device, epoch: int, with_svm: bool) -> tuple[
            "svm_map": svm_map(*frozen, seed=config.seed) if with_svm else nan,
            "linear_top1": linear_probe_top1(*frozen, seed=config.seed) if with_svm else nan}
     return row, train_embeddings
-
-
-def pseudo_label_quality(method, data) -> dict:
-    """How the pseudo-labels relate to the true classes (analysis only; training never sees classes):
-    NMI, purity (share of samples in their cluster's majority class), and the spread of cluster sizes
-    (coefficient of variation over non-empty clusters)."""
-    from sklearn.metrics import normalized_mutual_info_score
-
-    truth, labels = data.train_labels(), method.bank.labels.cpu()
-    table = torch.zeros(method.num_clusters, data.num_classes, dtype=torch.long)
-    table.index_put_((labels, truth), torch.ones_like(labels), accumulate=True)
-    sizes = table.sum(dim=1)
-    sizes = sizes[sizes > 0].double()
-    return {"label_nmi": float(normalized_mutual_info_score(truth.numpy(), labels.numpy())),
-            "label_purity": float(table.max(dim=1).values.sum()) / len(labels),
-            "cluster_size_cv": float(sizes.std() / sizes.mean()) if len(sizes) > 1 else 0.0}
 
 
 def peak_memory_mb(device: torch.device) -> float:

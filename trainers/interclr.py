@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from trainers.augment import training_view
+from trainers.evaluate import extract
 from trainers.kmeans import global_kmeans
 from trainers.losses import margin_nce
 from trainers.memory_bank import MemoryBank
@@ -28,6 +29,45 @@ class InterCLR:
                                config.cnn_width).to(device)
         self.num_clusters = config.num_clusters(data.num_classes)
         self.bank: MemoryBank | None = None
+
+    def parameters(self):
+        return self.encoder.parameters()
+
+    def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
+        """After the epoch-0 evaluation: build the bank; returns the initial labels' quality."""
+        self.initialize_bank(embeddings)
+        return self.pseudo_label_quality()
+
+    def after_step(self, progress: float) -> None:
+        """Nothing: the bank is written inside the training step."""
+
+    def end_epoch(self, epoch: int) -> dict:
+        """Offline labels: every offline_every epochs, re-embed the training set and rerun k-means."""
+        c = self.config
+        if c.label_mode != "offline" or epoch % c.offline_every != 0:
+            return {}
+        _, embeddings = extract(self.encoder, self.data.train, c.image_size, self.data.mean, self.data.std,
+                                self.device, num_workers=c.num_workers)
+        return {"labels_changed": self.relabel_offline(embeddings, epoch) * len(self.data.train)}
+
+    def epoch_metrics(self, totals: dict) -> dict:
+        return {"labels_changed": totals.get("labels_changed", 0.0) / len(self.data.train),
+                "clusters_reseeded": totals.get("clusters_reseeded", 0.0), **self.pseudo_label_quality()}
+
+    def pseudo_label_quality(self) -> dict:
+        """How the pseudo-labels relate to the true classes (analysis only; training never sees classes):
+        NMI, purity (share of samples in their cluster's majority class), and the spread of cluster
+        sizes (coefficient of variation over non-empty clusters)."""
+        from sklearn.metrics import normalized_mutual_info_score
+
+        truth, labels = self.data.train_labels(), self.bank.labels.cpu()
+        table = torch.zeros(self.num_clusters, self.data.num_classes, dtype=torch.long)
+        table.index_put_((labels, truth), torch.ones_like(labels), accumulate=True)
+        sizes = table.sum(dim=1)
+        sizes = sizes[sizes > 0].double()
+        return {"label_nmi": float(normalized_mutual_info_score(truth.numpy(), labels.numpy())),
+                "label_purity": float(table.max(dim=1).values.sum()) / len(labels),
+                "cluster_size_cv": float(sizes.std() / sizes.mean()) if len(sizes) > 1 else 0.0}
 
     def initialize_bank(self, embeddings: torch.Tensor) -> None:
         """Bank = the initial network's embeddings, labelled by global k-means (the paper's start)."""
@@ -55,8 +95,9 @@ class InterCLR:
         labels, _ = global_kmeans(embeddings, self.num_clusters, c.kmeans_iters, seed, c.kmeans_backend, c.threads)
         return labels
 
-    def training_step(self, images: torch.Tensor, indices: torch.Tensor, iteration: int,
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, iteration: int,
                       generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """One iteration's loss; `labels` (true classes) are not used by InterCLR."""
         c, bank = self.config, self.bank
         view = training_view(images, c.image_size, self.data.mean, self.data.std, generator)
         query = self.encoder(view)  # B x D, unit norm

@@ -16,3 +16,32 @@ def margin_nce(positive: torch.Tensor, negatives: torch.Tensor, margin: float, t
     logits = torch.cat([(positive - margin).unsqueeze(1), negatives], dim=1) / temperature
     target = torch.zeros(len(logits), dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target)
+
+
+def truncated_triplet(query: torch.Tensor, targets: torch.Tensor, rule: str, rank: int, gamma: float,
+                      margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The truncated triplet loss of Wang et al. (2021) over a batch, and each query's deputies.
+
+    query: B x D online predictions, targets: B x D target projections, both unit norm; query i's
+    positive is target i, its m = B - 1 negatives the other targets. With d = -cosine, negatives are
+    ranked by distance, most similar first; the deputy distance is the rank-k one (rule "rank"), the
+    mean of ranks 2..2k+1 ("smoothed"), or rank floor(m / 2) ("median").
+    Loss = mean_i max(gamma d(x_i, x_i+) - d(x_i, deputy_i), margin).
+    Returns the loss and a B x R tensor of the deputies' target indices (R = 1, or 2k for smoothed).
+    """
+    batch = len(query)
+    distance = -(query @ targets.T)  # B x B
+    positive = distance.diagonal()
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=query.device)
+    negatives = distance[off_diagonal].view(batch, batch - 1)
+    target_index = torch.arange(batch, device=query.device).expand(batch, batch).masked_select(off_diagonal)
+    ranked, order = negatives.sort(dim=1)  # ascending distance: the most similar negative first
+    if rule == "smoothed":
+        chosen = slice(1, 2 * rank + 1)  # ranks 2 .. 2k+1, zero-based 1 .. 2k
+    else:
+        position = rank - 1 if rule == "rank" else (batch - 1) // 2 - 1
+        chosen = slice(position, position + 1)
+    deputy = ranked[:, chosen].mean(dim=1)
+    deputies = target_index.view(batch, batch - 1).gather(1, order[:, chosen])
+    loss = torch.clamp(gamma * positive - deputy, min=margin).mean()
+    return loss, deputies

@@ -39,14 +39,21 @@ def backbone(name: str, in_channels: int, cnn_width: int) -> tuple[nn.Module, in
     return small_cnn(in_channels, cnn_width) if name == "small-cnn" else resnet(name, in_channels)
 
 
+def mlp(in_dim: int, hidden: int, out_dim: int, batchnorm: bool) -> nn.Sequential:
+    """Two layers: NPIDv2's head is Linear-ReLU-Linear; BYOL's projector and predictor put a
+    BatchNorm after the hidden layer, which keeps the online/target pair from collapsing."""
+    hidden_layers = [nn.Linear(in_dim, hidden)] + ([nn.BatchNorm1d(hidden)] if batchnorm else [])
+    return nn.Sequential(*hidden_layers, nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
 class Encoder(nn.Module):
     """image -> backbone features (evaluated) -> MLP head -> L2-normalised embedding (trained)."""
 
-    def __init__(self, network: str, in_channels: int, head_hidden: int, embedding_dim: int, cnn_width: int = 32):
+    def __init__(self, network: str, in_channels: int, head_hidden: int, embedding_dim: int, cnn_width: int = 32,
+                 head_batchnorm: bool = False):
         super().__init__()
         self.backbone, self.feature_dim = backbone(network, in_channels, cnn_width)
-        self.head = nn.Sequential(nn.Linear(self.feature_dim, head_hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(head_hidden, embedding_dim))
+        self.head = mlp(self.feature_dim, head_hidden, embedding_dim, head_batchnorm)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(images)), dim=1)
