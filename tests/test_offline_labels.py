@@ -5,7 +5,6 @@ from sklearn.metrics import adjusted_rand_score
 from trainers import data as datasets
 from trainers.config import TrialConfig
 from trainers.evaluate import linear_probe_top1
-from trainers.fit import pseudo_label_quality
 from trainers.interclr import InterCLR
 
 CONFIG = TrialConfig(dataset="synthetic", image_size=16, clusters_per_class=0.4, min_cluster_size=5,
@@ -46,10 +45,9 @@ def test_labels_changed_ignores_a_renaming_of_clusters():
 
 
 def test_pseudo_label_quality_by_hand():
-    method = method_with_bank(blob_embeddings()[0])
-    data = datasets.synthetic(seed=0)  # 600 train images, 60 per class, labels in class order
+    method = method_with_bank(blob_embeddings()[0])  # synthetic data: 600 images, 60 per class, in class order
     method.bank.labels = torch.arange(600) // 150  # cluster c holds classes 2.5c .. 2.5c + 2.5
-    quality = pseudo_label_quality(method, data)
+    quality = method.pseudo_label_quality()
     # Each cluster of 150 holds 60 of its majority class: purity = 4 * 60 / 600 = 0.4; equal sizes.
     assert abs(quality["label_purity"] - 0.4) < 1e-9 and quality["cluster_size_cv"] == 0.0
 
