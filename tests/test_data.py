@@ -16,6 +16,7 @@ def write_idx(path, array, magic):
 
 
 def fake_fashion_mnist(folder, n_train=40, n_test=20):
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for split, n in (("train", n_train), ("test", n_test)):
         images_file, labels_file = datasets.FASHION_MNIST_FILES[split]
