@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        base = TrialConfig().replace(**{**PROFILES[args.scale].settings, **dict(parse_assignment(t) for t in args.set)})
+        base = PROFILES[args.scale].config(**dict(parse_assignment(t) for t in args.set))
         device = resolve_device(base.device)
         data = datasets.load(base)
     except (ConfigError, datasets.DataError) as error:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trainers.config import TrialConfig
+
 
 @dataclass(frozen=True)
 class ScaleProfile:
@@ -18,6 +20,10 @@ class ScaleProfile:
     settings: dict = field(default_factory=dict)  # TrialConfig keys
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+
+    def config(self, **overrides) -> TrialConfig:
+        """A trial config at this scale: TrialConfig defaults, then this profile, then the overrides."""
+        return TrialConfig().replace(**{**self.settings, **overrides})
 
 
 PROFILES = {p.name: p for p in [

@@ -119,7 +119,7 @@ def expand(spec: StudySpec, profile: ScaleProfile, seeds: int, overrides: dict |
         raise ConfigError(f"{spec.factor} is what study {spec.name!r} varies; drop --set {spec.factor}=...")
     if "seed" in overrides:
         raise ConfigError("seeds come from --seeds N (seeds 0..N-1); drop --set seed=...")
-    defaults = TrialConfig().replace(**profile.settings)
+    defaults = profile.config()
 
     def resolve(key: str, value):
         return value.resolve(getattr(defaults, key)) if isinstance(value, Times) else value

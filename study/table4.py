@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_assignment(text) for text in args.set)
-        base = TrialConfig().replace(**{**PROFILES[args.scale].settings, "epochs": args.epochs, **overrides})
+        base = PROFILES[args.scale].config(**{"epochs": args.epochs, **overrides})
         configs = {name: base.replace(**changes) for name, (changes, _, _) in VARIANTS.items()}
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -40,7 +40,6 @@ def sample_negatives(similarity: torch.Tensor, eligible: torch.Tensor, num_negat
         smallest = int(torch.minimum(sizes, eligible_counts).min())
         raise ValueError(f"a query's {strategy} pool holds {smallest} entries, fewer than num_negatives="
                          f"{num_negatives}; lower num_negatives, raise pool_fraction, or use fewer clusters")
-    batch = similarity.shape[0]
     if strategy == "random":
         pool = None
         keys = torch.rand(similarity.shape, generator=generator, device=similarity.device)
