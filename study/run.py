@@ -164,7 +164,7 @@ def tidy(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if "config_hash" not in table.columns:
         return pd.DataFrame()
     ray_columns = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
-                   "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "time_since_restore",
+                   "time_this_iter_s", "time_total_s", "pid", "node_ip", "time_since_restore",
                    "iterations_since_restore", "should_checkpoint", "config/trial"}
     table = table[[c for c in table.columns if c not in ray_columns and not c.startswith("config/")]]
     table = table.drop_duplicates(subset=["config_hash", "epoch"], keep="last")

@@ -1,16 +1,19 @@
 """The Ray Tune trainable: runs trainers.fit for one trial and reports each epoch with a checkpoint.
 
-Each report carries the trial's identity (study, factor, value, seed, config hash, code version),
-so every stored row can be traced to the config and seed that made it. A retried trial restores
+Each report carries the trial's identity (study, factor, value, seed, config hash, code version)
+and where it ran (hostname, torch and ray versions), so every stored row can be traced to the
+config, seed and machine that made it. A retried trial restores
 the last checkpoint and continues from the next epoch.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -22,7 +25,8 @@ STATE_FILE = "state.pt"
 
 class TuneReporter:
     def __init__(self, metadata: dict):
-        self.metadata = metadata
+        self.metadata = {**metadata, "hostname": socket.gethostname(), "torch_version": torch.__version__,
+                         "ray_version": ray.__version__}
 
     def restore(self) -> dict | None:
         checkpoint = tune.get_checkpoint()

@@ -130,7 +130,7 @@ def test_study_runs_end_to_end_through_ray_tune(tmp_path):
         ("hard", 2), ("random", 2), ("semi-easy", 2), ("semi-hard", 2)]
     assert table.duplicated(["config_hash", "epoch"]).sum() == 0
     for column in ("study", "factor", "value", "seed", "epoch", "knn_top1", "svm_map", "config_hash",
-                   "code_version", "loss", "iter_time_s"):
+                   "code_version", "hostname", "torch_version", "ray_version", "loss", "iter_time_s"):
         assert column in table.columns, column
     assert table["svm_map"].notna().all()  # evaluated at epoch 0 and the final epoch
     assert (out / "fig6b.png").stat().st_size > 0 and (out / "fig6b.pdf").exists()
