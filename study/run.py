@@ -1,8 +1,10 @@
 """Run a study's grid with Ray Tune: `python -m study.run STUDY [--scale tiny] [--seeds N] ...`.
 
 Writes to results/<scale>/<study>/ (or --out): trials.parquet and trials.csv (one row per trial
-and evaluated epoch), the figure replica as PNG and PDF, and RUN.md with the exact command, code
-version and environment. Ray's own run folders (checkpoints, logs) go to --ray-dir.
+and evaluated epoch), the figure replica as PNG and PDF, RUN.md with the exact command, code
+version and environment, and run.json, which --resume reads. Each trial keeps its state in the
+run folder under --storage (study.ledger), so crashed trials retry from their last epoch and an
+interrupted study continues with --resume.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from study import ledger
 from study.profiles import PROFILES
 from study.specs import STUDIES, Times, Trial, expand
 from trainers import data as datasets
 from trainers.config import ConfigError, check_against_data, parse_assignment
-
-RESULT_TABLE = "trials"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,9 +38,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="override the profile's epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="output folder (default results/<scale>/<study>)")
-    parser.add_argument("--ray-dir", default=".ray_runs", help="Ray's run folders (default .ray_runs, git-ignored)")
+    parser.add_argument("--storage", default=".ray_runs",
+                        help="where run folders (trial states, Tune logs) go; on a cluster, a path every node "
+                             "mounts (default .ray_runs, git-ignored)")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run recorded in the output folder")
+    parser.add_argument("--address", help="join this Ray cluster (e.g. auto or HEAD_IP:6379) instead of starting one")
     parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
-    parser.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its checkpoint")
+    parser.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last state")
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                        help="save each trial's state every this many epochs, and always at the last (default 1)")
+    parser.add_argument("--inject-crash", type=int, default=0, metavar="EPOCH",
+                        help="for fault tests: every trial kills its own process once, at this epoch")
     parser.add_argument("--dry-run", action="store_true", help="print the trials and launch nothing")
     return parser.parse_args(argv)
 
@@ -55,7 +64,13 @@ def plan(args: argparse.Namespace, study: str) -> list[Trial]:
         overrides["epochs"] = args.epochs
     if args.max_concurrent < 0 or args.max_failures < 0:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0")
-    return expand(STUDIES[study], PROFILES[args.scale], args.seeds, overrides)
+    if args.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every {args.checkpoint_every}: must be >= 1 (epochs between saves)")
+    trials = expand(STUDIES[study], PROFILES[args.scale], args.seeds, overrides)
+    epochs = trials[0].config.epochs
+    if args.inject_crash and not 1 <= args.inject_crash <= epochs:
+        raise ConfigError(f"--inject-crash {args.inject_crash}: must be an epoch in 1..{epochs}")
+    return trials
 
 
 def output_folder(args: argparse.Namespace, study: str, several: bool) -> Path:
@@ -85,11 +100,15 @@ def check_data(trials: list[Trial]) -> None:
     """Load the dataset once in the driver, so a missing or too-small dataset fails before launch."""
     config = trials[0].config
     data = datasets.load(config)
+    datasets.check_decodable(data)
     for trial in trials:
         check_against_data(trial.config, len(data.train), data.num_classes)
 
 
 def code_version() -> str:
+    """git describe of the checkout; a job on a cluster runs from a copy without .git and is told it."""
+    if os.environ.get("STUDY_CODE_VERSION"):
+        return os.environ["STUDY_CODE_VERSION"]
     try:
         root = Path(__file__).resolve().parents[1]
         return subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], cwd=root,
@@ -108,92 +127,104 @@ def print_plan(trials: list[Trial], args: argparse.Namespace) -> None:
         print(f"  {spec.factor}={trial.value!s:<10} seed={trial.seed}  config {trial.config.config_hash()}")
 
 
-def start_ray() -> None:
-    # Checkpointing every epoch of short trials is intended; Tune's warning about it is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+def start_ray(address: str | None) -> None:
     # Each trial prints its own per-epoch line: that is the progress output, and Ray must not fold
     # lines of different trials that look alike into "repeated Nx".
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
 
-    ray.init(include_dashboard=False, configure_logging=False, log_to_driver=True)
+    address = address or os.environ.get("RAY_ADDRESS")  # set for the driver of a Ray job
+    if address:
+        ray.init(address=address, configure_logging=False, log_to_driver=True)
+    else:  # "local": a fresh instance, never a cluster some other `ray start` left on this machine
+        ray.init(address="local", include_dashboard=False, configure_logging=False, log_to_driver=True)
 
 
-def run_tune(trials: list[Trial], args: argparse.Namespace, version: str) -> tuple[pd.DataFrame, list[str]]:
-    """Run every trial of one study with Ray Tune; returns the metric rows and failed trials' errors."""
+def run_tune(trials: list[Trial], args: argparse.Namespace, run_folder: Path) -> list[str]:
+    """Run the given trials with Ray Tune; returns the errors of trials that failed every retry."""
     from ray import tune
 
     from study.trainable import run_trial
 
-    study = trials[0].study
     profile = PROFILES[args.scale]
-    params = [{"config": t.config.to_dict(), "metadata": {**t.metadata(), "scale": args.scale,
-                                                           "code_version": version}} for t in trials]
+    params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": ledger.trial_name(t),
+               "state_dir": str(ledger.trial_state(run_folder, t).path.parent),
+               "checkpoint_every": args.checkpoint_every, "crash_at_epoch": args.inject_crash} for t in trials]
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"cpu": profile.cpus_per_trial, "gpu": profile.gpus_per_trial}),
         param_space={"trial": tune.grid_search(params)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=args.max_concurrent or None,
             reuse_actors=True,  # a finished trial's worker process runs the next: no re-import of torch
-            trial_dirname_creator=lambda t: _trial_name(t.config["trial"]["metadata"]),
-            trial_name_creator=lambda t: _trial_name(t.config["trial"]["metadata"])),
+            trial_dirname_creator=lambda t: t.config["trial"]["name"],
+            trial_name_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(
-            name=f"{args.scale}-{study}-{datetime.datetime.now():%Y%m%d-%H%M%S}",
-            storage_path=str(Path(args.ray_dir).resolve()),
+            name=f"tune-{datetime.datetime.now():%Y%m%d-%H%M%S}",
+            storage_path=str(run_folder),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0))
-    grid = tuner.fit()
-    frames, errors = [], []
-    for result in grid:
-        if result.metrics_dataframe is not None:
-            frames.append(result.metrics_dataframe)
-        if result.error is not None:
-            name = _trial_name(result.config["trial"]["metadata"])
-            errors.append(f"{name}: {type(result.error).__name__}: {result.error}".splitlines()[0])
-    return tidy(frames), errors
+    return [f"{result.config['trial']['name']}: {type(result.error).__name__}: {result.error}".splitlines()[0]
+            for result in tuner.fit() if result.error is not None]
 
 
-def _trial_name(metadata: dict) -> str:
-    return f"{metadata['value']}_seed{metadata['seed']}_{metadata['config_hash']}"
-
-
-def tidy(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """One row per (trial, epoch): Ray's bookkeeping columns dropped, retried epochs kept once."""
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if "config_hash" not in table.columns:
-        return pd.DataFrame()
-    ray_columns = {"timestamp", "checkpoint_dir_name", "done", "training_iteration", "trial_id", "date",
-                   "time_this_iter_s", "time_total_s", "pid", "node_ip", "time_since_restore",
-                   "iterations_since_restore", "should_checkpoint", "config/trial"}
-    table = table[[c for c in table.columns if c not in ray_columns and not c.startswith("config/")]]
-    table = table.drop_duplicates(subset=["config_hash", "epoch"], keep="last")
-    return table.sort_values(["value", "seed", "epoch"]).reset_index(drop=True)
-
-
-def write_results(study: str, table: pd.DataFrame, out: Path, args: argparse.Namespace, argv: list[str],
-                  version: str, seconds: float, errors: list[str]) -> None:
+def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.Manifest, args: argparse.Namespace,
+                  seconds: float, left: list[Trial], errors: list[str]) -> None:
     import ray
     import torch
 
     from analysis.figures import plot_study
 
     out.mkdir(parents=True, exist_ok=True)
-    table.to_parquet(out / f"{RESULT_TABLE}.parquet", index=False)
-    table.to_csv(out / f"{RESULT_TABLE}.csv", index=False)
     spec = STUDIES[study]
-    figure = plot_study(table, spec, out / spec.figure) if not table.empty else None
-    command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
+    figure = None
+    if not table.empty:
+        ledger.write_table(table, out)
+        figure = plot_study(table, spec, out / spec.figure)
     lines = [f"# {spec.name} ({spec.paper} {spec.figure}) at scale {args.scale}", "",
-             f"- command: `{command}`", f"- code version: {version}",
+             f"- command: `{manifest.command}`", f"- code version: {manifest.code_version}",
              f"- finished: {datetime.datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()}",
-             f"- wall time: {seconds:.0f} s",
+             f"- wall time: {seconds:.0f} s" + (" (this resumed part)" if args.resume else ""),
              f"- python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}",
-             f"- rows: {len(table)} ({table['config_hash'].nunique() if not table.empty else 0} trials)",
-             f"- figure: {figure.name if figure else 'none'}"]
+             f"- rows: {len(table)} ({table['config_hash'].nunique() if not table.empty else 0} finished trials)",
+             f"- figure: {figure.name if figure else 'none'}",
+             f"- trial states: {manifest.run_folder}"]
+    if left:
+        lines += ["", f"## Unfinished trials ({len(left)}; continue with --resume)",
+                  *[f"- {ledger.trial_name(t)}" for t in left]]
     if errors:
         lines += ["", "## Failed trials", *[f"- {e}" for e in errors]]
     (out / "RUN.md").write_text("\n".join(lines) + "\n")
+
+
+def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, args: argparse.Namespace) -> bool:
+    """Run a study's unfinished trials and write its results; True when every trial finished."""
+    import ray
+
+    name = trials[0].study
+    run_folder = Path(manifest.run_folder)
+    print_plan(trials, args)
+    pending = ledger.unfinished(trials, run_folder)
+    if args.resume:
+        print(f"resuming {run_folder}: {len(trials) - len(pending)} of {len(trials)} trials already finished")
+    manifest.status = "running"
+    manifest.save(out)
+    started = time.perf_counter()
+    errors = run_tune(pending, args, run_folder) if pending else []
+    seconds = time.perf_counter() - started
+    provenance = {"scale": args.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
+    table = ledger.collect(trials, run_folder, provenance)
+    left = ledger.unfinished(trials, run_folder)
+    write_results(name, table, out, manifest, args, seconds, left, errors)
+    manifest.status = "unfinished" if left else "finished"
+    manifest.save(out)
+    print(f"wrote {len(table)} rows and the {STUDIES[name].figure} replica to {out} in {seconds:.0f} s")
+    for error in errors:
+        print(f"failed trial: {error}", file=sys.stderr)
+    if left:
+        again = " ".join(shlex.quote(a) for a in [*sys.argv[1:], *([] if args.resume else ["--resume"])])
+        print(f"{len(left)} of {len(trials)} trials unfinished; continue with: python -m study.run {again}",
+              file=sys.stderr)
+    return not left
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,26 +243,28 @@ def main(argv: list[str] | None = None) -> int:
         for trials in plans.values():
             check_data(trials)
         outs = {name: output_folder(args, name, several=len(names) > 1) for name in names}
-        for out in outs.values():
-            if out.exists() and not out.is_dir():
-                raise ConfigError(f"output {out} is a file; give a folder")
+        resumed = {name: ledger.check_output(outs[name], trials, args.resume) for name, trials in plans.items()}
+        for name, manifest in resumed.items():
+            ledger.check_writable(outs[name], "output folder")
+            if manifest is None:
+                ledger.check_writable(Path(args.storage), "--storage folder")
+            else:
+                ledger.check_writable(Path(manifest.run_folder), "run folder")
+                ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
     except (ConfigError, datasets.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     version = code_version()
-    start_ray()
-    failed = False
+    command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
+    start_ray(args.address)
+    finished = True
     for name, trials in plans.items():
-        print_plan(trials, args)
-        started = time.perf_counter()
-        table, errors = run_tune(trials, args, version)
-        seconds = time.perf_counter() - started
-        write_results(name, table, outs[name], args, argv, version, seconds, errors)
-        print(f"wrote {len(table)} rows and the {STUDIES[name].figure} replica to {outs[name]} in {seconds:.0f} s")
-        for error in errors:
-            print(f"failed trial: {error}", file=sys.stderr)
-        failed = failed or bool(errors)
-    return 1 if failed else 0
+        manifest = resumed[name] or ledger.Manifest(
+            study=name, scale=args.scale, run_folder=str(ledger.new_run_folder(args.storage, args.scale, name)),
+            config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
+            code_version=version)
+        finished = run_study(trials, outs[name], manifest, args) and finished
+    return 0 if finished else 1
 
 
 if __name__ == "__main__":

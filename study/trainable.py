@@ -1,49 +1,65 @@
-"""The Ray Tune trainable: runs trainers.fit for one trial and reports each epoch with a checkpoint.
+"""The Ray Tune trainable: runs trainers.fit for one trial, keeping its state in the run folder.
 
-Each report carries the trial's identity (study, factor, value, seed, config hash, code version)
-and where it ran (hostname, torch and ray versions), so every stored row can be traced to the
-config, seed and machine that made it. A retried trial restores
-the last checkpoint and continues from the next epoch.
+The trial's state file (trainers.checkpoint) lives in a folder fixed by the study's run folder
+and the trial's name, not in Tune's per-attempt checkpoints: a retry after a crash, and a
+`--resume` of the whole study in a later process, both find it there and continue from the
+last saved epoch. Tune receives each epoch's row only as progress.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-import tempfile
-from pathlib import Path
+import os
+import signal
 
-import ray
-import torch
 from ray import tune
 
+from trainers.checkpoint import TrialState
 from trainers.config import TrialConfig
 from trainers.fit import fit, format_row
 
-STATE_FILE = "state.pt"
+CRASH_MARKER = "crash-injected"
 
 
 class TuneReporter:
-    def __init__(self, metadata: dict):
-        self.metadata = {**metadata, "hostname": socket.gethostname(), "torch_version": torch.__version__,
-                         "ray_version": ray.__version__}
+    def __init__(self, state_dir: str, metadata: dict, last_epoch: int, checkpoint_every: int = 1,
+                 crash_at_epoch: int = 0):
+        self.state = TrialState(state_dir)
+        self.metadata, self.last_epoch = metadata, last_epoch
+        self.checkpoint_every, self.crash_at_epoch = checkpoint_every, crash_at_epoch
 
-    def restore(self) -> dict | None:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as folder:
-            return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+    def restore(self, config_hash: str) -> dict | None:
+        state = self.state.load(config_hash)
+        if state is not None:
+            print(f"[{self.metadata['value']} seed {self.metadata['seed']}] resuming after epoch {state['epoch']}",
+                  flush=True)
+        return state
 
     def report(self, row: dict, state: dict) -> None:
+        epoch = row["epoch"]
+        if self.crash_at_epoch and epoch == self.crash_at_epoch:
+            self._crash_once()
         print(f"[{self.metadata['value']} seed {self.metadata['seed']}] {format_row(row)}", flush=True)
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / STATE_FILE)
-            tune.report({**self.metadata, **row}, checkpoint=tune.Checkpoint.from_directory(folder))
+        # The last epoch is always saved: the state file is where the study's results are read from.
+        if epoch % self.checkpoint_every == 0 or epoch == self.last_epoch:
+            self.state.save(state)
+        tune.report({**self.metadata, **row})
+
+    def _crash_once(self) -> None:
+        """Fault injection for tests: die like a pre-empted node, losing this epoch's work."""
+        marker = self.state.path.parent / CRASH_MARKER
+        if marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        print(f"[{self.metadata['value']} seed {self.metadata['seed']}] injected crash at epoch "
+              f"{self.crash_at_epoch}", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_trial(tune_config: dict) -> None:
-    """tune_config["trial"] is one grid point: {"config": TrialConfig keys, "metadata": identity}."""
+    """tune_config["trial"]: {"config": TrialConfig keys, "metadata": identity, "state_dir": path,
+    "checkpoint_every": epochs, "crash_at_epoch": epoch or 0}."""
     trial = tune_config["trial"]
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one line per checkpoint
-    fit(TrialConfig(**trial["config"]), TuneReporter(trial["metadata"]))
+    config = TrialConfig(**trial["config"])
+    fit(config, TuneReporter(trial["state_dir"], trial["metadata"], config.epochs, trial["checkpoint_every"],
+                             trial["crash_at_epoch"]))

@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.claims import (Claim, Comparison, claim_verdict, comparison_verdict, evaluate_claims,
-                             welch_interval)
+from analysis.claims import (
+    Claim,
+    Comparison,
+    claim_verdict,
+    comparison_verdict,
+    evaluate_claims,
+    welch_interval,
+)
 
 
 def study_table(values_by_factor: dict, epochs=(0, 5), metric="svm_map"):

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
@@ -63,10 +69,28 @@ class ImageFolderImages(Dataset):
         from PIL import Image
 
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            image = image.convert("RGB").resize((self.load_size, self.load_size), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8).copy()
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB").resize((self.load_size, self.load_size), Image.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8).copy()
+        except OSError as error:  # PIL's UnidentifiedImageError and truncated-file errors are OSErrors
+            raise DataError(_unreadable_image(path, error)) from None
         return torch.from_numpy(array).permute(2, 0, 1), label, index
+
+    def check_decodable(self) -> None:
+        """Open every file's header (cheap: no pixel decoding) so a damaged tree fails before a run."""
+        from PIL import Image
+
+        for path, _ in self.samples:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (OSError, SyntaxError) as error:  # verify() raises SyntaxError for some broken PNGs
+                raise DataError(_unreadable_image(path, error)) from None
+
+
+def _unreadable_image(path: str, error: Exception) -> str:
+    return f"cannot read image {path} ({type(error).__name__}); remove or replace the file"
 
 
 @dataclass
@@ -83,6 +107,13 @@ class ImageData:
 
     def test_labels(self) -> torch.Tensor:
         return self.test.labels
+
+
+def check_decodable(data: ImageData) -> None:
+    """Raise DataError for any image file that cannot be read; in-memory sets are already decoded."""
+    for split in (data.train, data.test):
+        if isinstance(split, ImageFolderImages):
+            split.check_decodable()
 
 
 def load(config) -> ImageData:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import socket
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,13 @@ from typing import Protocol
 import torch
 
 from trainers import data as datasets
-from trainers.config import ConfigError, TrialConfig, check_against_data, parse_assignment
+from trainers.checkpoint import TrialState
+from trainers.config import (
+    ConfigError,
+    TrialConfig,
+    check_against_data,
+    parse_assignment,
+)
 from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
 from trainers.interclr import InterCLR
 from trainers.triplet import TruncatedTriplet
@@ -28,8 +35,8 @@ METHODS = {"interclr": InterCLR, "truncated-triplet": TruncatedTriplet}
 
 
 class Reporter(Protocol):
-    def restore(self) -> dict | None:
-        """The state saved by the last report, or None to start fresh."""
+    def restore(self, config_hash: str) -> dict | None:
+        """The state saved by the last report, or None to start fresh; raises CheckpointError."""
 
     def report(self, row: dict, state: dict) -> None:
         """One evaluated epoch: its metric row and the state to resume from."""
@@ -39,20 +46,15 @@ class ConsoleReporter:
     """Prints each row; with a directory, also keeps the latest state there to resume from."""
 
     def __init__(self, checkpoint_dir: str | None = None):
-        self.path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir else None
+        self.state = TrialState(checkpoint_dir) if checkpoint_dir else None
 
-    def restore(self) -> dict | None:
-        if self.path is None or not self.path.exists():
-            return None
-        return torch.load(self.path, map_location="cpu", weights_only=False)
+    def restore(self, config_hash: str) -> dict | None:
+        return self.state.load(config_hash) if self.state else None
 
     def report(self, row: dict, state: dict) -> None:
         print(format_row(row), flush=True)
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".partial")
-            torch.save(state, partial)
-            partial.replace(self.path)  # atomic: a crash never leaves a half-written state
+        if self.state is not None:
+            self.state.save(state)
 
 
 def format_row(row: dict) -> str:
@@ -100,11 +102,9 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
                 "order_generator": order_generator.get_state(), "torch_rng": torch.get_rng_state(),
                 "config_hash": config.config_hash()}
 
-    state = reporter.restore()
+    machine = {"hostname": socket.gethostname(), "torch_version": torch.__version__}
+    state = reporter.restore(config.config_hash())
     if state is not None:
-        if state.get("config_hash") != config.config_hash():
-            raise ConfigError("the checkpoint to resume from was made by a different config; "
-                              "start in a new output directory")
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -115,7 +115,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     else:
         row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
         row.update(method.start(embeddings, generator))
-        row["peak_memory_mb"] = peak_memory_mb(device)
+        row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows, start = [row], 1
         reporter.report(row, training_state(0, rows))
 
@@ -152,7 +152,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         row["iter_time_s"] = step_seconds / iterations_per_epoch
         row["relabel_time_s"] = relabel_seconds
         row["epoch_time_s"] = epoch_seconds
-        row["peak_memory_mb"] = peak_memory_mb(device)
+        row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows = rows + [row]
         reporter.report(row, training_state(epoch, rows))
     return rows

@@ -1,0 +1,164 @@
+"""What a study's output folder holds, and where its trials keep their state.
+
+An output folder (results/<scale>/<study>) holds the result table, the figure, RUN.md and
+`run.json`: the study, its planned config hashes, the run folder and whether every trial
+finished. The run folder (under --storage) holds one state file per trial
+(trials/<trial name>/state.pt), which carries all of that trial's rows. The result table is
+assembled from those files, so a trial retried after a crash or continued by --resume
+contributes each epoch exactly once.
+
+Every check here runs before anything is launched, and raises ConfigError naming the fix.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from study.specs import Trial
+from trainers.checkpoint import TrialState
+from trainers.config import ConfigError
+
+MANIFEST = "run.json"
+RESULT_TABLE = "trials"
+
+
+@dataclass
+class Manifest:
+    study: str
+    scale: str
+    run_folder: str  # absolute: trials resume from here, possibly on another machine's mount
+    config_hashes: list[str]
+    status: str  # "running", "unfinished" or "finished"
+    command: str
+    code_version: str
+
+    def save(self, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / f"{MANIFEST}.partial"
+        partial.write_text(json.dumps(asdict(self), indent=1) + "\n")
+        partial.replace(out / MANIFEST)
+
+    @classmethod
+    def load(cls, out: Path) -> "Manifest | None":
+        path = out / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{path} is unreadable ({type(error).__name__}); delete it, or give --out NEW_DIR") \
+                from None
+
+
+def trial_name(trial: Trial) -> str:
+    return f"{trial.value}_seed{trial.seed}_{trial.config.config_hash()}"
+
+
+def trial_state(run_folder: str | Path, trial: Trial) -> TrialState:
+    return TrialState(Path(run_folder) / "trials" / trial_name(trial))
+
+
+def new_run_folder(storage: str, scale: str, study: str) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    return Path(storage).resolve() / f"{scale}-{study}-{stamp}"
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create the folder and a file in it, then remove what this made; raises ConfigError."""
+    made = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to {what} {folder} ({error.strerror or type(error).__name__}); "
+                          f"give a writable {what}") from None
+    finally:
+        for path in reversed(made):
+            if path.exists():
+                path.rmdir()
+
+
+def check_output(out: Path, trials: list[Trial], resume: bool) -> Manifest | None:
+    """Refuse an output folder that holds something this run must not overwrite or mix with.
+
+    Returns the folder's manifest when --resume continues it.
+    """
+    study = trials[0].study
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file; give a folder with --out")
+    manifest = Manifest.load(out) if out.is_dir() else None
+    planned = {t.config.config_hash() for t in trials}
+    table = out / f"{RESULT_TABLE}.parquet"
+    if manifest is not None:
+        held_study, held = manifest.study, set(manifest.config_hashes)
+    elif table.exists():
+        try:
+            columns = pd.read_parquet(table, columns=["study", "config_hash"])
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            raise ConfigError(f"{table} is unreadable ({type(error).__name__}); move it away, or give --out NEW_DIR") \
+                from None
+        held_study, held = str(columns["study"].iloc[0]) if len(columns) else study, set(columns["config_hash"])
+    elif out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"output {out} holds files that are not study results; give an empty or new --out")
+    else:
+        held_study, held = study, None
+
+    if held_study != study:
+        raise ConfigError(f"{out} holds results of study {held_study!r}, not {study!r}; give --out NEW_DIR")
+    if held is not None and held != planned:
+        raise ConfigError(f"{out} holds results of a different configuration ({len(held - planned)} of its "
+                          f"{len(held)} config hashes are not in this plan); give --out NEW_DIR to keep both, "
+                          f"or the settings in {out / 'RUN.md'}")
+    if resume:
+        if manifest is None:
+            raise ConfigError(f"nothing to resume in {out}: it has no {MANIFEST}; run without --resume")
+        if not Path(manifest.run_folder).is_dir():
+            raise ConfigError(f"the run folder {manifest.run_folder} named in {out / MANIFEST} is gone, so the "
+                              f"trials cannot continue; run without --resume to start over")
+        return manifest
+    if manifest is not None and manifest.status != "finished":
+        raise ConfigError(f"{out} holds an unfinished run of this study; add --resume to continue it, "
+                          f"or give --out NEW_DIR to start over")
+    return None
+
+
+def last_epochs(trials: list[Trial], run_folder: str | Path) -> dict[str, int]:
+    """Each trial's last saved epoch (-1: not started); raises CheckpointError for a bad state file."""
+    epochs = {}
+    for trial in trials:
+        state = trial_state(run_folder, trial).load(trial.config.config_hash())
+        epochs[trial_name(trial)] = -1 if state is None else state["epoch"]
+    return epochs
+
+
+def unfinished(trials: list[Trial], run_folder: str | Path) -> list[Trial]:
+    epochs = last_epochs(trials, run_folder)
+    return [t for t in trials if epochs[trial_name(t)] < t.config.epochs]
+
+
+def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> pd.DataFrame:
+    """One row per (finished trial, epoch): the trial's identity and provenance, then its metrics."""
+    rows = []
+    for trial in trials:
+        state = trial_state(run_folder, trial).load(trial.config.config_hash())
+        if state is None or state["epoch"] < trial.config.epochs:
+            continue
+        identity = {**trial.metadata(), **provenance}
+        rows += [{**identity, **row} for row in state["rows"]]
+    table = pd.DataFrame(rows)
+    return table.sort_values(["value", "seed", "epoch"]).reset_index(drop=True) if rows else table
+
+
+def write_table(table: pd.DataFrame, out: Path) -> None:
+    for suffix, write in ((".parquet", table.to_parquet), (".csv", table.to_csv)):
+        partial = out / f"{RESULT_TABLE}{suffix}.partial"
+        write(partial, index=False)
+        os.replace(partial, out / f"{RESULT_TABLE}{suffix}")

@@ -1,0 +1,90 @@
+"""Submit a study to a Ray cluster as a Ray job: `python -m study.submit [--address URL] STUDY [study.run options]`.
+
+The job runs `python -m study.run STUDY ...` on the cluster's head node, with this checkout
+uploaded as its working directory, and this command follows its output until it ends. Give
+--out and --storage on storage every node mounts; relative paths are made absolute here, so
+they must mean the same on the head node. Every study.run option is checked before submitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from pathlib import Path
+
+from study import run
+from trainers.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+# What the job does not need: the checkout's environment, results, run folders and history.
+UPLOAD_EXCLUDES = [".git", ".venv", ".ray_runs", "results", "notebooks", "data", "**/__pycache__", "*.egg-info"]
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m study.submit", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
+    parser.add_argument("--address", default=None,
+                        help="the cluster's dashboard, e.g. http://HEAD_IP:8265 (default: RAY_ADDRESS, else local)")
+    parser.add_argument("--python", default="python", help="the head node's Python command (default python)")
+    parser.add_argument("--no-wait", action="store_true", help="print the job id and return without following it")
+    return parser.parse_known_args(argv)
+
+
+def job_arguments(study_argv: list[str]) -> list[str]:
+    """study.run's arguments, checked, with --out and --storage made absolute."""
+    args = run.parse_args(study_argv)
+    for name in run.studies_named(args.study):
+        run.plan(args, name)
+    absolute = list(study_argv)
+    for flag in ("--out", "--storage"):
+        value = getattr(args, flag[2:])
+        if value is None:
+            continue
+        if flag in absolute:
+            absolute[absolute.index(flag) + 1] = str(Path(value).resolve())
+        else:
+            absolute = [a for a in absolute if not a.startswith(flag + "=")] + [flag, str(Path(value).resolve())]
+    if args.out is None:
+        absolute += ["--out", str((ROOT / "results" / args.scale).resolve() if args.study == "all"
+                                  else (ROOT / run.output_folder(args, args.study, False)).resolve())]
+    return absolute
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, study_argv = parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        arguments = job_arguments(study_argv)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(options.address)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        print(f"error: cannot reach the Ray cluster at {options.address or 'RAY_ADDRESS'} "
+              f"({type(error).__name__}); start it with `ray start --head` or pass --address", file=sys.stderr)
+        return 2
+    entrypoint = " ".join([options.python, "-m", "study.run", *map(shlex.quote, arguments)])
+    job_id = client.submit_job(entrypoint=entrypoint, runtime_env={
+        "working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES,
+        "env_vars": {"STUDY_CODE_VERSION": run.code_version()}})
+    print(f"submitted job {job_id}: {entrypoint}", flush=True)
+    if options.no_wait:
+        print(f"follow it with: ray job logs --follow {job_id}")
+        return 0
+
+    async def follow() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    asyncio.run(follow())
+    status = client.get_job_status(job_id)
+    print(f"job {job_id}: {status}")
+    return 0 if status == JobStatus.SUCCEEDED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""A trial's latest training state, kept in one file and replaced atomically after each epoch.
+
+The state holds everything needed to continue exactly (weights, optimiser, schedule, RNGs) and
+every metric row so far, so it is also the trial's record of results: a study's result table is
+assembled from these files, which is how no row is lost or counted twice across crashes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from trainers.config import ConfigError
+
+STATE_FILE = "state.pt"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used: unreadable, or made by another config."""
+
+
+class TrialState:
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / STATE_FILE
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self, config_hash: str | None = None) -> dict | None:
+        """The saved state, or None when there is none; checks it was made by `config_hash`."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            epoch, rows = state["epoch"], state["rows"]
+        except Exception as error:  # torch raises several types for a truncated or foreign file
+            raise CheckpointError(f"checkpoint {self.path} is unreadable ({type(error).__name__}); "
+                                  f"delete it to restart that trial from epoch 0") from None
+        if len(rows) != epoch + 1:
+            raise CheckpointError(f"checkpoint {self.path} holds {len(rows)} rows for epoch {epoch}; "
+                                  f"delete it to restart that trial from epoch 0")
+        if config_hash is not None and state.get("config_hash") != config_hash:
+            raise CheckpointError(f"checkpoint {self.path} was made by a different config ({state.get('config_hash')}, "
+                                  f"not {config_hash}); start in a new output directory")
+        return state
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(self.path)  # a crash mid-write leaves the previous state whole
