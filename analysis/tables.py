@@ -41,6 +41,8 @@ def table6(table: pd.DataFrame) -> pd.DataFrame:
                      "Pr(Omega|A) last": _cell(end["overclustering_given_a"]),
                      "Pr(Omega|B) first": _cell(start["overclustering_given_b"]),
                      "Pr(Omega|B) last": _cell(end["overclustering_given_b"]),
+                     "deputy same-class share first": _cell(start.get("deputy_same_class_rate", pd.Series(dtype=float))),
+                     "deputy same-class share last": _cell(end.get("deputy_same_class_rate", pd.Series(dtype=float))),
                      "paper A (0 -> 180)": f"{paper[0]} -> {paper[1]}", "paper B (0 -> 180)": f"{paper[2]} -> {paper[3]}",
                      "seeds": int(end["seed"].nunique())})
     return pd.DataFrame(rows)

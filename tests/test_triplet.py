@@ -64,10 +64,13 @@ def test_margin_clamps_the_loss_from_below():
 
 def test_overclustering_events_on_hand_made_batches():
     labels = torch.tensor([0, 1, 2, 0])
-    assert overclustering_events(labels, torch.tensor([[1], [2], [1], [0]])) == (1.0, 1.0)  # 3 -> 0, same class
-    assert overclustering_events(labels, torch.tensor([[1], [0], [3], [1]])) == (0.0, 1.0)
+    assert overclustering_events(labels, torch.tensor([[1], [2], [1], [0]])) == (1.0, 1.0, 0.25)  # 3 -> 0 only
+    assert overclustering_events(labels, torch.tensor([[3], [2], [1], [0]])) == (1.0, 1.0, 0.5)  # 0 -> 3, 3 -> 0
+    assert overclustering_events(labels, torch.tensor([[1], [0], [3], [1]])) == (0.0, 1.0, 0.0)
     distinct = torch.tensor([0, 1, 2, 3])
-    assert overclustering_events(distinct, torch.tensor([[1], [2], [3], [0]])) == (0.0, 0.0)
+    assert overclustering_events(distinct, torch.tensor([[1], [2], [3], [0]])) == (0.0, 0.0, 0.0)
+    # A smoothed deputy counts when any of its averaged negatives shares the class.
+    assert overclustering_events(labels, torch.tensor([[1, 3], [0, 2], [0, 1], [1, 2]])) == (1.0, 1.0, 0.25)
 
 
 def test_deputy_rank_must_fit_the_batch():
@@ -84,6 +87,8 @@ def test_triplet_trial_runs_and_records_overclustering():
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     for row in rows:
         assert 0.0 <= row["overclustering_given_a"] <= 1.0 and 0.0 <= row["overclustering_given_b"] <= 1.0
+        # A batch with a same-class deputy is an Omega batch, so the share never exceeds Pr(Omega|A).
+        assert 0.0 <= row["deputy_same_class_rate"] <= row["overclustering_given_a"]
     again = fit(config)
     assert [r["knn_top1"] for r in rows] == [r["knn_top1"] for r in again]
     assert [r["overclustering_given_a"] for r in rows] == [r["overclustering_given_a"] for r in again]

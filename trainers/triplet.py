@@ -9,7 +9,10 @@ of the online backbone and projector, momentum rising from 0.99 to 1 on a cosine
 Over-clustering is measured with the true classes (analysis only): per batch, event B = the batch
 holds two images of one class; event Omega = some query's deputy has the query's class (for a
 smoothed deputy: any of the averaged negatives). Pr(Omega|A) = #Omega / #batches and
-Pr(Omega|B) = #Omega / #B, counted on the view-1 -> view-2 direction.
+Pr(Omega|B) = #Omega / #B, counted on the view-1 -> view-2 direction. With few classes Omega is
+near certain in any batch (10 classes, 128 images: 1 - 0.9^128), so each epoch also records the
+share of queries whose deputy has their class, which a ranking that ignored classes would put at
+about `same_class_probability` for a single deputy.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class TruncatedTriplet:
     def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
         """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates."""
         saved = copy.deepcopy((self.encoder.state_dict(), self.predictor.state_dict(), self.target.state_dict()))
-        counts = {"omega": 0.0, "event_b": 0.0}
+        counts = {"omega": 0.0, "event_b": 0.0, "deputy_same_class": 0.0}
         order = torch.Generator().manual_seed(self.config.seed)
         with torch.no_grad():
             for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order):
@@ -73,8 +76,9 @@ class TruncatedTriplet:
                                               c.triplet_margin)
         loss_21, _ = truncated_triplet(predictions[1], targets[0], self.rule, self.rank, c.triplet_gamma,
                                        c.triplet_margin)
-        omega, event_b = overclustering_events(labels, deputies)
-        return (loss_12 + loss_21) / 2, {"omega": omega, "event_b": event_b, "batches": 1.0}
+        omega, event_b, same_class = overclustering_events(labels, deputies)
+        return (loss_12 + loss_21) / 2, {"omega": omega, "event_b": event_b, "deputy_same_class": same_class,
+                                         "batches": 1.0}
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
@@ -92,6 +96,7 @@ class TruncatedTriplet:
         omega, event_b, count = totals.get("omega", 0.0), totals.get("event_b", 0.0), totals.get("batches", 0.0)
         return {"overclustering_given_a": omega / count if count else float("nan"),
                 "overclustering_given_b": omega / event_b if event_b else float("nan"),
+                "deputy_same_class_rate": totals.get("deputy_same_class", 0.0) / count if count else float("nan"),
                 "negatives_per_query": self.config.batch_size - 1,
                 "same_class_probability": self.same_class_probability}
 
@@ -105,9 +110,9 @@ class TruncatedTriplet:
         self.target.load_state_dict(state["target"])
 
 
-def overclustering_events(labels: torch.Tensor, deputies: torch.Tensor) -> tuple[float, float]:
-    """(Omega, B) of one batch as 0/1: Omega = some query's deputy shares its class; B = some class
-    appears twice in the batch."""
-    omega = bool((labels[deputies] == labels[:, None]).any())
+def overclustering_events(labels: torch.Tensor, deputies: torch.Tensor) -> tuple[float, float, float]:
+    """(Omega, B, share) of one batch: Omega = some query's deputy shares its class (0/1); B = some class
+    appears twice in the batch (0/1); share = the fraction of queries whose deputy shares their class."""
+    same_class = (labels[deputies] == labels[:, None]).any(dim=1)
     event_b = bool(torch.bincount(labels).max() >= 2)
-    return float(omega), float(event_b)
+    return float(same_class.any()), float(event_b), float(same_class.float().mean())
