@@ -141,20 +141,26 @@ def claim_verdict(verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def evaluate_comparison(table: pd.DataFrame, comparison: Comparison) -> dict:
+def missing(seeds: tuple[int, int] = (0, 0)) -> dict:
+    nan = float("nan")
+    return {"verdict": "missing", "effect": nan, "ci_low": nan, "ci_high": nan, "seeds": seeds}
+
+
+def evaluate_comparison(table: pd.DataFrame | None, comparison: Comparison) -> dict:
+    """The comparison's verdict; 'missing' without the study's results or the metric's column."""
+    if table is None or comparison.metric.rpartition(":")[2] not in table.columns:
+        return missing()
     values = per_trial(table, comparison.metric)
     higher = values.loc[values["value"] == comparison.higher, "metric"].dropna().to_numpy(float)
     if comparison.lower is None:
         if len(higher) == 0:
-            return {"verdict": "missing", "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                    "seeds": (0, 0)}
+            return missing()
         effect, low, high = mean_ci(higher)
         return {"verdict": comparison_verdict(low, high), "effect": effect, "ci_low": low, "ci_high": high,
                 "seeds": (len(higher), 0)}
     lower = values.loc[values["value"] == comparison.lower, "metric"].dropna().to_numpy(float)
     if len(higher) == 0 or len(lower) == 0:
-        return {"verdict": "missing", "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                "seeds": (len(higher), len(lower))}
+        return missing((len(higher), len(lower)))
     effect, low, high = welch_interval(higher, lower)
     return {"verdict": comparison_verdict(low, high), "effect": effect, "ci_low": low, "ci_high": high,
             "seeds": (len(higher), len(lower))}
@@ -166,10 +172,7 @@ def evaluate_claims(tables: dict[str, pd.DataFrame], claims=CLAIMS) -> pd.DataFr
     for claim in claims:
         parts = []
         for comparison in claim.comparisons:
-            table = tables.get(comparison.study)
-            result = evaluate_comparison(table, comparison) if table is not None else {
-                "verdict": "missing", "effect": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                "seeds": (0, 0)}
+            result = evaluate_comparison(tables.get(comparison.study), comparison)
             parts.append({"claim": claim.number, "text": claim.text, "figure": claim.figure,
                           "study": comparison.study,
                           "comparison": f"{comparison.higher} > {0 if comparison.lower is None else comparison.lower}",

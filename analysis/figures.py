@@ -23,6 +23,10 @@ def plot_label_quality(table: pd.DataFrame, stem: Path) -> Path:
     return save(draw_label_quality(table), stem)
 
 
+def plot_overclustering(table: pd.DataFrame, stem: Path) -> Path:
+    return save(draw_overclustering(table), stem)
+
+
 def save(figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(stem.with_suffix(".png"), dpi=130)
@@ -70,22 +74,33 @@ def draw_study(table: pd.DataFrame, spec):
 
 LABEL_QUALITY = {"label_nmi": "NMI with true classes", "label_purity": "purity",
                  "labels_changed": "fraction of labels changed", "cluster_size_cv": "cluster size CV (std/mean)"}
+OVERCLUSTERING = {"overclustering_given_a": "Pr(Omega | A)", "overclustering_given_b": "Pr(Omega | B)",
+                  "deputy_same_class_rate": "share of queries whose deputy\nhas their class"}
 
 
 def draw_label_quality(table: pd.DataFrame):
     """Pseudo-label evidence per epoch for online vs offline labels: NMI and purity against the true
-    classes, the fraction of labels that changed, and the spread of cluster sizes."""
-    figure, axes = plt.subplots(1, len(LABEL_QUALITY), figsize=(4 * len(LABEL_QUALITY), 3.6))
-    palette = dict(zip(sorted(set(table["value"])), sns.color_palette("colorblind")))
-    for axis, (column, label) in zip(axes, LABEL_QUALITY.items()):
-        summary = summarize(table[table["epoch"] >= (1 if column == "labels_changed" else 0)], column,
-                            ["value", "epoch"])
-        for value, part in summary.groupby("value"):
+    classes, the fraction of labels that changed (from epoch 1), and the spread of cluster sizes."""
+    return draw_curves(table, LABEL_QUALITY, "labels", from_epoch_1={"labels_changed"})
+
+
+def draw_overclustering(table: pd.DataFrame):
+    """The over-clustering measurements of every epoch (Table 6 shows the first and last) per deputy."""
+    return draw_curves(table, {k: v for k, v in OVERCLUSTERING.items() if k in table.columns}, "deputy")
+
+
+def draw_curves(table: pd.DataFrame, columns: dict[str, str], legend: str, from_epoch_1: frozenset = frozenset()):
+    """One panel per column: its mean and 95% CI over seeds against the epoch, a line per factor value."""
+    figure, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.6), squeeze=False)
+    palette = dict(zip(dict.fromkeys(table["value"]), sns.color_palette("colorblind")))
+    for axis, (column, label) in zip(axes[0], columns.items()):
+        summary = summarize(table[table["epoch"] >= (1 if column in from_epoch_1 else 0)], column, ["value", "epoch"])
+        for value, part in summary.groupby("value", sort=False):
             part = part.sort_values("epoch")
             axis.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))
             axis.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[value], alpha=0.2)
         axis.set_xlabel("epoch")
         axis.set_title(label)
-    axes[0].legend(title="labels")
+    axes[0][0].legend(title=legend)
     figure.tight_layout()
     return figure

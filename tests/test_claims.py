@@ -91,3 +91,12 @@ def test_one_sample_rise_and_fall():
     assert rising["effect"].iloc[0] == pytest.approx((0.40 + 0.43 + 0.41) / 3)
     assert rising["comparison"].iloc[0] == "k1 > 0"
     assert evaluate_claims({"s": table}, [fall])["verdict"].iloc[0] == "contradicted"
+
+
+def test_a_metric_the_results_do_not_hold_reads_missing():
+    table = study_table({"a": [80.0, 81.0], "b": [70.0, 71.0]})
+    claims = (Claim(98, "two metrics", "figX", (Comparison("s", "a", "b", "svm_map"),
+                                                Comparison("s", "a", "b", "rise:not_recorded"))),)
+    result = evaluate_claims({"s": table}, claims)
+    assert result["verdict"].tolist() == ["reproduced", "missing"]
+    assert set(result["claim_verdict"]) == {"missing"}
