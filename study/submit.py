@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from study import run
@@ -52,6 +53,19 @@ def job_arguments(study_argv: list[str]) -> list[str]:
     return absolute
 
 
+def submit_when_ready(client, entrypoint: str, runtime_env: dict, wait_s: float = 120.0) -> str:
+    """Submit, waiting while a just-started head node has no job agent yet (Ray answers 500 then)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            print("the cluster's job agent is not up yet; retrying", flush=True)
+            time.sleep(2.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     options, study_argv = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -68,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({type(error).__name__}); start it with `ray start --head` or pass --address", file=sys.stderr)
         return 2
     entrypoint = " ".join([options.python, "-m", "study.run", *map(shlex.quote, arguments)])
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env={
-        "working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES,
-        "env_vars": {"STUDY_CODE_VERSION": run.code_version()}})
+    runtime_env = {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES,
+                   "env_vars": {"STUDY_CODE_VERSION": run.code_version()}}
+    job_id = submit_when_ready(client, entrypoint, runtime_env)
     print(f"submitted job {job_id}: {entrypoint}", flush=True)
     if options.no_wait:
         print(f"follow it with: ray job logs --follow {job_id}")

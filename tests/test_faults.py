@@ -164,11 +164,16 @@ def test_cluster_loses_a_worker_node_and_the_study_completes_on_the_head(tmp_pat
     # Each node its own temp dir, as on separate machines: a stopping node deletes the files under its own.
     head_dir, worker_dir = (tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp") for name in ("head", "worker"))
     gcs_port, client_port, dashboard_port = free_port(), free_port(), free_port()
-    node = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", "80000000",
-            "--disable-usage-stats", "--block"]
+    # Free ports for everything Ray would otherwise put on a fixed default (8265, 52365), which another
+    # Ray instance on this machine may hold; each node needs its own agent ports.
+    def node(temp_dir):
+        return ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", "80000000",
+                "--temp-dir", temp_dir, "--dashboard-agent-listen-port", str(free_port()),
+                "--dashboard-agent-grpc-port", str(free_port()), "--disable-usage-stats", "--block"]
+
     head = subprocess.Popen([ray_cli, "start", "--head", "--port", str(gcs_port), "--ray-client-server-port",
                              str(client_port), "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                             "--dashboard-port", str(dashboard_port), "--temp-dir", head_dir, *node], env=env,
+                             "--dashboard-port", str(dashboard_port), *node(head_dir)], env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = None
     dashboard = f"http://127.0.0.1:{dashboard_port}"
@@ -180,8 +185,7 @@ def test_cluster_loses_a_worker_node_and_the_study_completes_on_the_head(tmp_pat
                 return False
 
         wait_for(lambda: nodes_up(1), head, timeout=120)
-        worker = subprocess.Popen([ray_cli, "start", "--address", f"127.0.0.1:{gcs_port}", "--temp-dir", worker_dir,
-                                   *node], env=env,
+        worker = subprocess.Popen([ray_cli, "start", "--address", f"127.0.0.1:{gcs_port}", *node(worker_dir)], env=env,
                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: nodes_up(2), worker, timeout=120)
 
@@ -192,7 +196,10 @@ def test_cluster_loses_a_worker_node_and_the_study_completes_on_the_head(tmp_pat
                                 str(out), "--storage", str(tmp_path / "runs")], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # One CPU per node and one per trial: with both trials under way, one of them is on the worker.
-        wait_for(lambda: all(saved_epoch(out, t) >= 1 for t in trials), job)
+        try:
+            wait_for(lambda: all(saved_epoch(out, t) >= 1 for t in trials), job)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the job printed:\n{job.communicate()[0][-4000:]}") from None
         stop_node(worker, abruptly=True)
         output, _ = job.communicate(timeout=600)
         assert job.returncode == 0, output[-4000:]
