@@ -144,17 +144,21 @@ def unfinished(trials: list[Trial], run_folder: str | Path) -> list[Trial]:
     return [t for t in trials if epochs[trial_name(t)] < t.config.epochs]
 
 
-def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> pd.DataFrame:
-    """One row per (finished trial, epoch): the trial's identity and provenance, then its metrics."""
-    rows = []
+def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> tuple[pd.DataFrame, list[Trial]]:
+    """One row per (finished trial, epoch), identity and provenance first; and the unfinished trials.
+
+    Reads each state file once."""
+    rows, left = [], []
     for trial in trials:
         state = trial_state(run_folder, trial).load(trial.config.config_hash())
         if state is None or state["epoch"] < trial.config.epochs:
+            left.append(trial)
             continue
         identity = {**trial.metadata(), **provenance}
         rows += [{**identity, **row} for row in state["rows"]]
     table = pd.DataFrame(rows)
-    return table.sort_values(["value", "seed", "epoch"]).reset_index(drop=True) if rows else table
+    table = table.sort_values(["value", "seed", "epoch"]).reset_index(drop=True) if rows else table
+    return table, left
 
 
 def write_table(table: pd.DataFrame, out: Path) -> None:

@@ -212,8 +212,7 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, args: a
     errors = run_tune(pending, args, run_folder) if pending else []
     seconds = time.perf_counter() - started
     provenance = {"scale": args.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
-    table = ledger.collect(trials, run_folder, provenance)
-    left = ledger.unfinished(trials, run_folder)
+    table, left = ledger.collect(trials, run_folder, provenance)
     write_results(name, table, out, manifest, args, seconds, left, errors)
     manifest.status = "unfinished" if left else "finished"
     manifest.save(out)
