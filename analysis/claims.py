@@ -1,4 +1,4 @@
-"""The papers' claims as pre-registered comparisons, and one verdict rule for all of them.
+"""One verdict rule for all of the papers' claims (study.catalogue.CLAIMS, pre-registered comparisons).
 
 A claim is a list of comparisons "metric(higher) > metric(lower)" between two factor values of a
 study (or "metric(higher) > 0" for one value), each evaluated per trial (one number per seed):
@@ -11,87 +11,18 @@ study (or "metric(higher) > 0" for one value), each evaluated per trial (one num
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit  # the t quantile; scipy.stats trips over a blocked torch
 
 from analysis.results import mean_ci
+from study.catalogue import CLAIMS, Comparison
 
 VERDICT_RULE = (
     "For each comparison, effect = mean(expected higher) - mean(expected lower) over seeds, with a 95% "
     "Welch t confidence interval. Reproduced: the interval lies above 0. Contradicted: it lies below 0. "
     "Inconclusive: it contains 0 (or fewer than 2 seeds on a side). A claim is reproduced when all its "
     "comparisons are, contradicted when any is, inconclusive otherwise.")
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """metric(higher) > metric(lower) across seeds; with lower=None, metric(higher) > 0 (one sample).
-
-    metric is a result column read at each trial's last epoch, or with a prefix: "mean:COLUMN"
-    averages it over epochs 1..; "rise:COLUMN" is last minus epoch 0; "fall:COLUMN" epoch 0 minus last.
-    """
-    study: str
-    higher: object
-    lower: object | None
-    metric: str
-
-
-@dataclass(frozen=True)
-class Claim:
-    number: int
-    text: str
-    figure: str
-    comparisons: tuple[Comparison, ...]
-
-
-CLAIMS = (
-    Claim(1, "Online labels end higher than offline labels and get there sooner.", "fig6a",
-          (Comparison("labels", "online", "offline", "svm_map"),
-           Comparison("labels", "online", "offline", "mean:knn_top1"))),
-    Claim(2, "Semi-hard negatives are best; hard negatives are worse than random.", "fig6b",
-          (Comparison("sampling", "semi-hard", "hard", "svm_map"),
-           Comparison("sampling", "semi-hard", "random", "svm_map"),
-           Comparison("sampling", "semi-hard", "semi-easy", "svm_map"),
-           Comparison("sampling", "random", "hard", "svm_map"))),
-    Claim(3, "For the intra branch a positive margin helps and a negative one hurts.", "fig7a",
-          (Comparison("margin-intra", 0.25, 0.0, "linear_top1"),
-           Comparison("margin-intra", 0.0, -0.25, "linear_top1"))),
-    Claim(4, "For the inter branch a negative margin (best near -0.5) beats zero; positive does not help.", "fig7b",
-          (Comparison("margin-inter", -0.5, 0.0, "linear_top1"),
-           Comparison("margin-inter", 0.0, 0.25, "linear_top1"))),
-    Claim(5, "Combining both branches beats either alone; best lambda near 0.75.", "fig8",
-          (Comparison("lambda", 0.75, 1.0, "svm_map"),
-           Comparison("lambda", 0.75, 0.0, "svm_map"))),
-    Claim(6, "Over-clustering helps, saturating near 10x the class count.", "fig9a",
-          (Comparison("clusters", 10.0, 1.0, "svm_map"),
-           Comparison("clusters", 10.0, 20.0, "svm_map"))),
-    Claim(7, "4x more negatives helps marginally; 16x hurts.", "fig9b",
-          (Comparison("negatives", 4, 1, "svm_map"),
-           Comparison("negatives", 1, 16, "svm_map"))),
-    Claim(11, "Online label maintenance costs less time per epoch than offline (paper Table 4: about 1.3x).",
-          "table4", (Comparison("labels", "offline", "online", "mean:epoch_time_s"),)),
-    Claim(8, "The over-clustering frequency falls as k grows; with k=1 it rises during training, with k=m/2 "
-             "it falls.", "table6",
-          (Comparison("overclustering", "rank-1", "rank-5", "overclustering_given_a"),
-           Comparison("overclustering", "rank-5", "median", "overclustering_given_a"),
-           Comparison("overclustering", "rank-1", None, "rise:overclustering_given_a"),
-           Comparison("overclustering", "median", None, "fall:overclustering_given_a"),
-           # With 10 classes Omega is near certain in every batch; the per-query share of same-class
-           # deputies is the measurement that can still move.
-           Comparison("overclustering", "rank-1", "rank-5", "deputy_same_class_rate"),
-           Comparison("overclustering", "rank-5", "median", "deputy_same_class_rate"),
-           Comparison("overclustering", "rank-1", None, "rise:deputy_same_class_rate"),
-           Comparison("overclustering", "median", None, "fall:deputy_same_class_rate"))),
-    Claim(9, "Margin C = -100 and -1.2 are better than -0.3.", "table7",
-          (Comparison("triplet-margin", -100.0, -0.3, "linear_top1"),
-           Comparison("triplet-margin", -1.2, -0.3, "linear_top1"))),
-    Claim(10, "rank-m/2 and rank-5 deputies beat rank-1.", "table8",
-          (Comparison("rank-k", "median", "rank-1", "linear_top1"),
-           Comparison("rank-k", "rank-5", "rank-1", "linear_top1"))),
-)
 
 
 def per_trial(table: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -119,7 +50,7 @@ def welch_interval(higher: np.ndarray, lower: np.ndarray, confidence: float = 0.
     if se == 0:
         return effect, effect, effect
     dof = (var_h + var_l) ** 2 / (var_h ** 2 / (len(higher) - 1) + var_l ** 2 / (len(lower) - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, dof) * se)
+    half = float(stdtrit(dof, 0.5 + confidence / 2) * se)
     return effect, effect - half, effect + half
 
 

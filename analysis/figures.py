@@ -7,10 +7,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from analysis.results import final_epoch, summarize
 
+# seaborn's "colorblind" palette, spelled out: importing seaborn imports scipy.stats, which trips over a
+# blocked torch (sys.modules["torch"] = None), and analysis must import without torch.
+COLORBLIND = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133",
+              "#56B4E9")
 METRIC_LABELS = {"svm_map": "SVM mAP (%)", "knn_top1": "kNN top-1 (%)"}
 
 
@@ -39,7 +42,7 @@ def draw_study(table: pd.DataFrame, spec):
     """The replica as a matplotlib figure: final metric per factor value (mean, 95% CI over seeds) with
     the epoch-0 floor, and kNN top-1 over epochs."""
     order = [v for v in spec.levels if v in set(table["value"])]
-    palette = dict(zip(order, sns.color_palette("colorblind", len(order))))
+    palette = dict(zip(order, COLORBLIND))
     figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2))
 
     final = summarize(final_epoch(table), spec.metric, ["value"]).set_index("value").loc[order]
@@ -52,7 +55,9 @@ def draw_study(table: pd.DataFrame, spec):
     high = (final["mean"] + half_width).max()
     margin = max(1.0, 0.15 * (high - low))
     bars.set_ylim(low - margin, high + margin)
-    bars.set_xticks(list(positions), [str(v) for v in order])
+    labels = [str(v) for v in order]
+    slanted = sum(map(len, labels)) > 40  # long names (Table 1's methods) would overlap level
+    bars.set_xticks(list(positions), labels, rotation=20 if slanted else 0, ha="right" if slanted else "center")
     bars.set_xlabel(spec.factor)
     bars.set_ylabel(f"final {METRIC_LABELS.get(spec.metric, spec.metric)}")
     bars.legend(loc="lower right")
@@ -92,7 +97,7 @@ def draw_overclustering(table: pd.DataFrame):
 def draw_curves(table: pd.DataFrame, columns: dict[str, str], legend: str, from_epoch_1: frozenset = frozenset()):
     """One panel per column: its mean and 95% CI over seeds against the epoch, a line per factor value."""
     figure, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.6), squeeze=False)
-    palette = dict(zip(dict.fromkeys(table["value"]), sns.color_palette("colorblind")))
+    palette = dict(zip(dict.fromkeys(table["value"]), COLORBLIND))
     for axis, (column, label) in zip(axes[0], columns.items()):
         summary = summarize(table[table["epoch"] >= (1 if column in from_epoch_1 else 0)], column, ["value", "epoch"])
         for value, part in summary.groupby("value", sort=False):

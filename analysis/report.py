@@ -5,6 +5,9 @@ Reads results/<scale>/<study>/trials.parquet for each study that has been run, r
 figure, and writes results/<scale>/CLAIMS.md: per claim the verdict, effect size, its 95% CI,
 the number of seeds and a link to the figure. Studies not run yet are listed as missing, with the
 command that runs them.
+
+`python -m analysis.report --study NAME --folder DIR` redraws one study's figures from
+DIR/trials.parquet into DIR and prints their PNG paths, so the runner need not import analysis.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.bernoulli import PAPER_STATED, scientific, tail_probability
-from analysis.claims import CLAIMS, VERDICT_RULE, evaluate_claims
+from analysis.claims import VERDICT_RULE, evaluate_claims
 from analysis.figures import plot_label_quality, plot_overclustering, plot_study
 from analysis.results import load_trials
-from analysis.tables import bernoulli_table, markdown, table6, table7, table8
-from study.specs import STUDIES
+from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
+from study.catalogue import CLAIMS, STUDIES
 
-TRIPLET_TABLES = {"overclustering": ("table6", table6, "Table 6: over-clustering frequency, first and last epoch"),
-                  "triplet-margin": ("table7", table7, "Table 7: margin C"),
-                  "rank-k": ("table8", table8, "Table 8: rank of the deputy negative")}
+PAPER_TABLES = {"methods": ("table1", table1, "Table 1: base methods without and with the inter-image branch "
+                            "(claim 13)"),
+                "overclustering": ("table6", table6, "Table 6: over-clustering frequency, first and last epoch"),
+                "triplet-margin": ("table7", table7, "Table 7: margin C"),
+                "rank-k": ("table8", table8, "Table 8: rank of the deputy negative")}
 
 
 def load_all(scale_folder: Path) -> dict[str, pd.DataFrame]:
@@ -35,14 +40,18 @@ def load_all(scale_folder: Path) -> dict[str, pd.DataFrame]:
 
 
 def draw_figures(tables: dict[str, pd.DataFrame], scale_folder: Path) -> dict[str, Path]:
-    figures = {}
-    for name, table in tables.items():
-        spec = STUDIES[name]
-        figures[spec.figure] = plot_study(table, spec, scale_folder / name / spec.figure)
-        if name == "labels":
-            figures["labels-quality"] = plot_label_quality(table, scale_folder / name / "label_quality")
-        if name == "overclustering":
-            figures["overclustering-curves"] = plot_overclustering(table, scale_folder / name / "overclustering_curves")
+    return {key: path for name, table in tables.items()
+            for key, path in study_figures(name, table, scale_folder / name).items()}
+
+
+def study_figures(name: str, table: pd.DataFrame, folder: Path) -> dict[str, Path]:
+    """A study's replica and, for labels and overclustering, its per-epoch curves, drawn into folder."""
+    spec = STUDIES[name]
+    figures = {spec.figure: plot_study(table, spec, folder / spec.figure)}
+    if name == "labels":
+        figures["labels-quality"] = plot_label_quality(table, folder / "label_quality")
+    if name == "overclustering":
+        figures["overclustering-curves"] = plot_overclustering(table, folder / "overclustering_curves")
     return figures
 
 
@@ -69,7 +78,7 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
     if missing:
         lines += ["", "Studies without results yet (their claims read *missing*): "
                   + ", ".join(f"`python -m study.run {name} --scale {scale}`" for name in missing) + "."]
-    lines += triplet_sections(tables, scale_folder)
+    lines += table_sections(tables, scale_folder)
     table4 = scale_folder / "table4" / "table4.md"
     if table4.exists():  # written by `python -m study.table4`
         lines += ["", "## Table 4 replica (claim 11, measured in one run)", "",
@@ -77,10 +86,10 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
     return "\n".join(lines) + "\n"
 
 
-def triplet_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[str]:
-    """Tables 6-8 beside the paper's numbers (also written as CSV), and claim 12, the Bernoulli bound."""
+def table_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[str]:
+    """Tables 1 and 6-8 beside the papers' numbers (also written as CSV), and claim 12, the Bernoulli bound."""
     lines = []
-    for study, (name, build, title) in TRIPLET_TABLES.items():
+    for study, (name, build, title) in PAPER_TABLES.items():
         if study in tables:
             frame = build(tables[study])
             frame.to_csv(scale_folder / f"{name}.csv", index=False)
@@ -113,17 +122,46 @@ def triplet_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> lis
     return lines
 
 
+def redraw_study(name: str, folder: Path) -> int:
+    """`--study NAME --folder DIR`: one study's figures from DIR/trials.parquet, their PNG paths on stdout."""
+    if name not in STUDIES:
+        return fail(f"unknown study {name!r}; give --study one of {', '.join(STUDIES)}")
+    path, rerun = folder / "trials.parquet", f"`python -m study.run {name} --out {folder}`"
+    try:
+        table = pd.read_parquet(path)
+    except FileNotFoundError:
+        return fail(f"no results table at {path}; run {rerun} first")
+    except (OSError, ValueError) as error:  # pyarrow's read errors subclass these
+        return fail(f"cannot read {path} ({str(error).splitlines()[0]}); rerun {rerun}")
+    lacking = {"value", "seed", "epoch", "config_hash", "knn_top1", STUDIES[name].metric} - set(table.columns)
+    if lacking or table.empty:
+        what = f"no column {', '.join(sorted(lacking))}" if lacking else "no rows"
+        return fail(f"{path} has {what}; is it a {name} table? rerun {rerun}")
+    for figure in study_figures(name, table, folder).values():
+        print(figure)
+    return 0
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", default="tiny")
     parser.add_argument("--results", default="results", help="the results folder (default results/)")
+    parser.add_argument("--study", help="redraw only this study's figures (with --folder)")
+    parser.add_argument("--folder", type=Path, help="the folder holding the study's trials.parquet")
     args = parser.parse_args(argv)
+    if (args.study is None) != (args.folder is None):
+        return fail("--study NAME and --folder DIR go together; give both, or neither for the whole report")
+    if args.study is not None:
+        return redraw_study(args.study, args.folder)
     scale_folder = Path(args.results) / args.scale
     tables = load_all(scale_folder)
     if not tables:
-        print(f"error: no study results under {scale_folder}; run `python -m study.run STUDY` first",
-              file=sys.stderr)
-        return 2
+        return fail(f"no study results under {scale_folder}; run `python -m study.run STUDY` first")
     figures = draw_figures(tables, scale_folder)
     claims = evaluate_claims(tables, CLAIMS)
     (scale_folder / "CLAIMS.md").write_text(claims_markdown(claims, figures, tables, scale_folder, args.scale))

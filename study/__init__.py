@@ -1,1 +1,2 @@
-"""What to run: scale profiles, study specs, and the Ray Tune runner (python -m study.run NAME)."""
+"""What to run: the catalogue of studies and claims, scale profiles, and the Ray Tune runner
+(python -m study.run NAME)."""

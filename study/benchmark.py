@@ -23,7 +23,7 @@ from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract
 from trainers.fit import resolve_device
-from trainers.interclr import InterCLR
+from trainers.methods.registry import METHODS
 
 VARIANTS = {"intra (lambda=1)": {"loss_lambda": 1.0},
             "intra+inter (lambda=0.75, semi-hard)": {"loss_lambda": 0.75, "negative_sampling": "semi-hard"}}
@@ -31,12 +31,12 @@ VARIANTS = {"intra (lambda=1)": {"loss_lambda": 1.0},
 
 def build(config: TrialConfig, data, device):
     torch.manual_seed(config.seed)
-    method = InterCLR(config, data, device)
+    method = METHODS[config.method](config, data, device)
     _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, device)
-    method.initialize_bank(embeddings)
-    optimizer = torch.optim.SGD(method.encoder.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
     generator = torch.Generator(device).manual_seed(config.seed)
+    method.start(embeddings, generator)
+    optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
     return method, optimizer, generator
 
 

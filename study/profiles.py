@@ -3,14 +3,15 @@
 Scale-relative settings follow the paper's proportions: negatives K keep the paper's K/N
 (4096 / 1.28M), so the semi-hard pool (10% of the bank) stays ~30x larger than K as in the paper;
 clusters are a multiple of the class count; the minimum cluster size keeps the reference's
-20 / 128 ratio to the mean cluster size.
+20 / 128 ratio to the mean cluster size. A profile covers every method: a trial takes the
+settings its method has keys for (a MoCo trial has no clusters).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trainers.config import TrialConfig
+from trainers.config import DEFAULT_METHOD, TrialConfig
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,11 @@ class ScaleProfile:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
 
-    def config(self, **overrides) -> TrialConfig:
-        """A trial config at this scale: TrialConfig defaults, then this profile, then the overrides."""
-        return TrialConfig().replace(**{**self.settings, **overrides})
+    def config(self, **keys) -> TrialConfig:
+        """A trial config at this scale: the method's defaults, then this profile's settings that the
+        method has keys for, then `keys` (flat, `method` among them)."""
+        own = TrialConfig.keys_of(keys.get("method", DEFAULT_METHOD))
+        return TrialConfig.create(**{**{k: v for k, v in self.settings.items() if k in own}, **keys})
 
 
 PROFILES = {p.name: p for p in [
@@ -31,7 +34,10 @@ PROFILES = {p.name: p for p in [
         "tiny", "2-core CPU: Fashion-MNIST 5k/1k class-balanced subsets, small CNN (width 16), 18 epochs",
         {"dataset": "fashion-mnist", "network": "small-cnn", "cnn_width": 16, "image_size": 28,
          "train_subset": 5000, "test_subset": 1000, "epochs": 18, "batch_size": 128, "lr": 0.03, "num_negatives": 16,
-         "head_hidden": 512, "clusters_per_class": 10.0, "min_cluster_size": 8, "threads": 1, "device": "cpu"},
+         "head_hidden": 512, "clusters_per_class": 10.0, "min_cluster_size": 8, "threads": 1, "device": "cpu",
+         # MoCo's 0.999 averages over ~1,000 steps, more than the whole 702-step tiny run; 0.99 (~100 steps,
+         # BYOL's base) keeps the key encoder a recent average of the query encoder, as at full scale.
+         "encoder_momentum": 0.99},
         cpus_per_trial=1.0),
     ScaleProfile(
         "cifar", "one GPU: CIFAR-10 ImageFolder (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",

@@ -10,6 +10,7 @@ interrupted study continues with --resume.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -18,18 +19,40 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from study import ledger
+from study.catalogue import STUDIES, Times
 from study.profiles import PROFILES
-from study.specs import STUDIES, Times, Trial, expand
+from study.specs import Trial, expand
 from trainers import data as datasets
-from trainers.config import ConfigError, check_against_data, parse_assignment
+from trainers.config import ConfigError, parse_assignment
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class RunOptions:
+    """What to run and how: the runner's whole API (the command line fills it; study.submit too)."""
+    study: str | None = None  # a study name, or "all"
+    scale: str = "tiny"
+    seeds: int = 3  # seeds 0..seeds-1 per factor value
+    epochs: int | None = None  # None: the profile's
+    settings: tuple[str, ...] = ()  # KEY=VALUE overrides of trial config keys
+    out: str | None = None  # None: results/<scale>/<study>
+    storage: str = ".ray_runs"
+    resume: bool = False
+    address: str | None = None
+    max_concurrent: int = 0
+    max_failures: int = 2
+    checkpoint_every: int = 1
+    inject_crash: int = 0
+    dry_run: bool = False
+    list: bool = False
+
+
+def parse_args(argv: list[str] | None) -> RunOptions:
     parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", help=f"one of: {', '.join(STUDIES)}, or all")
     parser.add_argument("--list", action="store_true", help="list the studies with their figure and grid size")
@@ -50,34 +73,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--inject-crash", type=int, default=0, metavar="EPOCH",
                         help="for fault tests: every trial kills its own process once, at this epoch")
     parser.add_argument("--dry-run", action="store_true", help="print the trials and launch nothing")
-    return parser.parse_args(argv)
+    parsed = vars(parser.parse_args(argv))
+    settings = tuple(parsed.pop("set"))
+    return RunOptions(**parsed, settings=settings)
 
 
-def plan(args: argparse.Namespace, study: str) -> list[Trial]:
+def plan(options: RunOptions, study: str) -> list[Trial]:
     """A study's trials, with every setting checked; raises ConfigError."""
-    if args.scale not in PROFILES:
-        raise ConfigError(f"unknown scale {args.scale!r}; choose one of: {', '.join(PROFILES)}")
-    overrides = dict(parse_assignment(text) for text in args.set)
-    if args.epochs is not None:
-        if args.epochs < 0:
-            raise ConfigError(f"--epochs {args.epochs}: must be >= 0")
-        overrides["epochs"] = args.epochs
-    if args.max_concurrent < 0 or args.max_failures < 0:
+    if options.scale not in PROFILES:
+        raise ConfigError(f"unknown scale {options.scale!r}; choose one of: {', '.join(PROFILES)}")
+    overrides = dict(parse_assignment(text) for text in options.settings)
+    if options.epochs is not None:
+        if options.epochs < 0:
+            raise ConfigError(f"--epochs {options.epochs}: must be >= 0")
+        overrides["epochs"] = options.epochs
+    if options.max_concurrent < 0 or options.max_failures < 0:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0")
-    if args.checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every {args.checkpoint_every}: must be >= 1 (epochs between saves)")
-    trials = expand(STUDIES[study], PROFILES[args.scale], args.seeds, overrides)
+    if options.checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every {options.checkpoint_every}: must be >= 1 (epochs between saves)")
+    trials = expand(STUDIES[study], PROFILES[options.scale], options.seeds, overrides)
     epochs = trials[0].config.epochs
-    if args.inject_crash and not 1 <= args.inject_crash <= epochs:
-        raise ConfigError(f"--inject-crash {args.inject_crash}: must be an epoch in 1..{epochs}")
+    if options.inject_crash and not 1 <= options.inject_crash <= epochs:
+        raise ConfigError(f"--inject-crash {options.inject_crash}: must be an epoch in 1..{epochs}")
     return trials
 
 
-def output_folder(args: argparse.Namespace, study: str, several: bool) -> Path:
+def output_folder(options: RunOptions, study: str, several: bool) -> Path:
     """--out, or --out/<study> when several studies run; by default results/<scale>/<study>."""
-    if args.out:
-        return Path(args.out) / study if several else Path(args.out)
-    return Path("results") / args.scale / study
+    if options.out:
+        return Path(options.out) / study if several else Path(options.out)
+    return Path("results") / options.scale / study
 
 
 def studies_named(name: str | None) -> list[str]:
@@ -102,7 +127,7 @@ def check_data(trials: list[Trial]) -> None:
     data = datasets.load(config)
     datasets.check_decodable(data)
     for trial in trials:
-        check_against_data(trial.config, len(data.train), data.num_classes)
+        trial.config.check_against_data(len(data.train), data.num_classes)
 
 
 def code_version() -> str:
@@ -117,12 +142,13 @@ def code_version() -> str:
         return "unknown"
 
 
-def print_plan(trials: list[Trial], args: argparse.Namespace) -> None:
+def print_plan(trials: list[Trial], options: RunOptions) -> None:
     spec = STUDIES[trials[0].study]
     print(f"study {spec.name} ({spec.paper} {spec.figure}): {spec.factor} over {list(spec.levels)}, "
-          f"{args.seeds} seed(s), scale {args.scale}: {len(trials)} trials")
-    varying = {spec.factor, "seed"}
-    print("fixed: " + ", ".join(f"{k}={v}" for k, v in trials[0].config.to_dict().items() if k not in varying))
+          f"{options.seeds} seed(s), scale {options.scale}: {len(trials)} trials")
+    configs = [t.config.to_dict() for t in trials]
+    fixed = {k: v for k, v in configs[0].items() if k != "seed" and all(k in c and c[k] == v for c in configs)}
+    print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     for trial in trials:
         print(f"  {spec.factor}={trial.value!s:<10} seed={trial.seed}  config {trial.config.config_hash()}")
 
@@ -140,53 +166,52 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, configure_logging=False, log_to_driver=True)
 
 
-def run_tune(trials: list[Trial], args: argparse.Namespace, run_folder: Path) -> list[str]:
+def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list[str]:
     """Run the given trials with Ray Tune; returns the errors of trials that failed every retry."""
     from ray import tune
 
     from study.trainable import run_trial
 
-    profile = PROFILES[args.scale]
+    profile = PROFILES[options.scale]
     params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": ledger.trial_name(t),
                "state_dir": str(ledger.trial_state(run_folder, t).path.parent),
-               "checkpoint_every": args.checkpoint_every, "crash_at_epoch": args.inject_crash} for t in trials]
+               "checkpoint_every": options.checkpoint_every, "crash_at_epoch": options.inject_crash} for t in trials]
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"cpu": profile.cpus_per_trial, "gpu": profile.gpus_per_trial}),
         param_space={"trial": tune.grid_search(params)},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=args.max_concurrent or None,
+            max_concurrent_trials=options.max_concurrent or None,
             reuse_actors=True,  # a finished trial's worker process runs the next: no re-import of torch
             trial_dirname_creator=lambda t: t.config["trial"]["name"],
             trial_name_creator=lambda t: t.config["trial"]["name"]),
         run_config=tune.RunConfig(
             name=f"tune-{datetime.datetime.now():%Y%m%d-%H%M%S}",
             storage_path=str(run_folder),
-            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
             verbose=0))
     return [f"{result.config['trial']['name']}: {type(result.error).__name__}: {result.error}".splitlines()[0]
             for result in tuner.fit() if result.error is not None]
 
 
-def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.Manifest, args: argparse.Namespace,
-                  seconds: float, left: list[Trial], errors: list[str]) -> None:
+def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.Manifest, options: RunOptions,
+                  seconds: float, left: list[Trial], errors: list[str]) -> list[str]:
+    """The result table, figures and RUN.md; returns the figures drawn."""
     import ray
     import torch
 
-    from analysis.figures import plot_study
-
     out.mkdir(parents=True, exist_ok=True)
     spec = STUDIES[study]
-    figure = None
+    figures = []
     if not table.empty:
         ledger.write_table(table, out)
-        figure = plot_study(table, spec, out / spec.figure)
-    lines = [f"# {spec.name} ({spec.paper} {spec.figure}) at scale {args.scale}", "",
+        figures = draw_figures(study, out)
+    lines = [f"# {spec.name} ({spec.paper} {spec.figure}) at scale {options.scale}", "",
              f"- command: `{manifest.command}`", f"- code version: {manifest.code_version}",
              f"- finished: {datetime.datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()}",
-             f"- wall time: {seconds:.0f} s" + (" (this resumed part)" if args.resume else ""),
+             f"- wall time: {seconds:.0f} s" + (" (this resumed part)" if options.resume else ""),
              f"- python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}",
              f"- rows: {len(table)} ({table['config_hash'].nunique() if not table.empty else 0} finished trials)",
-             f"- figure: {figure.name if figure else 'none'}",
+             f"- figures: {', '.join(Path(f).name for f in figures) or 'none'}",
              f"- trial states: {manifest.run_folder}"]
     if left:
         lines += ["", f"## Unfinished trials ({len(left)}; continue with --resume)",
@@ -194,33 +219,46 @@ def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.M
     if errors:
         lines += ["", "## Failed trials", *[f"- {e}" for e in errors]]
     (out / "RUN.md").write_text("\n".join(lines) + "\n")
+    return figures
 
 
-def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, args: argparse.Namespace) -> bool:
+def draw_figures(study: str, out: Path) -> list[str]:
+    """The study's figure replicas, drawn by analysis/ in a process of its own: analysis reads results
+    and the catalogue, never the runner. Returns the PNG paths written."""
+    drawn = subprocess.run([sys.executable, "-m", "analysis.report", "--study", study, "--folder", str(out)],
+                           capture_output=True, text=True)
+    if drawn.returncode != 0:
+        print(f"no figure drawn: {drawn.stderr.strip()}", file=sys.stderr)
+        return []
+    return drawn.stdout.split()
+
+
+def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options: RunOptions) -> bool:
     """Run a study's unfinished trials and write its results; True when every trial finished."""
     import ray
 
     name = trials[0].study
     run_folder = Path(manifest.run_folder)
-    print_plan(trials, args)
+    print_plan(trials, options)
     pending = ledger.unfinished(trials, run_folder)
-    if args.resume:
+    if options.resume:
         print(f"resuming {run_folder}: {len(trials) - len(pending)} of {len(trials)} trials already finished")
     manifest.status = "running"
     manifest.save(out)
     started = time.perf_counter()
-    errors = run_tune(pending, args, run_folder) if pending else []
+    errors = run_tune(pending, options, run_folder) if pending else []
     seconds = time.perf_counter() - started
-    provenance = {"scale": args.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
+    provenance = {"scale": options.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
     table, left = ledger.collect(trials, run_folder, provenance)
-    write_results(name, table, out, manifest, args, seconds, left, errors)
+    figures = write_results(name, table, out, manifest, options, seconds, left, errors)
     manifest.status = "unfinished" if left else "finished"
     manifest.save(out)
-    print(f"wrote {len(table)} rows and the {STUDIES[name].figure} replica to {out} in {seconds:.0f} s")
+    drawn = f" and {', '.join(Path(f).name for f in figures)}" if figures else ""
+    print(f"wrote {len(table)} rows{drawn} to {out} in {seconds:.0f} s")
     for error in errors:
         print(f"failed trial: {error}", file=sys.stderr)
     if left:
-        again = " ".join(shlex.quote(a) for a in [*sys.argv[1:], *([] if args.resume else ["--resume"])])
+        again = " ".join(shlex.quote(a) for a in [*sys.argv[1:], *([] if options.resume else ["--resume"])])
         print(f"{len(left)} of {len(trials)} trials unfinished; continue with: python -m study.run {again}",
               file=sys.stderr)
     return not left
@@ -228,25 +266,25 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, args: a
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.list:
-        print_list(args.seeds)
+    options = parse_args(argv)
+    if options.list:
+        print_list(options.seeds)
         return 0
     try:
-        names = studies_named(args.study)
-        plans = {name: plan(args, name) for name in names}
-        if args.dry_run:
+        names = studies_named(options.study)
+        plans = {name: plan(options, name) for name in names}
+        if options.dry_run:
             for trials in plans.values():
-                print_plan(trials, args)
+                print_plan(trials, options)
             return 0
         for trials in plans.values():
             check_data(trials)
-        outs = {name: output_folder(args, name, several=len(names) > 1) for name in names}
-        resumed = {name: ledger.check_output(outs[name], trials, args.resume) for name, trials in plans.items()}
+        outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
+        resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
         for name, manifest in resumed.items():
             ledger.check_writable(outs[name], "output folder")
             if manifest is None:
-                ledger.check_writable(Path(args.storage), "--storage folder")
+                ledger.check_writable(Path(options.storage), "--storage folder")
             else:
                 ledger.check_writable(Path(manifest.run_folder), "run folder")
                 ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
@@ -255,14 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     version = code_version()
     command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
-    start_ray(args.address)
+    start_ray(options.address)
     finished = True
     for name, trials in plans.items():
         manifest = resumed[name] or ledger.Manifest(
-            study=name, scale=args.scale, run_folder=str(ledger.new_run_folder(args.storage, args.scale, name)),
+            study=name, scale=options.scale, run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
             config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
             code_version=version)
-        finished = run_study(trials, outs[name], manifest, args) and finished
+        finished = run_study(trials, outs[name], manifest, options) and finished
     return 0 if finished else 1
 
 

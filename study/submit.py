@@ -35,21 +35,21 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def job_arguments(study_argv: list[str]) -> list[str]:
     """study.run's arguments, checked, with --out and --storage made absolute."""
-    args = run.parse_args(study_argv)
-    for name in run.studies_named(args.study):
-        run.plan(args, name)
+    options = run.parse_args(study_argv)
+    for name in run.studies_named(options.study):
+        run.plan(options, name)
     absolute = list(study_argv)
     for flag in ("--out", "--storage"):
-        value = getattr(args, flag[2:])
+        value = getattr(options, flag[2:])
         if value is None:
             continue
         if flag in absolute:
             absolute[absolute.index(flag) + 1] = str(Path(value).resolve())
         else:
             absolute = [a for a in absolute if not a.startswith(flag + "=")] + [flag, str(Path(value).resolve())]
-    if args.out is None:
-        absolute += ["--out", str((ROOT / "results" / args.scale).resolve() if args.study == "all"
-                                  else (ROOT / run.output_folder(args, args.study, False)).resolve())]
+    if options.out is None:
+        absolute += ["--out", str((ROOT / "results" / options.scale).resolve() if options.study == "all"
+                                  else (ROOT / run.output_folder(options, options.study, False)).resolve())]
     return absolute
 
 

@@ -15,7 +15,8 @@ from PIL import Image
 from study import ledger, submit
 from study import run as study_run
 from study.profiles import PROFILES
-from study.specs import STUDIES, expand
+from study.catalogue import STUDIES
+from study.specs import expand
 from trainers import fit as trainers_fit
 from trainers.config import parse_assignment
 

@@ -4,14 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.claims import (
-    Claim,
-    Comparison,
-    claim_verdict,
-    comparison_verdict,
-    evaluate_claims,
-    welch_interval,
-)
+from analysis.claims import claim_verdict, comparison_verdict, evaluate_claims, welch_interval
+from study.catalogue import CLAIMS, Claim, Comparison
 
 
 def study_table(values_by_factor: dict, epochs=(0, 5), metric="svm_map"):
@@ -100,3 +94,32 @@ def test_a_metric_the_results_do_not_hold_reads_missing():
     result = evaluate_claims({"s": table}, claims)
     assert result["verdict"].tolist() == ["reproduced", "missing"]
     assert set(result["claim_verdict"]) == {"missing"}
+
+
+def methods_table(finals_by_method: dict, metrics=("linear_top1", "svm_map")):
+    """The methods study: per method, the final value of every metric for each seed."""
+    rows = []
+    for method, finals in finals_by_method.items():
+        for seed, final in enumerate(finals):
+            for epoch in (0, 5):
+                rows.append({"value": method, "seed": seed, "epoch": epoch, "config_hash": f"{method}-{seed}",
+                             **{m: 10.0 if epoch == 0 else final for m in metrics}})
+    return pd.DataFrame(rows)
+
+
+def test_claim_13_compares_each_base_method_with_its_interclr_variant_on_both_metrics():
+    base = {"npidv2": [60.0, 60.5, 61.0], "mocov2": [62.0, 62.4, 63.0], "byol": [64.0, 64.5, 65.0]}
+    better = {f"{m}-interclr": [v + 5.0 for v in finals] for m, finals in base.items()}
+    claim13 = [c for c in CLAIMS if c.number == 13]
+    result = evaluate_claims({"methods": methods_table({**base, **better})}, claim13)
+    assert sorted(zip(result["comparison"], result["metric"])) == sorted(
+        (f"{m}-interclr > {m}", metric) for m in ("npidv2", "mocov2", "byol") for metric in ("linear_top1", "svm_map"))
+    assert set(result["verdict"]) == {"reproduced"} and set(result["claim_verdict"]) == {"reproduced"}
+    assert result["effect"].tolist() == pytest.approx([5.0] * 6)
+    assert set(result["figure"]) == {"table1"}
+
+    worse_byol = {**base, **better, "byol-interclr": [v - 5.0 for v in base["byol"]]}
+    result = evaluate_claims({"methods": methods_table(worse_byol)}, claim13)
+    assert result.loc[result["comparison"] == "byol-interclr > byol", "verdict"].tolist() == ["contradicted"] * 2
+    assert set(result["claim_verdict"]) == {"contradicted"}
+    assert set(evaluate_claims({}, claim13)["claim_verdict"]) == {"missing"}  # the study not run yet

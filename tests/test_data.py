@@ -26,7 +26,7 @@ def fake_fashion_mnist(folder, n_train=40, n_test=20):
 
 def test_reads_idx_files_from_data_root(tmp_path):
     fake_fashion_mnist(tmp_path)
-    data = datasets.load(TrialConfig(data_root=str(tmp_path)))
+    data = datasets.load(TrialConfig.create(data_root=str(tmp_path)))
     assert data.train.images.shape == (40, 1, 28, 28) and data.train.images.dtype == torch.uint8
     assert data.test.labels.tolist() == [i % 10 for i in range(20)]
     raw = np.frombuffer(gzip.open(tmp_path / "train-images-idx3-ubyte.gz").read()[16:], dtype=np.uint8)
@@ -59,7 +59,7 @@ def test_corrupt_idx_is_a_data_error(tmp_path):
     fake_fashion_mnist(tmp_path)
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
     with pytest.raises(datasets.DataError, match="cannot read IDX"):
-        datasets.load(TrialConfig(data_root=str(tmp_path)))
+        datasets.load(TrialConfig.create(data_root=str(tmp_path)))
 
 
 def test_balanced_subset_keeps_equal_classes_and_is_fixed():
@@ -78,7 +78,7 @@ def test_image_folder_loading(tmp_path):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(3):
                 Image.new("RGB", (40, 30), colour).save(tmp_path / split / cls / f"{i}.png")
-    data = datasets.load(TrialConfig(dataset="imagefolder", data_root=str(tmp_path), load_size=16, image_size=16))
+    data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(tmp_path), load_size=16, image_size=16))
     images, labels, indices = next(iter(datasets.batches(data.train, 6, shuffle=False)))
     assert images.shape == (6, 3, 16, 16) and labels.tolist() == [0, 0, 0, 1, 1, 1]
     assert images[0, 0].float().mean() == 255 and images[-1, 2].float().mean() == 255

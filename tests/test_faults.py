@@ -20,7 +20,8 @@ import torch
 
 from study import ledger
 from study.profiles import PROFILES
-from study.specs import STUDIES, expand
+from study.catalogue import STUDIES
+from study.specs import expand
 from trainers.config import parse_assignment
 from trainers.fit import fit
 

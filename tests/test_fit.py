@@ -6,7 +6,7 @@ import torch
 from trainers.config import ConfigError, TrialConfig
 from trainers.fit import ConsoleReporter, fit
 
-SYNTHETIC = TrialConfig(dataset="synthetic", image_size=16, epochs=3, batch_size=64, num_negatives=16,
+SYNTHETIC = TrialConfig.create(dataset="synthetic", image_size=16, epochs=3, batch_size=64, num_negatives=16,
                         clusters_per_class=2, min_cluster_size=5, negative_sampling="semi-hard", seed=7)
 METRICS = ("knn_top1", "svm_map", "loss", "loss_intra", "loss_inter", "label_nmi", "labels_changed")
 

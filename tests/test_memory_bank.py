@@ -8,7 +8,9 @@ def random_bank(n=120, dim=6, k=5, seed=0, momentum=0.5):
     generator = torch.Generator().manual_seed(seed)
     features = F.normalize(torch.randn(n, dim, generator=generator), dim=1)
     labels = torch.randint(k, (n,), generator=generator)
-    return MemoryBank(features, labels, k, momentum), generator
+    bank = MemoryBank(features, momentum)
+    bank.label(labels, k)
+    return bank, generator
 
 
 def brute_force_centroids(features, labels, k):
@@ -65,7 +67,8 @@ def test_rebalance_dissolves_small_clusters_and_splits_the_largest():
     labels[60:90] = 1
     labels[90:93] = 2  # too small
     labels[93:100] = 3  # too small; cluster 4 is empty
-    bank = MemoryBank(features, labels, 5, 0.5)
+    bank = MemoryBank(features, 0.5)
+    bank.label(labels, 5)
     centroids = bank.centroids
     reseeded = bank.rebalance(min_size=10)
     assert reseeded == 3
@@ -79,5 +82,5 @@ def test_rebalance_dissolves_small_clusters_and_splits_the_largest():
 def test_state_round_trip_is_exact():
     bank, generator = random_bank()
     bank.write(torch.arange(10), F.normalize(torch.randn(10, 6, generator=generator), dim=1), relabel=True)
-    copy = MemoryBank.from_state_dict(bank.state_dict())
+    copy = MemoryBank.from_state_dict(bank.state_dict(), torch.device("cpu"))
     assert torch.equal(copy.sums, bank.sums) and torch.equal(copy.labels, bank.labels)

@@ -5,10 +5,11 @@ from sklearn.metrics import adjusted_rand_score
 from trainers import data as datasets
 from trainers.config import TrialConfig
 from trainers.evaluate import linear_probe_top1
-from trainers.interclr import InterCLR
+from trainers.inter_image import InterImageBranch
+from trainers.memory_bank import MemoryBank
 
-CONFIG = TrialConfig(dataset="synthetic", image_size=16, clusters_per_class=0.4, min_cluster_size=5,
-                     kmeans_backend="torch", label_mode="offline")
+CONFIG = TrialConfig.create(dataset="synthetic", image_size=16, clusters_per_class=0.4, min_cluster_size=5,
+                            kmeans_backend="torch", label_mode="offline")
 
 
 def blob_embeddings(n=600, k=4, dim=8, seed=0):
@@ -19,9 +20,11 @@ def blob_embeddings(n=600, k=4, dim=8, seed=0):
 
 
 def method_with_bank(embeddings):
-    method = InterCLR(CONFIG, datasets.synthetic(seed=0), torch.device("cpu"))  # 10 classes x 0.4 = 4 clusters
-    method.initialize_bank(embeddings)
-    return method
+    """The inter branch over a bank of `embeddings`, labelled by its initial global k-means."""
+    clusters = CONFIG.settings.num_clusters(10)  # 10 classes x 0.4 = 4 clusters
+    branch = InterImageBranch(CONFIG.settings, MemoryBank(embeddings, 0.5), clusters, seed=0, threads=1)
+    branch.start()
+    return branch
 
 
 def test_offline_relabel_matches_brute_force_assignment():
@@ -47,7 +50,7 @@ def test_labels_changed_ignores_a_renaming_of_clusters():
 def test_pseudo_label_quality_by_hand():
     method = method_with_bank(blob_embeddings()[0])  # synthetic data: 600 images, 60 per class, in class order
     method.bank.labels = torch.arange(600) // 150  # cluster c holds classes 2.5c .. 2.5c + 2.5
-    quality = method.pseudo_label_quality()
+    quality = method.label_quality(datasets.synthetic(seed=0).train.labels)
     # Each cluster of 150 holds 60 of its majority class: purity = 4 * 60 / 600 = 0.4; equal sizes.
     assert abs(quality["label_purity"] - 0.4) < 1e-9 and quality["cluster_size_cv"] == 0.0
 

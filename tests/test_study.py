@@ -5,8 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from study.catalogue import STUDIES
 from study.profiles import PROFILES
-from study.specs import STUDIES, expand
+from study.specs import expand
 from trainers.config import ConfigError, parse_assignment
 from trainers.fit import fit
 
@@ -45,6 +46,7 @@ EXPECTED_GRIDS = {  # study: (factor, recorded values, {key: value} the study fi
     "rank-k": ("deputy", ["rank-1", "rank-5", "median", "smoothed-5"], {"method": "truncated-triplet"}),
     "triplet-margin": ("triplet_margin", [-0.3, -1.2, -100.0], {"method": "truncated-triplet", "deputy": "median"}),
     "overclustering": ("deputy", ["rank-1", "rank-5", "median"], {"method": "truncated-triplet"}),
+    "methods": ("method", ["npidv2", "npidv2-interclr", "mocov2", "mocov2-interclr", "byol", "byol-interclr"], {}),
 }
 
 
@@ -60,6 +62,8 @@ def test_every_study_expands_to_its_grid(name):
             assert getattr(trial.config, key) == value, key
     if name == "negatives":  # recorded as multiples of the profile's K = 16
         assert [t.config.num_negatives for t in trials[::3]] == [16, 64, 256]
+    elif name == "methods":  # the final recipe's 4x negatives, where the method takes negatives (BYOL has none)
+        assert [t.config.to_dict().get("num_negatives") for t in trials[::3]] == [64, 64, 64, 64, None, 64]
     else:
         assert [getattr(t.config, factor) for t in trials[::3]] == values
     assert set(STUDIES) == set(EXPECTED_GRIDS)
@@ -68,7 +72,7 @@ def test_every_study_expands_to_its_grid(name):
 def test_list_and_dry_run_of_all():
     listing = run_cli("--list")
     assert listing.returncode == 0 and all(name in listing.stdout for name in STUDIES)
-    assert "18 trials" in listing.stdout  # margin-inter: 6 values x 3 seeds
+    assert "18 trials" in listing.stdout  # margin-inter and methods: 6 values x 3 seeds
     dry = run_cli("all", "--dry-run", "--seeds", "1")
     assert dry.returncode == 0 and dry.stdout.count("study ") == len(STUDIES)
 

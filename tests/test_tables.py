@@ -2,7 +2,7 @@ from fractions import Fraction
 
 import pandas as pd
 
-from analysis.tables import bernoulli_table, markdown, table6, table8
+from analysis.tables import bernoulli_table, markdown, table1, table6, table8
 
 
 def triplet_rows(values, metric_by_value, epochs=(0, 4)):
@@ -42,3 +42,26 @@ def test_bernoulli_table_and_markdown():
     assert used.loc[1, "exact"] == "1.00e+00"  # with p = 0.1 and 127 negatives, a same-class one is certain
     text = markdown(frame.fillna(""))
     assert text.splitlines()[0].startswith("| setting | k | exact") and text.count("\n") == len(frame) + 1
+
+
+def test_table1_means_over_seeds_beside_the_paper():
+    rows = []
+    for method, top1, svm in [("npidv2", (60.0, 62.0, 64.0), (70.0, 71.0, 72.0)),
+                              ("npidv2-interclr", (65.0, 65.0, 65.0), (75.0, 76.0, 77.0))]:
+        for seed in range(3):
+            for epoch in (0, 3):
+                rows.append({"value": method, "seed": seed, "epoch": epoch, "config_hash": f"{method}-{seed}",
+                             "linear_top1": 1.0 if epoch == 0 else top1[seed],
+                             "svm_map": 2.0 if epoch == 0 else svm[seed]})
+    frame = table1(pd.DataFrame(rows)).set_index("method")
+    assert list(frame.index) == ["npidv2", "npidv2-interclr", "mocov2", "mocov2-interclr", "byol", "byol-interclr"]
+    # npidv2 top-1 60, 62, 64: mean 62, sd 2, t(0.975, 2) * 2 / sqrt(3) = 4.97 -> [57.0, 67.0]
+    assert frame.loc["npidv2", "linear top-1 (%)"] == "62.0 [57.0, 67.0]"
+    assert frame.loc["npidv2", "SVM mAP (%)"] == "71.0 [68.5, 73.5]"
+    assert frame.loc["npidv2-interclr", "linear top-1 (%)"] == "65.0 [65.0, 65.0]"
+    assert frame.loc["npidv2", "paper linear top-1 (%)"] == 64.6
+    assert frame.loc["npidv2", "paper VOC07 SVM mAP (%)"] == 81.7
+    assert frame.loc["byol-interclr", "paper linear top-1 (%)"] == 73.5
+    assert frame.loc["byol-interclr", "paper VOC07 SVM mAP (%)"] == 86.5
+    assert frame.loc["mocov2", "linear top-1 (%)"] == "-" and frame.loc["mocov2", "seeds"] == 0  # not run
+    assert frame.loc["npidv2", "seeds"] == 3

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from trainers.config import ConfigError, TrialConfig
 from trainers.fit import fit
 from trainers.losses import truncated_triplet
-from trainers.triplet import overclustering_events
+from trainers.methods.truncated_triplet import overclustering_events
 
 
 def batch(seed=0, n=9, dim=6):
@@ -75,13 +75,13 @@ def test_overclustering_events_on_hand_made_batches():
 
 def test_deputy_rank_must_fit_the_batch():
     with pytest.raises(ConfigError, match="negatives"):
-        TrialConfig(method="truncated-triplet", batch_size=8, deputy="rank-8")
+        TrialConfig.create(method="truncated-triplet", batch_size=8, deputy="rank-8")
     with pytest.raises(ConfigError, match="rank-K"):
-        TrialConfig(method="truncated-triplet", deputy="top-3")
+        TrialConfig.create(method="truncated-triplet", deputy="top-3")
 
 
 def test_triplet_trial_runs_and_records_overclustering():
-    config = TrialConfig(method="truncated-triplet", dataset="synthetic", image_size=16, epochs=2, batch_size=64,
+    config = TrialConfig.create(method="truncated-triplet", dataset="synthetic", image_size=16, epochs=2, batch_size=64,
                          deputy="rank-1", seed=0)
     rows = fit(config)
     assert [r["epoch"] for r in rows] == [0, 1, 2]

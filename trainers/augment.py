@@ -1,26 +1,47 @@
-"""The NPIDv2 augmentation recipe on whole batches, with independent random parameters per image.
+"""Augmentation recipes on whole batches, with independent random parameters per image.
 
-Random resized crop (scale 0.2-1, aspect 3/4-4/3) and horizontal flip as one affine resampling,
-colour jitter (brightness and contrast 0.4, saturation [0, 2], hue [-0.5, 0.5]; applied with
-probability 0.8, as in MoCo v2) and Gaussian blur (sigma 0.1-2, probability 0.5, kernel about 10%
-of the crop side). Saturation and hue are identities on grayscale images. Working on batches keeps
-augmentation off the critical path on a CPU and lets it run on the GPU at larger scales.
+Each recipe is random resized crop and horizontal flip as one affine resampling, colour jitter
+(applied with a probability), random grayscale, Gaussian blur (sigma 0.1-2, kernel about 10% of
+the crop side) and solarisation, with the papers' parameters:
+  NPIDv2    crop scale 0.2-1, jitter 0.4/0.4 saturation [0, 2] hue [-0.5, 0.5] (p 0.8), blur p 0.5;
+  MoCo v2   crop scale 0.2-1, jitter 0.4/0.4/0.4/0.1 (p 0.8), grayscale p 0.2, blur p 0.5;
+  BYOL      crop scale 0.08-1, jitter 0.4/0.4/0.2/0.1 (p 0.8), grayscale p 0.2, and two asymmetric
+            views: blur p 1.0 / 0.1, solarisation p 0 / 0.2.
+Saturation, hue and grayscale are identities on grayscale images. A step that a recipe never
+applies draws no random numbers, so adding one to a recipe leaves the others' streams as they were.
+Working on batches keeps augmentation off the critical path on a CPU and lets it run on the GPU.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-CROP_SCALE = (0.2, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.4, 0.4, 1.0, 0.5
-JITTER_PROBABILITY = 0.8
 BLUR_SIGMA = (0.1, 2.0)
-BLUR_PROBABILITY = 0.5
 LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    crop_scale: tuple[float, float]
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    jitter_probability: float
+    grayscale_probability: float
+    blur_probability: float
+    solarize_probability: float = 0.0
+
+
+NPIDV2 = Augmentation((0.2, 1.0), 0.4, 0.4, 1.0, 0.5, 0.8, 0.0, 0.5)
+MOCOV2 = Augmentation((0.2, 1.0), 0.4, 0.4, 0.4, 0.1, 0.8, 0.2, 0.5)
+BYOL_VIEWS = (Augmentation((0.08, 1.0), 0.4, 0.4, 0.2, 0.1, 0.8, 0.2, 1.0, 0.0),
+              Augmentation((0.08, 1.0), 0.4, 0.4, 0.2, 0.1, 0.8, 0.2, 0.1, 0.2))
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -49,17 +70,23 @@ def evaluation_view(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     return normalize(x, mean, std)
 
 
-def training_view(images: torch.Tensor, size: int, mean, std, generator: torch.Generator) -> torch.Tensor:
+def training_view(images: torch.Tensor, size: int, mean, std, generator: torch.Generator,
+                  recipe: Augmentation = NPIDV2) -> torch.Tensor:
     """uint8 batch B x C x H x W (on the training device) -> augmented normalised B x C x size x size."""
-    x = random_resized_crop_and_flip(to_unit_float(images), size, generator)
-    x = color_jitter(x, generator)
-    x = gaussian_blur(x, generator)
+    x = random_resized_crop_and_flip(to_unit_float(images), size, recipe.crop_scale, generator)
+    x = color_jitter(x, recipe, generator)
+    if recipe.grayscale_probability > 0:
+        x = random_grayscale(x, recipe.grayscale_probability, generator)
+    x = gaussian_blur(x, recipe.blur_probability, generator)
+    if recipe.solarize_probability > 0:
+        x = random_solarize(x, recipe.solarize_probability, generator)
     return normalize(x, mean, std)
 
 
-def random_resized_crop_and_flip(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+def random_resized_crop_and_flip(x: torch.Tensor, size: int, scale: tuple[float, float],
+                                 generator: torch.Generator) -> torch.Tensor:
     n, device = x.shape[0], x.device
-    area = _uniform(n, *CROP_SCALE, generator, device)
+    area = _uniform(n, *scale, generator, device)
     aspect = torch.exp(_uniform(n, math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator, device))
     # Crop width and height as fractions of the image side; clamped when a tall/wide crop overflows.
     width = torch.sqrt(area * aspect).clamp(max=1.0)
@@ -76,18 +103,18 @@ def random_resized_crop_and_flip(x: torch.Tensor, size: int, generator: torch.Ge
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def color_jitter(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, recipe: Augmentation, generator: torch.Generator) -> torch.Tensor:
     n, device = x.shape[0], x.device
-    apply = _bernoulli(n, JITTER_PROBABILITY, generator, device)
+    apply = _bernoulli(n, recipe.jitter_probability, generator, device)
 
     def factor(low: float, high: float, identity: float) -> torch.Tensor:
         values = _uniform(n, low, high, generator, device)
         return torch.where(apply, values, torch.full_like(values, identity)).view(n, 1, 1, 1)
 
-    brightness = factor(1 - BRIGHTNESS, 1 + BRIGHTNESS, 1.0)
-    contrast = factor(1 - CONTRAST, 1 + CONTRAST, 1.0)
-    saturation = factor(max(0.0, 1 - SATURATION), 1 + SATURATION, 1.0)
-    hue = factor(-HUE, HUE, 0.0).view(n)
+    brightness = factor(1 - recipe.brightness, 1 + recipe.brightness, 1.0)
+    contrast = factor(1 - recipe.contrast, 1 + recipe.contrast, 1.0)
+    saturation = factor(max(0.0, 1 - recipe.saturation), 1 + recipe.saturation, 1.0)
+    hue = factor(-recipe.hue, recipe.hue, 0.0).view(n)
 
     x = (x * brightness).clamp(0, 1)
     mean_gray = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
@@ -97,6 +124,17 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = ((x - gray) * saturation + gray).clamp(0, 1)
         x = rotate_hue(x, hue).clamp(0, 1)
     return x
+
+
+def random_grayscale(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    chosen = _bernoulli(x.shape[0], probability, generator, x.device).view(-1, 1, 1, 1)
+    return torch.where(chosen, grayscale(x).expand_as(x), x)
+
+
+def random_solarize(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Invert the pixels at or above half intensity (BYOL's solarisation, threshold 0.5)."""
+    chosen = _bernoulli(x.shape[0], probability, generator, x.device).view(-1, 1, 1, 1)
+    return torch.where(chosen & (x >= 0.5), 1 - x, x)
 
 
 def grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -121,13 +159,13 @@ def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", per_image, x)
 
 
-def gaussian_blur(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
     n, channels, height, width = x.shape
     device = x.device
     radius = max(1, round(0.1 * min(height, width)) // 2)
     offsets = torch.arange(-radius, radius + 1, device=device, dtype=x.dtype)
     sigma = _uniform(n, *BLUR_SIGMA, generator, device)
-    blurred = _bernoulli(n, BLUR_PROBABILITY, generator, device)
+    blurred = _bernoulli(n, probability, generator, device)
     kernel = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
     identity = (offsets == 0).to(x.dtype).expand(n, -1)
     kernel = torch.where(blurred[:, None], kernel / kernel.sum(1, keepdim=True), identity)

@@ -1,8 +1,14 @@
-"""One trial's configuration: every key, its type, its allowed values, and its checks.
+"""One trial's configuration: the keys every method shares, and the chosen method's own keys.
 
-A trial is fully described by a `TrialConfig`; the same config and seed give the same
-numbers on CPU. Keys are set from the command line as `--set KEY=VALUE`, with the value
-parsed by the key's type here, so a typo or a bad value fails before anything runs.
+A trial is fully described by a `TrialConfig`; the same config and seed give the same numbers on
+CPU. Keys are set flat from the command line as `--set KEY=VALUE`, each parsed by its type, so a
+typo or a bad value fails before anything runs. The shared keys live here; a method's own keys and
+their checks live in the method's file (its `Settings` dataclass, see trainers.methods).
+
+The config hash names the experiment, not the machine: it covers the shared keys that change what
+is computed and the chosen method's keys. Execution keys (where the data lies, the device, thread
+and worker counts) are recorded with the results but not hashed, so moving a run to another mount
+or machine keeps its trial states usable.
 """
 
 from __future__ import annotations
@@ -10,30 +16,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 from dataclasses import dataclass, fields
 
-from trainers.samplers import NEGATIVE_SAMPLING
+from trainers.errors import ConfigError
+from trainers.methods.registry import METHODS
+from trainers.methods.base import MethodSettings
 
 DATASETS = ("fashion-mnist", "imagefolder", "synthetic")
 NETWORKS = ("small-cnn", "resnet18-cifar", "resnet50")
-KMEANS_BACKENDS = ("auto", "faiss", "torch")
-LABEL_MODES = ("online", "offline")
-METHODS = ("interclr", "truncated-triplet")
 DEVICES = ("auto", "cpu", "cuda")
-CHOICES = {"dataset": DATASETS, "network": NETWORKS, "negative_sampling": NEGATIVE_SAMPLING,
-           "kmeans_backend": KMEANS_BACKENDS, "device": DEVICES, "label_mode": LABEL_MODES,
-           "method": METHODS}
+CHOICES = {"dataset": DATASETS, "network": NETWORKS, "device": DEVICES, "method": tuple(METHODS)}
+EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads")
+DEFAULT_METHOD = "npidv2-interclr"
 
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the problem and the fix."""
+__all__ = ["ConfigError", "TrialConfig", "parse_assignment", "EXECUTION_KEYS"]
 
 
 @dataclass(frozen=True)
 class TrialConfig:
     seed: int = 0
-    method: str = "interclr"  # or "truncated-triplet"
+    method: str = DEFAULT_METHOD  # a name in trainers.methods.METHODS
 
     # data
     dataset: str = "fashion-mnist"
@@ -47,7 +49,7 @@ class TrialConfig:
     # network
     network: str = "small-cnn"
     cnn_width: int = 32  # small-cnn channels: width, 2 x width, 4 x width
-    head_hidden: int = 512  # NPIDv2's 2-layer MLP head: backbone -> hidden -> embedding
+    head_hidden: int = 512  # the 2-layer MLP head (projector): backbone -> hidden -> embedding
     embedding_dim: int = 128
 
     # optimisation (NPIDv2: SGD 0.03, momentum 0.9, wd 1e-4, cosine, batch 256)
@@ -56,30 +58,6 @@ class TrialConfig:
     lr: float = 0.03
     momentum: float = 0.9
     weight_decay: float = 1e-4
-
-    # InterCLR
-    temperature: float = 0.1  # NPIDv2's tau
-    loss_lambda: float = 0.75  # the paper's lambda: lambda * L_intra + (1 - lambda) * L_inter
-    intra_margin: float = 0.0
-    inter_margin: float = 0.0
-    negative_sampling: str = "semi-hard"
-    pool_fraction: float = 0.1  # semi-hard / semi-easy pools: this fraction of eligible entries
-    num_negatives: int = 4096  # K, for both branches
-    bank_momentum: float = 0.5  # w in v <- normalize((1 - w) v + w v_new)
-    clusters_per_class: float = 10.0  # pseudo-label clusters as a multiple of the class count
-    label_mode: str = "online"  # online: mini-batch k-means every iteration; offline: global k-means
-    offline_every: int = 1  # offline: re-extract all features and rerun k-means every this many epochs
-    kmeans_iters: int = 20
-    kmeans_backend: str = "auto"  # auto: faiss when it imports, else the torch implementation
-    rebalance_every: int = 10  # iterations between dissolving clusters smaller than the minimum
-    min_cluster_size: int = 20
-
-    # truncated triplet (Wang et al. 2021): loss = max(gamma d(x, x+) - d(x, deputy), C), d = -cosine
-    deputy: str = "rank-1"  # rank-K: the K-th most similar negative; smoothed-K: mean of ranks 2..2K+1; median
-    triplet_gamma: float = 2.0
-    triplet_margin: float = -100.0  # C; -100 never binds
-    target_momentum: float = 0.99  # EMA of the target network, rising to 1 on a cosine schedule (BYOL)
-    predictor_hidden: int = 512
 
     # evaluation
     knn_k: int = 200
@@ -90,40 +68,95 @@ class TrialConfig:
     device: str = "auto"
     threads: int = 1  # torch (and faiss) CPU threads for this trial
 
+    # the method's own keys; None means its defaults
+    settings: MethodSettings | None = None
+
     def __post_init__(self) -> None:
-        _check(self)
+        _check_shared(self)
+        settings_type = METHODS[self.method].Settings
+        if self.settings is None:
+            object.__setattr__(self, "settings", settings_type())
+        elif type(self.settings) is not settings_type:
+            raise ConfigError(f"settings of type {type(self.settings).__name__} given for method {self.method!r}; "
+                              f"it takes {settings_type.__name__}")
+        self.settings.check(self)
+
+    def __getattr__(self, key: str):
+        """The method's keys read flat, like the shared ones: config.num_negatives."""
+        if key == "settings" or key.startswith("__"):  # not yet set while unpickling
+            raise AttributeError(key)
+        try:
+            return getattr(self.settings, key)
+        except AttributeError:
+            raise AttributeError(f"method {self.method!r} has no config key {key!r}") from None
 
     @classmethod
-    def keys(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+    def create(cls, **keys) -> "TrialConfig":
+        """A config from flat keys: shared ones and the method's own (the method's defaults otherwise)."""
+        return cls().replace(**keys)
+
+    @staticmethod
+    def keys_of(method: str) -> list[str]:
+        """Every key a trial of `method` takes: the shared ones, then the method's own."""
+        return shared_keys() + [f.name for f in fields(METHODS[method].Settings)]
+
+    def keys(self) -> list[str]:
+        return self.keys_of(self.method)
 
     def replace(self, **changes) -> "TrialConfig":
-        unknown = sorted(set(changes) - set(self.keys()))
+        """A copy with flat keys changed. A new `method` starts from that method's default settings."""
+        method = changes.get("method", self.method)
+        if method not in METHODS:
+            raise ConfigError(f"method={method!r} is not one of {', '.join(METHODS)}")
+        unknown = sorted(set(changes) - set(self.keys_of(method)))
         if unknown:
-            raise ConfigError(_unknown_key_message(unknown[0]))
-        return dataclasses.replace(self, **changes)
+            raise ConfigError(unknown_key_message(unknown[0], method))
+        own = {key: value for key, value in changes.items() if key not in shared_keys()}
+        shared = {key: value for key, value in changes.items() if key in shared_keys()}
+        base = self.settings if method == self.method else METHODS[method].Settings()
+        return dataclasses.replace(self, **shared, settings=dataclasses.replace(base, **own))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every key, flat: the shared ones and the method's own."""
+        shared = {key: getattr(self, key) for key in shared_keys()}
+        return {**shared, **dataclasses.asdict(self.settings)}
 
     def config_hash(self) -> str:
-        """Short stable hash of every key, the seed included: names the trial's results."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        """Short stable hash of the keys that change what is computed, the seed included."""
+        hashed = {key: value for key, value in self.to_dict().items() if key not in EXECUTION_KEYS}
+        return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
 
-    def num_clusters(self, num_classes: int) -> int:
-        return max(2, round(self.clusters_per_class * num_classes))
+    def check_against_data(self, train_size: int, num_classes: int) -> None:
+        """The checks that need the dataset's size; raises ConfigError."""
+        if self.batch_size > train_size:
+            raise ConfigError(f"batch_size={self.batch_size} exceeds the {train_size} training samples; "
+                              f"lower batch_size")
+        self.settings.check_against_data(self, train_size, num_classes)
 
 
-def parse_assignment(text: str) -> tuple[str, object]:
-    """`KEY=VALUE` from the command line -> (key, value parsed by the key's type)."""
+def shared_keys() -> list[str]:
+    return [f.name for f in fields(TrialConfig) if f.name != "settings"]
+
+
+def key_types(method: str) -> dict[str, str]:
+    """Each key's type name ('int', 'float', 'bool', 'str'), as the dataclasses declare it."""
+    return {f.name: f.type for f in [*fields(TrialConfig), *fields(METHODS[method].Settings)]
+            if f.name != "settings"}
+
+
+def parse_assignment(text: str, methods: list[str] | tuple[str, ...] = tuple(METHODS)) -> tuple[str, object]:
+    """`KEY=VALUE` from the command line -> (key, value parsed by the key's type).
+
+    The key must belong to at least one of `methods` (by default: to any method)."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r} is not KEY=VALUE; write e.g. --set lr=0.05")
     key, raw = text.split("=", 1)
     key = key.strip()
-    types = {f.name: f.type for f in fields(TrialConfig)}
+    types = {}
+    for method in methods:
+        types.update(key_types(method))
     if key not in types:
-        raise ConfigError(_unknown_key_message(key))
+        raise ConfigError(unknown_key_message(key, *methods))
     return key, parse_value(key, types[key], raw.strip())
 
 
@@ -143,11 +176,14 @@ def parse_value(key: str, type_name: str, raw: str):
         raise ConfigError(f"{key}={raw!r} is not a valid {type_name}; give a {type_name} value") from None
 
 
-def _unknown_key_message(key: str) -> str:
-    return f"unknown config key {key!r}; valid keys: {', '.join(TrialConfig.keys())}"
+def unknown_key_message(key: str, *methods: str) -> str:
+    valid = list(dict.fromkeys(k for method in methods for k in TrialConfig.keys_of(method)))
+    owners = [name for name in METHODS if key in TrialConfig.keys_of(name)]
+    where = f" (a key of method {', '.join(owners)})" if owners else ""
+    return f"unknown config key {key!r} for method {', '.join(methods)}{where}; valid keys: {', '.join(valid)}"
 
 
-def _check(c: TrialConfig) -> None:
+def _check_shared(c: TrialConfig) -> None:
     def require(ok: bool, message: str) -> None:
         if not ok:
             raise ConfigError(message)
@@ -157,58 +193,11 @@ def _check(c: TrialConfig) -> None:
         require(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
     for key in ("epochs", "train_subset", "test_subset", "num_workers"):
         require(getattr(c, key) >= 0, f"{key}={getattr(c, key)} must be >= 0")
-    for key in ("batch_size", "cnn_width", "image_size", "load_size", "head_hidden", "embedding_dim", "num_negatives",
-                "kmeans_iters", "rebalance_every", "knn_k", "threads", "offline_every"):
+    for key in ("batch_size", "cnn_width", "image_size", "load_size", "head_hidden", "embedding_dim", "knn_k",
+                "threads"):
         require(getattr(c, key) >= 1, f"{key}={getattr(c, key)} must be >= 1")
-    require(c.min_cluster_size >= 2, f"min_cluster_size={c.min_cluster_size} must be >= 2")
-    require(0.0 < c.pool_fraction <= 1.0, f"pool_fraction={c.pool_fraction} must be in (0, 1]; the paper uses 0.1")
-    require(0.0 <= c.loss_lambda <= 1.0, f"loss_lambda={c.loss_lambda} must be in [0, 1] (1 = intra only)")
-    require(0.0 < c.bank_momentum <= 1.0, f"bank_momentum={c.bank_momentum} must be in (0, 1]")
-    require(c.temperature > 0 and c.knn_temperature > 0, "temperature and knn_temperature must be > 0")
+    require(c.knn_temperature > 0, f"knn_temperature={c.knn_temperature} must be > 0")
     require(c.lr > 0 and c.weight_decay >= 0 and 0 <= c.momentum < 1,
             "need lr > 0, weight_decay >= 0 and momentum in [0, 1)")
-    require(c.clusters_per_class > 0, f"clusters_per_class={c.clusters_per_class} must be > 0")
-    require(all(math.isfinite(v) for v in (c.intra_margin, c.inter_margin)), "margins must be finite numbers")
-    require(0 <= c.target_momentum <= 1, f"target_momentum={c.target_momentum} must be in [0, 1]")
-    require(c.predictor_hidden >= 1, f"predictor_hidden={c.predictor_hidden} must be >= 1")
-    rule, rank = parse_deputy(c.deputy)
-    negatives = c.batch_size - 1
-    deepest = {"rank": rank, "smoothed": 2 * rank + 1, "median": negatives // 2}[rule]
-    require(c.method != "truncated-triplet" or 1 <= deepest <= negatives,
-            f"deputy={c.deputy} needs rank {deepest}, but a batch of {c.batch_size} has {negatives} negatives; "
-            f"lower the rank or raise batch_size")
     require(c.image_size <= c.load_size or c.dataset != "imagefolder",
             f"image_size={c.image_size} is larger than load_size={c.load_size}; raise load_size")
-
-
-def parse_deputy(text: str) -> tuple[str, int]:
-    """"rank-5" -> ("rank", 5); "smoothed-5" -> ("smoothed", 5); "median" -> ("median", 0)."""
-    if text == "median":
-        return "median", 0
-    rule, _, rank = text.partition("-")
-    if rule not in ("rank", "smoothed") or not rank.isdigit() or int(rank) < 1:
-        raise ConfigError(f"deputy={text!r} is not rank-K, smoothed-K (K >= 1) or median")
-    return rule, int(rank)
-
-
-def check_against_data(c: TrialConfig, train_size: int, num_classes: int) -> None:
-    """The checks that need the dataset's size: counts that could not be drawn from the bank.
-
-    Eligible inter negatives are the bank entries outside the query's cluster; with balanced
-    clusters that is train_size * (1 - 1/clusters), and the pools are a fraction of it.
-    """
-    clusters = c.num_clusters(num_classes)
-    if clusters > train_size:
-        raise ConfigError(f"{clusters} clusters (clusters_per_class={c.clusters_per_class} x {num_classes} classes) "
-                          f"exceed the {train_size} training samples; lower clusters_per_class")
-    if c.batch_size > train_size:
-        raise ConfigError(f"batch_size={c.batch_size} exceeds the {train_size} training samples; lower batch_size")
-    eligible = train_size - math.ceil(train_size / clusters)
-    if c.method != "interclr":
-        return
-    if c.loss_lambda < 1.0 and c.negative_sampling in ("semi-hard", "semi-easy"):
-        eligible = math.floor(c.pool_fraction * eligible)
-    if c.num_negatives > eligible:
-        raise ConfigError(f"num_negatives={c.num_negatives} exceeds the ~{eligible} bank entries a query can draw "
-                          f"from ({c.negative_sampling}, pool_fraction={c.pool_fraction}, {train_size} samples, "
-                          f"{clusters} clusters); lower num_negatives or raise pool_fraction")

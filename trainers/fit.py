@@ -21,17 +21,10 @@ import torch
 
 from trainers import data as datasets
 from trainers.checkpoint import TrialState
-from trainers.config import (
-    ConfigError,
-    TrialConfig,
-    check_against_data,
-    parse_assignment,
-)
+from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
-from trainers.interclr import InterCLR
-from trainers.triplet import TruncatedTriplet
-
-METHODS = {"interclr": InterCLR, "truncated-triplet": TruncatedTriplet}
+from trainers.methods.base import Method
+from trainers.methods.registry import METHODS
 
 
 class Reporter(Protocol):
@@ -83,7 +76,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     data = datasets.load(config)
-    check_against_data(config, len(data.train), data.num_classes)
+    config.check_against_data(len(data.train), data.num_classes)
 
     method = METHODS[config.method](config, data, device)
     optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
@@ -158,7 +151,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     return rows
 
 
-def evaluate(method, data, config, device, epoch: int, with_svm: bool) -> tuple[dict, torch.Tensor]:
+def evaluate(method: Method, data, config, device, epoch: int, with_svm: bool) -> tuple[dict, torch.Tensor]:
     """Metric row of the current encoder, and the training set's embeddings (to seed the bank)."""
     args = (config.image_size, data.mean, data.std, device)
     train_features, train_embeddings = extract(method.encoder, data.train, *args, num_workers=config.num_workers)
@@ -185,12 +178,14 @@ def peak_memory_mb(device: torch.device) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"config keys: {', '.join(TrialConfig.keys())}")
+                        help="a config key: " + "; ".join(f"{name}: {', '.join(TrialConfig.keys_of(name))}"
+                                                          for name in METHODS))
     parser.add_argument("--checkpoint-dir", help="keep the latest state here and resume from it")
     parser.add_argument("--json-out", help="write the metric rows to this JSON file")
     args = parser.parse_args(argv)
     try:
-        config = TrialConfig(**dict(parse_assignment(text) for text in args.set))
+        keys = dict(parse_assignment(text) for text in args.set)
+        config = TrialConfig.create(**keys)
         rows = fit(config, ConsoleReporter(args.checkpoint_dir))
     except (ConfigError, datasets.DataError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 
 
+KMEANS_BACKENDS = ("auto", "faiss", "torch")  # auto: faiss when it imports, else torch
+
+
 def faiss_available() -> bool:
     try:
         import faiss  # noqa: F401

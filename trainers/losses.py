@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from trainers.errors import ConfigError
+
 
 def margin_nce(positive: torch.Tensor, negatives: torch.Tensor, margin: float, temperature: float) -> torch.Tensor:
     """InterCLR's MarginNCE: cross-entropy over [(cos(v, v+) - m) / tau, cos(v, v-_1) / tau, ...].
@@ -36,12 +38,27 @@ def truncated_triplet(query: torch.Tensor, targets: torch.Tensor, rule: str, ran
     negatives = distance[off_diagonal].view(batch, batch - 1)
     target_index = torch.arange(batch, device=query.device).expand(batch, batch).masked_select(off_diagonal)
     ranked, order = negatives.sort(dim=1)  # ascending distance: the most similar negative first
-    if rule == "smoothed":
-        chosen = slice(1, 2 * rank + 1)  # ranks 2 .. 2k+1, zero-based 1 .. 2k
-    else:
-        position = rank - 1 if rule == "rank" else (batch - 1) // 2 - 1
-        chosen = slice(position, position + 1)
+    chosen = slice(*deputy_ranks(rule, rank, batch - 1))
     deputy = ranked[:, chosen].mean(dim=1)
     deputies = target_index.view(batch, batch - 1).gather(1, order[:, chosen])
     loss = torch.clamp(gamma * positive - deputy, min=margin).mean()
     return loss, deputies
+
+
+def parse_deputy(text: str) -> tuple[str, int]:
+    """"rank-5" -> ("rank", 5); "smoothed-5" -> ("smoothed", 5); "median" -> ("median", 0)."""
+    if text == "median":
+        return "median", 0
+    rule, _, rank = text.partition("-")
+    if rule not in ("rank", "smoothed") or not rank.isdigit() or int(rank) < 1:
+        raise ConfigError(f"deputy={text!r} is not rank-K, smoothed-K (K >= 1) or median")
+    return rule, int(rank)
+
+
+def deputy_ranks(rule: str, rank: int, negatives: int) -> tuple[int, int]:
+    """Zero-based [first, stop) of the ranked negatives a deputy averages: rank k is [k-1, k);
+    smoothed-k averages ranks 2..2k+1, [1, 2k+1); the median is rank floor(m / 2) of m negatives."""
+    if rule == "smoothed":
+        return 1, 2 * rank + 1
+    position = rank - 1 if rule == "rank" else negatives // 2 - 1
+    return position, position + 1

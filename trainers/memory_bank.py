@@ -1,4 +1,5 @@
-"""InterCLR's memory bank: one feature and one pseudo-label per training sample, plus cluster centroids.
+"""A memory bank: one feature per training sample and, once labelled, one pseudo-label per sample plus
+cluster centroids (InterCLR's inter branch labels it; NPIDv2 alone uses only the features).
 
 Online label maintenance (the paper's mini-batch k-means): every write relabels the written
 samples to their nearest centroid, and the centroids move with it. Centroids are kept as exact
@@ -16,13 +17,17 @@ from trainers.kmeans import nearest_centroid
 
 
 class MemoryBank:
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, num_clusters: int, momentum: float):
-        """features: N x D, L2-normalised (kept as given, so a restored bank is bit-identical);
-        labels: N pseudo-labels in [0, num_clusters)."""
+    def __init__(self, features: torch.Tensor, momentum: float):
+        """features: N x D, L2-normalised (kept as given, so a restored bank is bit-identical)."""
         self.features = features.float().clone()
-        self.labels = labels.long().clone()
-        self.num_clusters = num_clusters
         self.momentum = momentum
+        self.labels: torch.Tensor | None = None
+        self.num_clusters = 0
+
+    def label(self, labels: torch.Tensor, num_clusters: int) -> None:
+        """Give every entry a pseudo-label in [0, num_clusters) (the initial or an offline global k-means)."""
+        self.labels = labels.long().clone().to(self.features.device)
+        self.num_clusters = num_clusters
         self.recount()
 
     def recount(self) -> None:
@@ -48,11 +53,13 @@ class MemoryBank:
         """v <- normalize((1 - w) v + w v_new) for the given samples; returns how many labels changed.
 
         With relabel (online labels), the samples move to their nearest centroid. Centroids follow
-        the members' features either way, so they stay exact means.
+        the members' features either way, so they stay exact means. An unlabelled bank only moves features.
         """
         old = self.features[indices]
         updated = F.normalize((1 - self.momentum) * old + self.momentum * new_features.detach().float(), dim=1)
         self.features[indices] = updated
+        if self.labels is None:
+            return 0
         old_labels = self.labels[indices]
         new_labels = self.assign(updated) if relabel else old_labels
         self.sums.index_add_(0, old_labels, -old.double())
@@ -61,11 +68,6 @@ class MemoryBank:
         self.counts.index_add_(0, new_labels, torch.ones_like(new_labels))
         self.labels[indices] = new_labels
         return int((new_labels != old_labels).sum())
-
-    def relabel_all(self, labels: torch.Tensor) -> None:
-        """Replace every pseudo-label (offline labels, or the initial global k-means)."""
-        self.labels = labels.long().clone().to(self.features.device)
-        self.recount()
 
     def rebalance(self, min_size: int) -> int:
         """Dissolve clusters smaller than min_size; each is re-seeded with half of the largest cluster.
@@ -96,11 +98,16 @@ class MemoryBank:
 
     def state_dict(self) -> dict:
         # The incremental sums are saved as they are, so a resumed run continues bit for bit.
-        return {"features": self.features, "labels": self.labels, "num_clusters": self.num_clusters,
-                "momentum": self.momentum, "sums": self.sums, "counts": self.counts}
+        state = {"features": self.features, "momentum": self.momentum}
+        if self.labels is not None:
+            state.update(labels=self.labels, num_clusters=self.num_clusters, sums=self.sums, counts=self.counts)
+        return state
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "MemoryBank":
-        bank = cls(state["features"], state["labels"], state["num_clusters"], state["momentum"])
-        bank.sums, bank.counts = state["sums"].clone(), state["counts"].clone()
+    def from_state_dict(cls, state: dict, device: torch.device) -> "MemoryBank":
+        """The saved bank, on `device` (a state is loaded on the CPU)."""
+        bank = cls(state["features"].to(device), state["momentum"])
+        if "labels" in state:
+            bank.labels, bank.num_clusters = state["labels"].to(device, copy=True), state["num_clusters"]
+            bank.sums, bank.counts = state["sums"].to(device, copy=True), state["counts"].to(device, copy=True)
         return bank

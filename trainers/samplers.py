@@ -11,9 +11,9 @@ import torch
 NEGATIVE_SAMPLING = ("hard", "semi-hard", "random", "semi-easy")
 
 
-def pool_sizes(eligible_counts: torch.Tensor, strategy: str, num_negatives: int,
-               pool_fraction: float) -> torch.Tensor:
-    """How many of each query's eligible entries its strategy draws from."""
+def pool_size(eligible_counts: torch.Tensor, strategy: str, num_negatives: int,
+              pool_fraction: float) -> torch.Tensor:
+    """How many of each query's eligible entries its strategy draws from (the pool rule)."""
     if strategy == "hard":
         return torch.full_like(eligible_counts, num_negatives)
     if strategy == "random":
@@ -35,7 +35,7 @@ def sample_negatives(similarity: torch.Tensor, eligible: torch.Tensor, num_negat
     if strategy not in NEGATIVE_SAMPLING:
         raise ValueError(f"unknown negative sampling {strategy!r}; one of {NEGATIVE_SAMPLING}")
     eligible_counts = eligible.sum(dim=1)
-    sizes = pool_sizes(eligible_counts, strategy, num_negatives, pool_fraction)
+    sizes = pool_size(eligible_counts, strategy, num_negatives, pool_fraction)
     if bool((sizes < num_negatives).any()) or bool((eligible_counts < sizes).any()):
         smallest = int(torch.minimum(sizes, eligible_counts).min())
         raise ValueError(f"a query's {strategy} pool holds {smallest} entries, fewer than num_negatives="

@@ -19,78 +19,79 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from trainers.augment import training_view
-from trainers.config import parse_deputy
 from trainers.data import batches
-from trainers.losses import truncated_triplet
-from trainers.networks import Encoder, mlp
+from trainers.errors import ConfigError
+from trainers.losses import deputy_ranks, parse_deputy, truncated_triplet
+from trainers.methods.base import Method
+from trainers.methods.byol import BYOLSettings, OnlineTargetPair
 
 
-class TruncatedTriplet:
-    def __init__(self, config, data, device: torch.device):
-        self.config, self.data, self.device = config, data, device
-        self.rule, self.rank = parse_deputy(config.deputy)
-        # The online encoder's head is the projector; evaluation reads its backbone.
-        self.encoder = Encoder(config.network, data.channels, config.head_hidden, config.embedding_dim,
-                               config.cnn_width, head_batchnorm=True).to(device)
-        self.predictor = mlp(config.embedding_dim, config.predictor_hidden, config.embedding_dim, True).to(device)
-        self.target = copy.deepcopy(self.encoder).requires_grad_(False)
+@dataclass(frozen=True)
+class TruncatedTripletSettings(BYOLSettings):
+    deputy: str = "rank-1"  # rank-K: the K-th most similar negative; smoothed-K: mean of ranks 2..2K+1; median
+    triplet_gamma: float = 2.0
+    triplet_margin: float = -100.0  # C; -100 never binds
+
+    def check(self, trial) -> None:
+        super().check(trial)
+        rule, rank = parse_deputy(self.deputy)
+        negatives = trial.batch_size - 1
+        deepest = deputy_ranks(rule, rank, negatives)[1]
+        if not 1 <= deepest <= negatives:
+            raise ConfigError(f"deputy={self.deputy} needs rank {deepest}, but a batch of {trial.batch_size} has "
+                              f"{negatives} negatives; lower the rank or raise batch_size")
+        if not (math.isfinite(self.triplet_gamma) and math.isfinite(self.triplet_margin)):
+            raise ConfigError("triplet_gamma and triplet_margin must be finite numbers; the paper's C = -100 never binds")
+
+
+class TruncatedTriplet(Method):
+    Settings = TruncatedTripletSettings
+
+    def __init__(self, config, data, device):
+        super().__init__(config, data, device)
+        self.rule, self.rank = parse_deputy(self.settings.deputy)
+        self.networks = OnlineTargetPair(config, data.channels, self.settings.predictor_hidden, device)
+        self.encoder = self.networks.encoder  # evaluation reads its backbone
         # The chance that another training image shares a query's class: the Bernoulli bound's p.
         counts = torch.bincount(data.train_labels()).double()
         total = counts.sum()
         self.same_class_probability = float((counts * (counts - 1)).sum() / (total * (total - 1)))
 
     def parameters(self):
-        return [*self.encoder.parameters(), *self.predictor.parameters()]
+        return self.networks.parameters()
 
     def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
         """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates."""
-        saved = copy.deepcopy((self.encoder.state_dict(), self.predictor.state_dict(), self.target.state_dict()))
+        saved = copy.deepcopy(self.networks.state_dict())
         counts = {"omega": 0.0, "event_b": 0.0, "deputy_same_class": 0.0}
         order = torch.Generator().manual_seed(self.config.seed)
         with torch.no_grad():
             for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order):
                 _, logs = self.training_step(images.to(self.device), labels.to(self.device), None, 0, generator)
                 counts = {key: counts[key] + logs[key] for key in counts}
-        # The pass ran in training mode; put back the batch-norm statistics it moved.
-        encoder, predictor, target = saved
-        self.encoder.load_state_dict(encoder)
-        self.predictor.load_state_dict(predictor)
-        self.target.load_state_dict(target)
+        self.networks.load_state_dict(saved)  # the pass ran in training mode; put back the batch-norm statistics
         return self.epoch_metrics({**counts, "batches": len(self.data.train) // self.config.batch_size})
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor, indices, iteration: int,
-                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        c = self.config
-        first = training_view(images, c.image_size, self.data.mean, self.data.std, generator)
-        second = training_view(images, c.image_size, self.data.mean, self.data.std, generator)
-        predictions = [F.normalize(self.predictor(self.encoder.head(self.encoder.backbone(v))), dim=1)
-                       for v in (first, second)]
-        with torch.no_grad():
-            targets = [F.normalize(self.target.head(self.target.backbone(v)), dim=1) for v in (first, second)]
-        loss_12, deputies = truncated_triplet(predictions[0], targets[1], self.rule, self.rank, c.triplet_gamma,
-                                              c.triplet_margin)
-        loss_21, _ = truncated_triplet(predictions[1], targets[0], self.rule, self.rank, c.triplet_gamma,
-                                       c.triplet_margin)
+    def training_step(self, images, labels, indices, step, generator):
+        c, s = self.config, self.settings
+        views = [training_view(images, c.image_size, self.data.mean, self.data.std, generator) for _ in range(2)]
+        predictions = [self.networks.predict(view) for view in views]
+        targets = [self.networks.project(view) for view in views]
+        loss_12, deputies = truncated_triplet(predictions[0], targets[1], self.rule, self.rank, s.triplet_gamma,
+                                              s.triplet_margin)
+        loss_21, _ = truncated_triplet(predictions[1], targets[0], self.rule, self.rank, s.triplet_gamma,
+                                       s.triplet_margin)
         omega, event_b, same_class = overclustering_events(labels, deputies)
         return (loss_12 + loss_21) / 2, {"omega": omega, "event_b": event_b, "deputy_same_class": same_class,
                                          "batches": 1.0}
 
-    @torch.no_grad()
-    def after_step(self, progress: float) -> None:
-        """target <- tau target + (1 - tau) online, tau = 1 - (1 - tau_0)(cos(pi progress) + 1) / 2."""
-        tau = 1 - (1 - self.config.target_momentum) * (math.cos(math.pi * progress) + 1) / 2
-        for target, online in zip(self.target.parameters(), self.encoder.parameters()):
-            target.mul_(tau).add_(online.detach(), alpha=1 - tau)
-        for target, online in zip(self.target.buffers(), self.encoder.buffers()):
-            target.copy_(online)
-
-    def end_epoch(self, epoch: int) -> dict:
-        return {}
+    def after_step(self, progress):
+        self.networks.update_target(self.settings.target_momentum, progress)
 
     def epoch_metrics(self, totals: dict) -> dict:
         omega, event_b, count = totals.get("omega", 0.0), totals.get("event_b", 0.0), totals.get("batches", 0.0)
@@ -100,14 +101,11 @@ class TruncatedTriplet:
                 "negatives_per_query": self.config.batch_size - 1,
                 "same_class_probability": self.same_class_probability}
 
-    def state_dict(self) -> dict:
-        return {"encoder": self.encoder.state_dict(), "predictor": self.predictor.state_dict(),
-                "target": self.target.state_dict()}
+    def state_dict(self):
+        return self.networks.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.encoder.load_state_dict(state["encoder"])
-        self.predictor.load_state_dict(state["predictor"])
-        self.target.load_state_dict(state["target"])
+    def load_state_dict(self, state):
+        self.networks.load_state_dict(state)
 
 
 def overclustering_events(labels: torch.Tensor, deputies: torch.Tensor) -> tuple[float, float, float]:

@@ -1,0 +1,170 @@
+"""The studies and the claims they test, as plain data: standard library only, so that analysis/ and
+the notebooks can read them without torch, Ray or the trainers.
+
+A study expands to one trial per (factor value, seed). Precedence, lowest first: TrialConfig
+defaults, the scale profile, the study's fixed settings, the user's --set, then the factor value
+and seed of the trial.
+
+Each claim's text lives only in CLAIMS; a study's claims are those whose comparisons name it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Times:
+    """A setting relative to the scale profile's own value of the same key, e.g. Times(4) negatives."""
+    multiple: float
+
+    def resolve(self, profile_value):
+        return type(profile_value)(round(self.multiple * profile_value))
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    paper: str
+    figure: str  # the replica's file stem, e.g. "fig6b"
+    factor: str  # the TrialConfig key the study varies
+    values: tuple  # Times(m) values are multiples of the profile's setting; results record m
+    metric: str  # the paper's metric stand-in, shown as the figure's main panel
+    fixed: dict = field(default_factory=dict)
+
+    @property
+    def levels(self) -> tuple:
+        """The factor values as results record them (a Times value by its multiple)."""
+        return tuple(recorded(value) for value in self.values)
+
+
+def recorded(value):
+    """A factor value as results record it: a Times value by its multiple."""
+    return value.multiple if isinstance(value, Times) else value
+
+
+# Paper 5.3.1: the three main aspects use online labels and zero margins unless varied; lambda is
+# not restated there, so it stays at the final recipe's 0.75 where the study does not vary it.
+MAIN_ASPECTS = {"method": "npidv2-interclr", "label_mode": "online", "intra_margin": 0.0, "inter_margin": 0.0,
+                "loss_lambda": 0.75}
+# The final recipe: online labels, semi-hard negatives, inter margin -0.5, lambda 0.75, 10x clusters,
+# and 16,384 negatives, i.e. 4x the 4,096 of the ablations (here 4x the profile's K).
+FINAL_RECIPE = {"method": "npidv2-interclr", "label_mode": "online", "negative_sampling": "semi-hard",
+                "intra_margin": 0.0, "inter_margin": -0.5, "loss_lambda": 0.75, "clusters_per_class": 10.0,
+                "num_negatives": Times(4)}
+
+STUDIES = {s.name: s for s in [
+    StudySpec(
+        name="labels", paper="InterCLR", figure="fig6a", factor="label_mode", values=("online", "offline"),
+        metric="svm_map", fixed={**MAIN_ASPECTS, "negative_sampling": "random", "offline_every": 1}),
+    StudySpec(
+        name="sampling", paper="InterCLR", figure="fig6b", factor="negative_sampling",
+        values=("hard", "semi-hard", "random", "semi-easy"), metric="svm_map", fixed=MAIN_ASPECTS),
+    StudySpec(
+        name="margin-intra", paper="InterCLR", figure="fig7a", factor="intra_margin",
+        values=(-0.5, -0.25, 0.0, 0.25, 0.5), metric="linear_top1",
+        fixed={**MAIN_ASPECTS, "negative_sampling": "semi-hard"}),
+    StudySpec(
+        name="margin-inter", paper="InterCLR", figure="fig7b", factor="inter_margin",
+        values=(-1.0, -0.5, -0.25, 0.0, 0.25, 0.5), metric="linear_top1",
+        fixed={**MAIN_ASPECTS, "negative_sampling": "semi-hard"}),
+    StudySpec(
+        name="lambda", paper="InterCLR", figure="fig8", factor="loss_lambda", values=(0.0, 0.25, 0.5, 0.75, 1.0),
+        metric="svm_map", fixed={**MAIN_ASPECTS, "negative_sampling": "random"}),
+    StudySpec(
+        name="clusters", paper="InterCLR", figure="fig9a", factor="clusters_per_class", values=(1.0, 5.0, 10.0, 20.0),
+        metric="svm_map", fixed=FINAL_RECIPE),
+    StudySpec(
+        name="negatives", paper="InterCLR", figure="fig9b", factor="num_negatives",
+        values=(Times(1), Times(4), Times(16)), metric="svm_map", fixed=FINAL_RECIPE),
+    # Table 1: each base method alone and with the inter-image branch. Only the 4x negatives are set
+    # here; the rest of the final recipe is each -interclr method's defaults.
+    StudySpec(
+        name="methods", paper="InterCLR", figure="table1", factor="method",
+        values=("npidv2", "npidv2-interclr", "mocov2", "mocov2-interclr", "byol", "byol-interclr"),
+        metric="linear_top1", fixed={"num_negatives": Times(4)}),
+    # Truncated triplet: negatives are the other m = batch - 1 targets of the batch; "median" is rank m/2.
+    StudySpec(
+        name="rank-k", paper="Truncated triplet", figure="table8", factor="deputy",
+        values=("rank-1", "rank-5", "median", "smoothed-5"), metric="linear_top1",
+        fixed={"method": "truncated-triplet"}),
+    StudySpec(
+        name="triplet-margin", paper="Truncated triplet", figure="table7", factor="triplet_margin",
+        values=(-0.3, -1.2, -100.0), metric="linear_top1", fixed={"method": "truncated-triplet", "deputy": "median"}),
+    StudySpec(
+        name="overclustering", paper="Truncated triplet", figure="table6", factor="deputy",
+        values=("rank-1", "rank-5", "median"), metric="overclustering_given_a", fixed={"method": "truncated-triplet"}),
+]}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """metric(higher) > metric(lower) across seeds; with lower=None, metric(higher) > 0 (one sample).
+
+    metric is a result column read at each trial's last epoch, or with a prefix: "mean:COLUMN"
+    averages it over epochs 1..; "rise:COLUMN" is last minus epoch 0; "fall:COLUMN" epoch 0 minus last.
+    """
+    study: str
+    higher: object
+    lower: object | None
+    metric: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    text: str
+    figure: str
+    comparisons: tuple[Comparison, ...]
+
+
+# The papers' claims as pre-registered comparisons; analysis.claims holds the verdict rule.
+CLAIMS = (
+    Claim(1, "Online labels end higher than offline labels and get there sooner.", "fig6a",
+          (Comparison("labels", "online", "offline", "svm_map"),
+           Comparison("labels", "online", "offline", "mean:knn_top1"))),
+    Claim(2, "Semi-hard negatives are best; hard negatives are worse than random.", "fig6b",
+          (Comparison("sampling", "semi-hard", "hard", "svm_map"),
+           Comparison("sampling", "semi-hard", "random", "svm_map"),
+           Comparison("sampling", "semi-hard", "semi-easy", "svm_map"),
+           Comparison("sampling", "random", "hard", "svm_map"))),
+    Claim(3, "For the intra branch a positive margin helps and a negative one hurts.", "fig7a",
+          (Comparison("margin-intra", 0.25, 0.0, "linear_top1"),
+           Comparison("margin-intra", 0.0, -0.25, "linear_top1"))),
+    Claim(4, "For the inter branch a negative margin (best near -0.5) beats zero; positive does not help.", "fig7b",
+          (Comparison("margin-inter", -0.5, 0.0, "linear_top1"),
+           Comparison("margin-inter", 0.0, 0.25, "linear_top1"))),
+    Claim(5, "Combining both branches beats either alone; best lambda near 0.75.", "fig8",
+          (Comparison("lambda", 0.75, 1.0, "svm_map"),
+           Comparison("lambda", 0.75, 0.0, "svm_map"))),
+    Claim(6, "Over-clustering helps, saturating near 10x the class count.", "fig9a",
+          (Comparison("clusters", 10.0, 1.0, "svm_map"),
+           Comparison("clusters", 10.0, 20.0, "svm_map"))),
+    Claim(7, "4x more negatives helps marginally; 16x hurts.", "fig9b",
+          (Comparison("negatives", 4, 1, "svm_map"),
+           Comparison("negatives", 1, 16, "svm_map"))),
+    Claim(11, "Online label maintenance costs less time per epoch than offline (paper Table 4: about 1.3x).",
+          "table4", (Comparison("labels", "offline", "online", "mean:epoch_time_s"),)),
+    Claim(8, "The over-clustering frequency falls as k grows; with k=1 it rises during training, with k=m/2 "
+             "it falls.", "table6",
+          (Comparison("overclustering", "rank-1", "rank-5", "overclustering_given_a"),
+           Comparison("overclustering", "rank-5", "median", "overclustering_given_a"),
+           Comparison("overclustering", "rank-1", None, "rise:overclustering_given_a"),
+           Comparison("overclustering", "median", None, "fall:overclustering_given_a"),
+           # With 10 classes Omega is near certain in every batch; the per-query share of same-class
+           # deputies is the measurement that can still move.
+           Comparison("overclustering", "rank-1", "rank-5", "deputy_same_class_rate"),
+           Comparison("overclustering", "rank-5", "median", "deputy_same_class_rate"),
+           Comparison("overclustering", "rank-1", None, "rise:deputy_same_class_rate"),
+           Comparison("overclustering", "median", None, "fall:deputy_same_class_rate"))),
+    Claim(9, "Margin C = -100 and -1.2 are better than -0.3.", "table7",
+          (Comparison("triplet-margin", -100.0, -0.3, "linear_top1"),
+           Comparison("triplet-margin", -1.2, -0.3, "linear_top1"))),
+    Claim(10, "rank-m/2 and rank-5 deputies beat rank-1.", "table8",
+          (Comparison("rank-k", "median", "rank-1", "linear_top1"),
+           Comparison("rank-k", "rank-5", "rank-1", "linear_top1"))),
+    # svm_map stands in for the paper's VOC07 SVM mAP column.
+    Claim(13, "The inter-image branch improves each base method (Table 1).", "table1",
+          tuple(Comparison("methods", f"{base}-interclr", base, metric)
+                for metric in ("linear_top1", "svm_map") for base in ("npidv2", "mocov2", "byol"))),
+)

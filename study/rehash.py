@@ -1,0 +1,62 @@
+"""Re-key stored results to the current config hashes: `python -m study.rehash FOLDER [FOLDER ...]`.
+
+A config hash names the experiment (trainers.config). When the hash's definition changes but a
+study's configurations do not, the stored rows still describe the same trials under old names, and
+`study.run` refuses their folder as "a different configuration". This maps each row to its trial
+in today's plan of the study (the study, scale and seeds the rows record, the profile's epochs),
+replaces the config_hash column, and writes the tables back. Metrics and code_version are left as
+they are: the rows still say which code made them. A folder whose trials do not match today's plan
+one to one is refused, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from study import ledger
+from study.catalogue import STUDIES
+from study.profiles import PROFILES
+from study.specs import expand
+from trainers.config import ConfigError
+
+
+def rehash(folder: Path) -> int:
+    """Rewrite the folder's tables with today's hashes; returns the number of trials re-keyed."""
+    path = folder / f"{ledger.RESULT_TABLE}.parquet"
+    if not path.exists():
+        raise ConfigError(f"no results table at {path}; give a folder that study.run wrote")
+    table = pd.read_parquet(path)
+    study, scale = table["study"].iloc[0], table["scale"].iloc[0]
+    trials = expand(STUDIES[study], PROFILES[scale], int(table["seed"].max()) + 1)
+    if table["epoch"].max() != trials[0].config.epochs:
+        raise ConfigError(f"{path} holds {table['epoch'].max()} epochs, the {scale} profile {trials[0].config.epochs}; "
+                          f"its trials are not today's plan")
+    new_hash = {(t.value, t.seed): t.config.config_hash() for t in trials}
+    stored = table.groupby(["value", "seed"])["config_hash"].nunique()
+    if set(stored.index) != set(new_hash) or (stored != 1).any():
+        raise ConfigError(f"{path} holds trials {sorted(stored.index)}, today's plan {sorted(new_hash)}; "
+                          f"rerun the study instead")
+    table["config_hash"] = [new_hash[(value, seed)] for value, seed in zip(table["value"], table["seed"])]
+    ledger.write_table(table, folder)
+    return len(new_hash)
+
+
+def main(argv: list[str] | None = None) -> int:
+    folders = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
+    if not folders:
+        print("error: give result folders, e.g. python -m study.rehash results/tiny/sampling", file=sys.stderr)
+        return 2
+    try:
+        for folder in folders:
+            print(f"{folder}: {rehash(folder)} trials re-keyed to today's config hashes")
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""InterCLR's inter-image branch as one part that any base method attaches to a bank of features.
+
+The branch keeps a pseudo-label per bank entry (global k-means at the start, then online
+mini-batch k-means or offline global k-means), and per batch contrasts each query with
+  positive: a random other member of its cluster,
+  negatives: K entries of other clusters from the configured sampler,
+by MarginNCE with the inter margin. The base method chooses the bank: NPIDv2 lends its own
+(written with momentum w = 0.5); MoCov2 and BYOL give it a bank of momentum-encoder / target
+features written with w = 1 (replaced), as the paper's section 5.1 says.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from trainers.errors import ConfigError
+from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
+from trainers.losses import margin_nce
+from trainers.memory_bank import MemoryBank
+from trainers.methods.base import MethodSettings
+from trainers.samplers import NEGATIVE_SAMPLING, pool_size, same_cluster_positives, sample_negatives
+
+LABEL_MODES = ("online", "offline")
+
+
+@dataclass(frozen=True)
+class InterBranchSettings(MethodSettings):
+    """The inter branch's keys; defaults are the paper's final recipe."""
+    loss_lambda: float = 0.75  # lambda * L_intra + (1 - lambda) * L_inter; 1 = the base method alone
+    temperature: float = 0.2  # tau of both branches (MoCo v2's; NPIDv2 uses 0.1)
+    inter_margin: float = -0.5
+    negative_sampling: str = "semi-hard"
+    pool_fraction: float = 0.1  # semi-hard / semi-easy pools: this fraction of eligible entries
+    num_negatives: int = 4096  # K
+    bank_momentum: float = 1.0  # w in v <- normalize((1 - w) v + w v_new)
+    clusters_per_class: float = 10.0  # pseudo-label clusters as a multiple of the class count
+    label_mode: str = "online"  # online: mini-batch k-means every iteration; offline: global k-means
+    offline_every: int = 1  # offline: re-extract all features and rerun k-means every this many epochs
+    kmeans_iters: int = 20
+    kmeans_backend: str = "auto"  # auto: faiss when it imports, else the torch implementation
+    rebalance_every: int = 10  # iterations between dissolving clusters smaller than the minimum
+    min_cluster_size: int = 20
+
+    def num_clusters(self, num_classes: int) -> int:
+        return max(2, round(self.clusters_per_class * num_classes))
+
+    def check(self, trial) -> None:
+        super().check(trial)
+        for key, allowed in (("negative_sampling", NEGATIVE_SAMPLING), ("label_mode", LABEL_MODES),
+                             ("kmeans_backend", KMEANS_BACKENDS)):
+            _require(getattr(self, key) in allowed, f"{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
+        for key in ("num_negatives", "kmeans_iters", "rebalance_every", "offline_every"):
+            _require(getattr(self, key) >= 1, f"{key}={getattr(self, key)} must be >= 1")
+        _require(self.min_cluster_size >= 2, f"min_cluster_size={self.min_cluster_size} must be >= 2")
+        _require(0.0 < self.pool_fraction <= 1.0,
+                 f"pool_fraction={self.pool_fraction} must be in (0, 1]; the paper uses 0.1")
+        _require(0.0 <= self.loss_lambda <= 1.0, f"loss_lambda={self.loss_lambda} must be in [0, 1] (1 = intra only)")
+        _require(0.0 < self.bank_momentum <= 1.0, f"bank_momentum={self.bank_momentum} must be in (0, 1]")
+        _require(self.temperature > 0, f"temperature={self.temperature} must be > 0")
+        _require(self.clusters_per_class > 0, f"clusters_per_class={self.clusters_per_class} must be > 0")
+        _require(math.isfinite(self.inter_margin), "inter_margin must be a finite number")
+
+    def check_against_data(self, trial, train_size: int, num_classes: int) -> None:
+        """Eligible inter negatives are the bank entries outside the query's cluster; with balanced
+        clusters that is train_size * (1 - 1/clusters), and the pools are a fraction of it."""
+        super().check_against_data(trial, train_size, num_classes)
+        clusters = self.num_clusters(num_classes)
+        if clusters > train_size:
+            raise ConfigError(f"{clusters} clusters (clusters_per_class={self.clusters_per_class} x {num_classes} "
+                              f"classes) exceed the {train_size} training samples; lower clusters_per_class")
+        if self.loss_lambda == 1.0:
+            return
+        eligible = train_size - math.ceil(train_size / clusters)
+        pool = int(pool_size(torch.tensor([eligible]), self.negative_sampling, self.num_negatives,
+                             self.pool_fraction)[0])
+        if self.num_negatives > min(pool, eligible):
+            raise ConfigError(f"num_negatives={self.num_negatives} exceeds the ~{min(pool, eligible)} bank entries a "
+                              f"query can draw from ({self.negative_sampling}, pool_fraction={self.pool_fraction}, "
+                              f"{train_size} samples, {clusters} clusters); lower num_negatives or raise pool_fraction")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+class InterImageBranch:
+    def __init__(self, settings: InterBranchSettings, bank: MemoryBank, num_clusters: int, seed: int,
+                 threads: int):
+        self.settings, self.bank, self.num_clusters = settings, bank, num_clusters
+        self.seed, self.threads = seed, threads
+
+    def start(self) -> None:
+        """Label the bank by global k-means over its features (the paper's initialisation)."""
+        self.bank.label(self.global_labels(self.bank.features, self.seed), self.num_clusters)
+        self.bank.rebalance(self.settings.min_cluster_size)
+
+    def loss(self, query: torch.Tensor, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Inter MarginNCE of B x D unit-norm queries whose samples sit at bank `indices`."""
+        s, bank = self.settings, self.bank
+        with torch.no_grad():
+            similarity = torch.mm(query, bank.features.t())  # B x N, only to rank the bank for the samplers
+            eligible = bank.labels[None, :] != bank.labels[indices][:, None]
+            negatives = sample_negatives(similarity, eligible, s.num_negatives, s.negative_sampling,
+                                         s.pool_fraction, generator)
+            positives = same_cluster_positives(bank.labels, indices, generator)
+        return margin_nce(cosine(query, bank.features[positives]), cosine_many(query, bank.features[negatives]),
+                          s.inter_margin, s.temperature)
+
+    def write(self, indices: torch.Tensor, features: torch.Tensor, step: int) -> dict[str, float]:
+        """Write B x D features at `indices`; with online labels, relabel them and rebalance every few steps."""
+        online = self.settings.label_mode == "online"
+        logs = {"labels_changed": self.bank.write(indices, features, relabel=online)}
+        if online and (step + 1) % self.settings.rebalance_every == 0:
+            logs["clusters_reseeded"] = self.bank.rebalance(self.settings.min_cluster_size)
+        return logs
+
+    def wants_offline_labels(self, epoch: int) -> bool:
+        return self.settings.label_mode == "offline" and epoch % self.settings.offline_every == 0
+
+    def relabel_offline(self, embeddings: torch.Tensor, epoch: int) -> float:
+        """Offline labels: global k-means on freshly extracted embeddings replaces every pseudo-label.
+
+        Returns the fraction of samples whose label changed. Cluster ids of two k-means runs are
+        arbitrary, so each new cluster is first mapped to the old cluster most of its members had.
+        """
+        old = self.bank.labels.clone()
+        self.bank.label(self.global_labels(embeddings, self.seed + epoch), self.num_clusters)
+        self.bank.rebalance(self.settings.min_cluster_size)
+        new = self.bank.labels
+        overlap = torch.zeros(self.num_clusters, self.num_clusters, dtype=torch.long, device=new.device)
+        overlap.index_put_((new, old), torch.ones_like(new), accumulate=True)
+        return float((overlap.argmax(dim=1)[new] != old).float().mean())
+
+    def global_labels(self, embeddings: torch.Tensor, seed: int) -> torch.Tensor:
+        s = self.settings
+        labels, _ = global_kmeans(embeddings, self.num_clusters, s.kmeans_iters, seed, s.kmeans_backend, self.threads)
+        return labels
+
+    def label_quality(self, truth: torch.Tensor) -> dict:
+        """How the pseudo-labels relate to the true classes (analysis only; training never sees classes):
+        NMI, purity (share of samples in their cluster's majority class), and the spread of cluster
+        sizes (coefficient of variation over non-empty clusters)."""
+        from sklearn.metrics import normalized_mutual_info_score
+
+        labels = self.bank.labels.cpu()
+        table = torch.zeros(self.num_clusters, int(truth.max()) + 1, dtype=torch.long)
+        table.index_put_((labels, truth), torch.ones_like(labels), accumulate=True)
+        sizes = table.sum(dim=1)
+        sizes = sizes[sizes > 0].double()
+        return {"label_nmi": float(normalized_mutual_info_score(truth.numpy(), labels.numpy())),
+                "label_purity": float(table.max(dim=1).values.sum()) / len(labels),
+                "cluster_size_cv": float(sizes.std() / sizes.mean()) if len(sizes) > 1 else 0.0}
+
+
+def cosine(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """B x D, B x D -> B (both unit norm)."""
+    return (query * keys).sum(dim=1)
+
+
+def cosine_many(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """B x D, B x K x D -> B x K."""
+    return torch.einsum("bd,bkd->bk", query, keys)

@@ -1,0 +1,81 @@
+"""The interface every method implements, and the base of each method's own config keys.
+
+`trainers.fit` drives a method through one trial, in this order:
+
+    method = Method(config, data, device)       # networks built under torch.manual_seed(config.seed)
+    row.update(method.start(embeddings, generator))   # once, after the epoch-0 evaluation
+    per epoch:
+        per batch: loss, logs = method.training_step(images, labels, indices, step, generator)
+                   loss.backward(); optimizer.step(); method.after_step(progress)
+        totals.update(method.end_epoch(epoch))
+        row.update(method.epoch_metrics(totals))
+    method.state_dict() / method.load_state_dict(state)   # after every epoch / on resume
+
+Evaluation reads `method.encoder`: its backbone gives the frozen features, its head the
+embeddings that seed a memory bank. `method.parameters()` are what the optimiser trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+if TYPE_CHECKING:
+    from trainers.config import TrialConfig
+    from trainers.data import ImageData
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """A method's own config keys (a frozen dataclass in the method's file) and their checks.
+
+    Only the chosen method's keys enter a trial's config hash, so adding a key to one method
+    leaves every other method's hashes as they were.
+    """
+
+    def check(self, trial: "TrialConfig") -> None:
+        """Raise ConfigError for a value that makes no sense for this method (no data needed)."""
+
+    def check_against_data(self, trial: "TrialConfig", train_size: int, num_classes: int) -> None:
+        """Raise ConfigError for a count the dataset cannot supply."""
+
+
+class Method:
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
+
+    def __init__(self, config: "TrialConfig", data: "ImageData", device: torch.device):
+        self.config, self.settings, self.data, self.device = config, config.settings, data, device
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser trains."""
+        raise NotImplementedError
+
+    def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
+        """After the epoch-0 evaluation, given the training set's N x D initial embeddings (dataset order);
+        returns extra epoch-0 metrics."""
+        return {}
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, step: int,
+                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """One batch: images B x C x H x W uint8 on the device, labels B true classes (for analysis only),
+        indices B dataset positions. Returns the scalar loss and per-batch logs, summed over the epoch."""
+        raise NotImplementedError
+
+    def after_step(self, progress: float) -> None:
+        """After the optimiser step; progress in (0, 1] is the share of all training steps done."""
+
+    def end_epoch(self, epoch: int) -> dict:
+        """After the last batch of an epoch; returns values added to the epoch's totals."""
+        return {}
+
+    def epoch_metrics(self, totals: dict) -> dict:
+        """The epoch's metric columns from its summed logs."""
+        return {}
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError

@@ -1,0 +1,98 @@
+"""InterCLR on any intra-image base method: the base's loss plus the inter-image branch.
+
+    loss = lambda * L_base + (1 - lambda) * L_inter
+
+The base method (NPIDv2, MoCov2, BYOL) implements `IntraImageMethod`: per batch it returns its
+own loss, the queries the inter branch contrasts, and the features the branch's bank stores. An
+InterCLR method lists `InterCLR` before its base, e.g. `class MoCov2InterCLR(InterCLR, MoCov2)`,
+and its settings class adds `InterBranchSettings` to the base's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trainers.evaluate import extract
+from trainers.inter_image import InterImageBranch
+from trainers.memory_bank import MemoryBank
+from trainers.methods.base import Method
+from trainers.networks import Encoder
+
+
+@dataclass
+class IntraStep:
+    """What an intra-image base method computed for one batch of B images."""
+    loss: torch.Tensor | None  # the base method's loss; None when it was not asked for (lambda = 0)
+    query: torch.Tensor  # B x D unit-norm embeddings the inter branch contrasts (with gradient)
+    bank_features: torch.Tensor  # B x D unit-norm features the inter branch's bank stores (no gradient)
+
+
+class IntraImageMethod(Method):
+    """A base method whose batches the inter-image branch can join."""
+    bank: MemoryBank | None = None  # the base's own memory bank, if it keeps one; the inter branch then shares it
+    bank_encoder: Encoder  # the network whose embeddings the inter branch's bank holds
+
+    def intra_step(self, images: torch.Tensor, indices: torch.Tensor, step: int, generator: torch.Generator,
+                   with_loss: bool = True) -> IntraStep:
+        raise NotImplementedError
+
+    def training_step(self, images, labels, indices, step, generator):
+        intra = self.intra_step(images, indices, step, generator)
+        return intra.loss, {"loss_intra": float(intra.loss.detach())}
+
+
+class InterCLR(IntraImageMethod):
+    inter: InterImageBranch
+
+    def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
+        metrics = super().start(embeddings, generator)
+        bank = self.bank if self.bank is not None else MemoryBank(embeddings, self.settings.bank_momentum)
+        self.inter = self.branch(bank)
+        self.inter.start()
+        return {**metrics, **self.inter.label_quality(self.data.train_labels())}
+
+    def branch(self, bank: MemoryBank) -> InterImageBranch:
+        s = self.settings
+        return InterImageBranch(s, bank, s.num_clusters(self.data.num_classes), self.config.seed, self.config.threads)
+
+    def training_step(self, images, labels, indices, step, generator):
+        s = self.settings
+        intra = self.intra_step(images, indices, step, generator, with_loss=s.loss_lambda > 0)
+        loss = torch.zeros((), device=self.device)
+        logs: dict[str, float] = {}
+        if s.loss_lambda > 0:
+            loss = loss + s.loss_lambda * intra.loss
+            logs["loss_intra"] = float(intra.loss.detach())
+        if s.loss_lambda < 1:
+            inter = self.inter.loss(intra.query, indices, generator)
+            loss = loss + (1 - s.loss_lambda) * inter
+            logs["loss_inter"] = float(inter.detach())
+        logs.update(self.inter.write(indices, intra.bank_features, step))
+        return loss, logs
+
+    def end_epoch(self, epoch: int) -> dict:
+        """Offline labels: every offline_every epochs, re-embed the training set and rerun k-means."""
+        totals = super().end_epoch(epoch)
+        if self.inter.wants_offline_labels(epoch):
+            c = self.config
+            _, embeddings = extract(self.bank_encoder, self.data.train, c.image_size, self.data.mean, self.data.std,
+                                    self.device, num_workers=c.num_workers)
+            totals["labels_changed"] = self.inter.relabel_offline(embeddings, epoch) * len(self.data.train)
+        return totals
+
+    def epoch_metrics(self, totals: dict) -> dict:
+        return {**super().epoch_metrics(totals),
+                "labels_changed": totals.get("labels_changed", 0.0) / len(self.data.train),
+                "clusters_reseeded": totals.get("clusters_reseeded", 0.0),
+                **self.inter.label_quality(self.data.train_labels())}
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        return state if self.bank is not None else {**state, "inter_bank": self.inter.bank.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        bank = self.bank if self.bank is not None else MemoryBank.from_state_dict(state["inter_bank"], self.device)
+        self.inter = self.branch(bank)
