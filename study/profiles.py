@@ -37,7 +37,8 @@ PROFILES = {p.name: p for p in [
          "head_hidden": 512, "clusters_per_class": 10.0, "min_cluster_size": 8, "threads": 1, "device": "cpu",
          # MoCo's 0.999 averages over ~1,000 steps, more than the whole 702-step tiny run; 0.99 (~100 steps,
          # BYOL's base) keeps the key encoder a recent average of the query encoder, as at full scale.
-         "encoder_momentum": 0.99},
+         # The queue spans 4 batches (10% of an epoch; the paper's 16,384 span 64 batches, 1.3%).
+         "encoder_momentum": 0.99, "queue_size": 512},
         cpus_per_trial=1.0),
     ScaleProfile(
         "cifar", "one GPU: CIFAR-10 ImageFolder (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",

@@ -26,3 +26,65 @@ def test_catalogue_is_standard_library_only():
                          "from study.catalogue import CLAIMS, STUDIES; print(STUDIES['methods'].figure)")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "table1"
+
+
+def imports_of_each_module() -> dict[str, set[str]]:
+    """Every project module (dotted name) -> the dotted names it imports anywhere in its code, function
+    bodies included; imports for type checkers only (`if TYPE_CHECKING:`) never run and are left out."""
+    import ast
+
+    class Imports(ast.NodeVisitor):
+        def __init__(self):
+            self.found = set()
+
+        def visit_If(self, node):
+            if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
+                self.generic_visit(node)
+
+        def visit_Import(self, node):
+            self.found |= {alias.name for alias in node.names}
+
+        def visit_ImportFrom(self, node):
+            if node.module and node.level == 0:
+                self.found.add(node.module)
+
+    graph = {}
+    for package in ("trainers", "study", "analysis"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            visitor = Imports()
+            visitor.visit(ast.parse(path.read_text()))
+            graph[name] = visitor.found
+    return graph
+
+
+def test_layers_point_one_way():
+    graph = imports_of_each_module()
+    for module, imported in graph.items():
+        tops = {name.split(".")[0] for name in imported}
+        if module.startswith("trainers"):
+            assert not tops & {"ray", "study", "analysis"}, (module, imported)
+        if module.startswith("study"):
+            assert "analysis" not in tops, (module, imported)
+        if module.startswith("analysis"):
+            assert not tops & {"torch", "ray", "trainers"}, (module, imported)
+            assert {name for name in imported if name.startswith("study")} <= {"study.catalogue"}, (module, imported)
+
+
+def test_no_import_cycles():
+    graph = imports_of_each_module()
+    edges = {module: {name for name in imported if name in graph} for module, imported in graph.items()}
+    visiting, done = set(), set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in visiting, " -> ".join([*path, module])
+        if module in done:
+            return
+        visiting.add(module)
+        for target in edges[module]:
+            visit(target, [*path, module])
+        visiting.discard(module)
+        done.add(module)
+
+    for module in edges:
+        visit(module, [])

@@ -62,8 +62,9 @@ def test_every_study_expands_to_its_grid(name):
             assert getattr(trial.config, key) == value, key
     if name == "negatives":  # recorded as multiples of the profile's K = 16
         assert [t.config.num_negatives for t in trials[::3]] == [16, 64, 256]
-    elif name == "methods":  # the final recipe's 4x negatives, where the method takes negatives (BYOL has none)
-        assert [t.config.to_dict().get("num_negatives") for t in trials[::3]] == [64, 64, 64, 64, None, 64]
+    elif name == "methods":  # the final recipe's 4x negatives where a method takes them; MoCo's queue is its own
+        assert [t.config.to_dict().get("num_negatives") for t in trials[::3]] == [64, 64, None, 64, None, 64]
+        assert [t.config.to_dict().get("queue_size") for t in trials[::3]] == [None, None, 512, 512, None, None]
     else:
         assert [getattr(t.config, factor) for t in trials[::3]] == values
     assert set(STUDIES) == set(EXPECTED_GRIDS)

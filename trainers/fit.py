@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from trainers import data as datasets
-from trainers.checkpoint import TrialState
+from trainers.checkpoint import CheckpointError, TrialState
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
 from trainers.methods.base import Method
@@ -93,11 +93,14 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         return {"epoch": epoch, "rows": rows, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "generator": generator.get_state(),
                 "order_generator": order_generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "config_hash": config.config_hash()}
+                "config_hash": config.config_hash(), "device": device.type}
 
     machine = {"hostname": socket.gethostname(), "torch_version": torch.__version__}
     state = reporter.restore(config.config_hash())
     if state is not None:
+        if state.get("device", device.type) != device.type:  # its random streams live on that device
+            raise CheckpointError(f"the saved state of this trial was made on {state['device']}, not {device.type}; "
+                                  f"resume it with device={state['device']}, or start in a new output directory")
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

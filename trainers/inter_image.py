@@ -4,9 +4,9 @@ The branch keeps a pseudo-label per bank entry (global k-means at the start, the
 mini-batch k-means or offline global k-means), and per batch contrasts each query with
   positive: a random other member of its cluster,
   negatives: K entries of other clusters from the configured sampler,
-by MarginNCE with the inter margin. The base method chooses the bank: NPIDv2 lends its own
-(written with momentum w = 0.5); MoCov2 and BYOL give it a bank of momentum-encoder / target
-features written with w = 1 (replaced), as the paper's section 5.1 says.
+by MarginNCE with the inter margin. NPIDv2 lends the branch its own bank (written with momentum
+w = 0.5); for MoCov2 and BYOL, InterCLR (trainers.methods.interclr) gives it a bank of their
+momentum-encoder / target features, written with w = 1 (replaced), as the paper's section 5.1 says.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ LABEL_MODES = ("online", "offline")
 
 @dataclass(frozen=True)
 class InterBranchSettings(MethodSettings):
-    """The inter branch's keys; defaults are the paper's final recipe."""
+    """The inter branch's keys; defaults are the paper's final recipe, except K (16,384 there), which
+    profiles and studies set relative to the bank size."""
     loss_lambda: float = 0.75  # lambda * L_intra + (1 - lambda) * L_inter; 1 = the base method alone
     temperature: float = 0.2  # tau of both branches (MoCo v2's; NPIDv2 uses 0.1)
     inter_margin: float = -0.5

@@ -10,8 +10,12 @@ from torch import nn
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """target <- momentum * target + (1 - momentum) * online for every parameter, in one foreach update;
-    buffers (batch-norm statistics) are copied, as in BYOL and MoCo's reference code."""
+    """target <- momentum * target + (1 - momentum) * online for every parameter, in one foreach update.
+
+    Buffers (batch-norm running statistics) are copied from the online network. The target / key
+    networks train in train mode, so this matters only where they embed in eval mode (offline
+    relabelling of a bank of their features); MoCo's reference code keeps the key encoder's own
+    statistics instead, which this harness does not reproduce."""
     targets, onlines = list(target.parameters()), [p.detach() for p in online.parameters()]
     torch._foreach_mul_(targets, momentum)
     torch._foreach_add_(targets, onlines, alpha=1 - momentum)

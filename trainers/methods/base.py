@@ -11,6 +11,8 @@
         row.update(method.epoch_metrics(totals))
     method.state_dict() / method.load_state_dict(state)   # after every epoch / on resume
 
+On resume `start` is not called: `load_state_dict` must rebuild everything `start` creates.
+
 Evaluation reads `method.encoder`: its backbone gives the frozen features, its head the
 embeddings that seed a memory bank. `method.parameters()` are what the optimiser trains.
 """

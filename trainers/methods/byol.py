@@ -80,7 +80,7 @@ class BYOL(IntraImageMethod):
     def parameters(self):
         return self.networks.parameters()
 
-    def intra_step(self, images, indices, step, generator, with_loss=True):
+    def intra_step(self, images, indices, generator, with_loss=True):
         c = self.config
         views = [training_view(images, c.image_size, self.data.mean, self.data.std, generator, recipe)
                  for recipe in BYOL_VIEWS]

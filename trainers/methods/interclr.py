@@ -34,12 +34,12 @@ class IntraImageMethod(Method):
     bank: MemoryBank | None = None  # the base's own memory bank, if it keeps one; the inter branch then shares it
     bank_encoder: Encoder  # the network whose embeddings the inter branch's bank holds
 
-    def intra_step(self, images: torch.Tensor, indices: torch.Tensor, step: int, generator: torch.Generator,
+    def intra_step(self, images: torch.Tensor, indices: torch.Tensor, generator: torch.Generator,
                    with_loss: bool = True) -> IntraStep:
         raise NotImplementedError
 
     def training_step(self, images, labels, indices, step, generator):
-        intra = self.intra_step(images, indices, step, generator)
+        intra = self.intra_step(images, indices, generator)
         return intra.loss, {"loss_intra": float(intra.loss.detach())}
 
 
@@ -59,7 +59,7 @@ class InterCLR(IntraImageMethod):
 
     def training_step(self, images, labels, indices, step, generator):
         s = self.settings
-        intra = self.intra_step(images, indices, step, generator, with_loss=s.loss_lambda > 0)
+        intra = self.intra_step(images, indices, generator, with_loss=s.loss_lambda > 0)
         loss = torch.zeros((), device=self.device)
         logs: dict[str, float] = {}
         if s.loss_lambda > 0:

@@ -3,7 +3,8 @@
 Per batch of B images and two MoCo v2 views: queries q = f_q(view 1) from the trained encoder, keys
 k = f_k(view 2) from a momentum encoder (f_k <- m f_k + (1 - m) f_q after every step), computed
 without gradient. The loss is InfoNCE over [q.k / tau, q.queue_1 / tau, ..., q.queue_K / tau]: the
-queue holds the K most recent keys of earlier batches, and the batch's keys join it after the loss.
+queue holds the K most recent keys of earlier batches (K = queue_size, several batches), and the
+batch's keys join it after the loss.
 Shuffle BN: both encoders run on `bn_groups` sub-batches (as on that many GPUs), the keys' on a
 shuffled order, so a query and its key never share batch-norm statistics of the same companions.
 In MoCov2-InterCLR the inter branch keeps its own bank of keys, written with w = 1 (replaced).
@@ -30,15 +31,19 @@ from trainers.networks import Encoder
 @dataclass(frozen=True)
 class MoCov2Settings(MethodSettings):
     temperature: float = 0.2
-    num_negatives: int = 4096  # K, the queue's length
+    queue_size: int = 16384  # K negative keys (the InterCLR paper's MoCov2), at least one batch
     encoder_momentum: float = 0.999  # m
     bn_groups: int = 2  # sub-batches with their own batch-norm statistics (Shuffle BN)
 
     def check(self, trial) -> None:
         super().check(trial)
-        if not (self.temperature > 0 and self.num_negatives >= 1 and 0 <= self.encoder_momentum <= 1):
-            raise ConfigError(f"need temperature > 0 (got {self.temperature}), num_negatives >= 1 (got "
-                              f"{self.num_negatives}) and encoder_momentum in [0, 1] (got {self.encoder_momentum})")
+        if not (self.temperature > 0 and 0 <= self.encoder_momentum <= 1):
+            raise ConfigError(f"need temperature > 0 (got {self.temperature}) and encoder_momentum in [0, 1] "
+                              f"(got {self.encoder_momentum})")
+        if self.queue_size < trial.batch_size:
+            raise ConfigError(f"queue_size={self.queue_size} is shorter than a batch of {trial.batch_size}, so the "
+                              f"queue could not hold earlier batches' keys; raise queue_size to a multiple of "
+                              f"batch_size")
         if self.bn_groups < 1 or trial.batch_size % self.bn_groups or trial.batch_size // self.bn_groups < 2:
             raise ConfigError(f"bn_groups={self.bn_groups} must divide batch_size={trial.batch_size} into groups of "
                               f"at least 2 images; use a divisor of batch_size")
@@ -76,12 +81,12 @@ class MoCov2(IntraImageMethod):
                                config.cnn_width).to(device)
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.bank_encoder = self.key_encoder
-        self.queue = KeyQueue(self.settings.num_negatives, config.embedding_dim, device)
+        self.queue = KeyQueue(self.settings.queue_size, config.embedding_dim, device)
 
     def parameters(self):
         return list(self.encoder.parameters())
 
-    def intra_step(self, images, indices, step, generator, with_loss=True):
+    def intra_step(self, images, indices, generator, with_loss=True):
         c, s = self.config, self.settings
         views = [training_view(images, c.image_size, self.data.mean, self.data.std, generator, MOCOV2)
                  for _ in range(2)]

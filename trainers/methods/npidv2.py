@@ -56,7 +56,7 @@ class NPIDv2(IntraImageMethod):
         self.bank = MemoryBank(embeddings, self.settings.bank_momentum)
         return super().start(embeddings, generator)
 
-    def intra_step(self, images, indices, step, generator, with_loss=True):
+    def intra_step(self, images, indices, generator, with_loss=True):
         s = self.settings
         view = training_view(images, self.config.image_size, self.data.mean, self.data.std, generator, NPIDV2)
         query = self.encoder(view)  # B x D, unit norm
@@ -69,7 +69,7 @@ class NPIDv2(IntraImageMethod):
         return IntraStep(loss, query, query.detach())
 
     def training_step(self, images, labels, indices, step, generator):
-        intra = self.intra_step(images, indices, step, generator)
+        intra = self.intra_step(images, indices, generator)
         self.bank.write(indices, intra.bank_features, relabel=False)
         return intra.loss, {"loss_intra": float(intra.loss.detach())}
 
@@ -83,8 +83,10 @@ class NPIDv2(IntraImageMethod):
 
 @dataclass(frozen=True)
 class NPIDv2InterCLRSettings(NPIDv2Settings, InterBranchSettings):
-    temperature: float = 0.1  # NPIDv2's tau, for both branches
-    bank_momentum: float = 0.5  # one bank serves both branches
+    # The first base's defaults win (dataclass fields follow the MRO); restated here because they differ
+    # from the inter branch's own: NPIDv2's tau for both branches, and one bank (w = 0.5) for both.
+    temperature: float = 0.1
+    bank_momentum: float = 0.5
 
 
 class NPIDv2InterCLR(InterCLR, NPIDv2):
