@@ -91,7 +91,12 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0")
     if options.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every {options.checkpoint_every}: must be >= 1 (epochs between saves)")
-    trials = expand(STUDIES[study], PROFILES[options.scale], options.seeds, overrides)
+    profile = PROFILES[options.scale]
+    trials = expand(STUDIES[study], profile, options.seeds, overrides)
+    config = trials[0].config
+    if config.threads + config.num_workers > profile.cpus_per_trial:
+        raise ConfigError(f"threads={config.threads} plus num_workers={config.num_workers} exceed the "
+                          f"{profile.cpus_per_trial:g} CPUs a {options.scale} trial holds; lower them")
     epochs = trials[0].config.epochs
     if options.inject_crash and not 1 <= options.inject_crash <= epochs:
         raise ConfigError(f"--inject-crash {options.inject_crash}: must be an epoch in 1..{epochs}")
@@ -170,7 +175,11 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
     """Run the given trials with Ray Tune; returns the errors of trials that failed every retry."""
     from ray import tune
 
+    from study.progress import StudyProgress
     from study.trainable import run_trial
+
+    saved = ledger.last_epochs(trials, run_folder)  # -1: not started
+    epochs_to_go = sum(t.config.epochs - saved[ledger.trial_name(t)] for t in trials)
 
     profile = PROFILES[options.scale]
     params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": ledger.trial_name(t),
@@ -188,6 +197,7 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
             name=f"tune-{datetime.datetime.now():%Y%m%d-%H%M%S}",
             storage_path=str(run_folder),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            callbacks=[StudyProgress(len(trials), epochs_to_go)],
             verbose=0))
     return [f"{result.config['trial']['name']}: {type(result.error).__name__}: {result.error}".splitlines()[0]
             for result in tuner.fit() if result.error is not None]

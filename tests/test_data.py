@@ -102,3 +102,48 @@ def test_rgb_jitter_keeps_gray_pixels_gray_under_hue_rotation():
     red = torch.zeros(1, 3, 1, 1)
     red[0, 0] = 1.0
     assert torch.allclose(rotate_hue(red, torch.tensor([1.0])), red, atol=1e-5)  # a full turn is the identity
+
+
+def write_cifar10_batches(folder, per_class_train=3, per_class_test=2):
+    """The CIFAR-10 python format: pickled dicts, b"data" N x 3072 uint8 (channel-major 32 x 32 rows),
+    b"labels" a list; five training batches and one test batch. Pixel (c, y, x) of image i holds
+    (i + 7 c + 3 y + x) mod 256 (test images count from 1000) so that the layout can be checked."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    channel, y, x = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
+
+    def batch(labels, start):
+        data = np.stack([((start + i + 7 * channel + 3 * y + x) % 256).astype(np.uint8).reshape(-1)
+                         for i in range(len(labels))])
+        return {b"data": data, b"labels": list(labels), b"batch_label": b"made by the test"}
+
+    train_labels = [c for c in range(10) for _ in range(per_class_train)]
+    start = 0
+    for number, part in enumerate(np.array_split(np.array(train_labels), 5), start=1):
+        with open(folder / f"data_batch_{number}", "wb") as f:
+            pickle.dump(batch(part.tolist(), start), f)
+        start += len(part)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump(batch([c for c in range(10) for _ in range(per_class_test)], start=1000), f)
+
+
+def test_cifar10_python_batches_load_in_layout(tmp_path):
+    write_cifar10_batches(tmp_path / "cifar-10-batches-py")
+    data = datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))
+    assert (len(data.train), len(data.test), data.num_classes, data.channels) == (30, 20, 10, 3)
+    image, label, _ = data.train[torch.tensor([4])]
+    assert image.shape == (1, 3, 32, 32) and image.dtype == torch.uint8 and int(label) == 1  # 3 per class
+    assert [int(image[0, c, yy, xx]) for c, yy, xx in [(0, 0, 0), (2, 5, 9)]] == [4, (4 + 14 + 15 + 9) % 256]
+    assert int(data.test[torch.tensor([0])][0][0, 1, 0, 0]) == (1000 + 7) % 256
+
+
+def test_cifar10_missing_or_damaged_is_one_clear_error(tmp_path):
+    with pytest.raises(datasets.DataError, match="data_root=DIR"):
+        datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))
+    write_cifar10_batches(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
+    with pytest.raises(datasets.DataError, match="test_batch"):
+        datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))

@@ -114,6 +114,7 @@ def test_study_runs_end_to_end_through_ray_tune(tmp_path):
     assert table["svm_map"].notna().all()  # evaluated at epoch 0 and the final epoch
     assert (out / "fig6b.png").stat().st_size > 0 and (out / "fig6b.pdf").exists()
     assert "python -m study.run sampling" in (out / "RUN.md").read_text()
+    assert "progress: 4 of 4 trials done, 0 running, 0 pending; epochs 8 of 8" in result.stdout
     assert pd.read_csv(out / "trials.csv").shape == table.shape
 
     # The same config and seed give the same numbers through Ray (with reused actors) and directly.

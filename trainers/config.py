@@ -22,10 +22,12 @@ from trainers.errors import ConfigError
 from trainers.methods.registry import METHODS
 from trainers.methods.base import MethodSettings
 
-DATASETS = ("fashion-mnist", "imagefolder", "synthetic")
+DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 NETWORKS = ("small-cnn", "resnet18-cifar", "resnet50")
 DEVICES = ("auto", "cpu", "cuda")
-CHOICES = {"dataset": DATASETS, "network": NETWORKS, "device": DEVICES, "method": tuple(METHODS)}
+PRECISIONS = ("fp32", "bf16")
+CHOICES = {"dataset": DATASETS, "network": NETWORKS, "device": DEVICES, "method": tuple(METHODS),
+           "precision": PRECISIONS}
 EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads")
 DEFAULT_METHOD = "npidv2-interclr"
 
@@ -53,6 +55,7 @@ class TrialConfig:
     embedding_dim: int = 128
 
     # optimisation (NPIDv2: SGD 0.03, momentum 0.9, wd 1e-4, cosine, batch 256)
+    precision: str = "fp32"  # bf16: the networks' forward passes under autocast; banks, logits, losses stay fp32
     epochs: int = 10
     batch_size: int = 256
     lr: float = 0.03

@@ -1,4 +1,4 @@
-"""Datasets as uint8 image tensors: Fashion-MNIST, ImageFolder trees, and a synthetic set for tests.
+"""Datasets as uint8 image tensors: Fashion-MNIST, CIFAR-10, ImageFolder trees, and a synthetic set for tests.
 
 Every dataset yields `(images uint8 B x C x H x W, labels B, indices B)`; augmentation happens
 on whole batches on the training device (trainers.augment), so loading stays cheap.
@@ -8,6 +8,7 @@ Labels are used only for evaluation and analysis, never for training.
 from __future__ import annotations
 
 import gzip
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR10_FOLDER = "cifar-10-batches-py"  # what torchvision's CIFAR10(root, download=True) unpacks under root
 SUBSET_SEED = 0  # fixed so every trial of every seed sees the same images
 
 
@@ -123,6 +126,10 @@ def load(config) -> ImageData:
         train = InMemoryImages(*read_idx_pair(root, "train"))
         test = InMemoryImages(*read_idx_pair(root, "test"))
         data = ImageData(train, test, 10, 1, (0.2860,), (0.3530,))
+    elif config.dataset == "cifar10":
+        root = find_cifar10(config.data_root)
+        train, test = (InMemoryImages(*read_cifar10_batches(root, CIFAR10_FILES[split])) for split in ("train", "test"))
+        data = ImageData(train, test, 10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     elif config.dataset == "imagefolder":
         data = load_image_folder(config.data_root, config.load_size)
     else:
@@ -153,6 +160,39 @@ def find_fashion_mnist(data_root: str) -> Path:
             f"({type(error).__name__}); fix: `apt-get install dataset-fashion-mnist` (installs to "
             f"{DEBIAN_FASHION_MNIST}), or --set data_root=DIR holding the four IDX .gz files, or run once online"
         ) from None
+
+
+def find_cifar10(data_root: str) -> Path:
+    """The folder of the standard CIFAR-10 python batches: data_root itself or data_root/cifar-10-batches-py.
+    Nothing is downloaded: a trial on a cluster node must not fetch data by itself."""
+    needed = [name for names in CIFAR10_FILES.values() for name in names]
+    for folder in (Path(data_root), Path(data_root) / CIFAR10_FOLDER) if data_root else ():
+        if all((folder / name).is_file() for name in needed):
+            return folder
+    raise DataError(f"CIFAR-10 python batches ({', '.join(needed)}) not found in {data_root or '(no data_root)'} or "
+                    f"its {CIFAR10_FOLDER}/; fix: --set data_root=DIR holding them, e.g. after "
+                    f"`python -c \"import torchvision; torchvision.datasets.CIFAR10('DIR', download=True)\"`")
+
+
+def read_cifar10_batches(root: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images N x 3 x 32 x 32 uint8 and labels N from CIFAR-10 python batches (pickled dicts whose b"data" is
+    N x 3072 uint8, channel-major rows of 32 x 32, and b"labels" a list of class indices)."""
+    images, labels = [], []
+    for name in names:
+        path = root / name
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            targets = np.asarray(batch[b"labels"], dtype=np.int64)
+            if len(data) != len(targets) or targets.min() < 0 or targets.max() > 9:
+                raise ValueError(f"{len(data)} images, {len(targets)} labels in [{targets.min()}, {targets.max()}]")
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+            raise DataError(f"cannot read CIFAR-10 batch {path} ({type(error).__name__}: {error}); "
+                            f"re-download the dataset") from None
+        images.append(torch.from_numpy(data))
+        labels.append(torch.from_numpy(targets))
+    return torch.cat(images), torch.cat(labels)
 
 
 def read_idx_pair(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

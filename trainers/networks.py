@@ -47,13 +47,28 @@ def mlp(in_dim: int, hidden: int, out_dim: int, batchnorm: bool) -> nn.Sequentia
 
 
 class Encoder(nn.Module):
-    """image -> backbone features (evaluated) -> MLP head -> L2-normalised embedding (trained)."""
+    """image -> backbone features (evaluated) -> MLP head -> L2-normalised embedding (trained).
+
+    With bf16 the forward pass runs under autocast and the embedding is returned in float32, so
+    everything downstream (banks, queues, similarities, logits, losses) stays float32."""
 
     def __init__(self, network: str, in_channels: int, head_hidden: int, embedding_dim: int, cnn_width: int = 32,
-                 head_batchnorm: bool = False):
+                 head_batchnorm: bool = False, bf16: bool = False):
         super().__init__()
         self.backbone, self.feature_dim = backbone(network, in_channels, cnn_width)
         self.head = mlp(self.feature_dim, head_hidden, embedding_dim, head_batchnorm)
+        self.bf16 = bf16
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone(images)), dim=1)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            embedding = self.head(self.backbone(images))
+        return F.normalize(embedding.float(), dim=1)
+
+
+def build_encoder(config, channels: int, device: torch.device, head_batchnorm: bool = False) -> Encoder:
+    """A trial's encoder on its device; ResNets on CUDA in channels-last layout (faster convolutions)."""
+    encoder = Encoder(config.network, channels, config.head_hidden, config.embedding_dim, config.cnn_width,
+                      head_batchnorm, bf16=config.precision == "bf16").to(device)
+    if device.type == "cuda" and config.network != "small-cnn":
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder

@@ -22,7 +22,7 @@ from trainers.inter_image import InterBranchSettings, cosine
 from trainers.methods.base import MethodSettings
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.momentum import cosine_momentum, ema_update
-from trainers.networks import Encoder, mlp
+from trainers.networks import build_encoder, mlp
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,7 @@ class OnlineTargetPair:
     """BYOL's networks: online encoder (backbone + projector with batch norm), predictor, EMA target."""
 
     def __init__(self, config, channels: int, predictor_hidden: int, device: torch.device):
-        self.encoder = Encoder(config.network, channels, config.head_hidden, config.embedding_dim, config.cnn_width,
-                               head_batchnorm=True).to(device)
+        self.encoder = build_encoder(config, channels, device, head_batchnorm=True)
         self.predictor = mlp(config.embedding_dim, predictor_hidden, config.embedding_dim, True).to(device)
         self.target = copy.deepcopy(self.encoder).requires_grad_(False)
 

@@ -25,7 +25,7 @@ from trainers.losses import margin_nce
 from trainers.methods.base import MethodSettings
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.momentum import ema_update
-from trainers.networks import Encoder
+from trainers.networks import Encoder, build_encoder
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ class MoCov2(IntraImageMethod):
 
     def __init__(self, config, data, device):
         super().__init__(config, data, device)
-        self.encoder = Encoder(config.network, data.channels, config.head_hidden, config.embedding_dim,
-                               config.cnn_width).to(device)
+        self.encoder = build_encoder(config, data.channels, device)
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.bank_encoder = self.key_encoder
         self.queue = KeyQueue(self.settings.queue_size, config.embedding_dim, device)

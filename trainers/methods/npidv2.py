@@ -20,7 +20,7 @@ from trainers.losses import margin_nce
 from trainers.memory_bank import MemoryBank
 from trainers.methods.base import MethodSettings
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
-from trainers.networks import Encoder
+from trainers.networks import build_encoder
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ class NPIDv2(IntraImageMethod):
 
     def __init__(self, config, data, device):
         super().__init__(config, data, device)
-        self.encoder = Encoder(config.network, data.channels, config.head_hidden, config.embedding_dim,
-                               config.cnn_width).to(device)
+        self.encoder = build_encoder(config, data.channels, device)
         self.bank_encoder = self.encoder
 
     def parameters(self):

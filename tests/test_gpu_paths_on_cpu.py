@@ -1,0 +1,66 @@
+"""The GPU profiles' code paths, run on the CPU at toy size: the cifar profile's network (ResNet-18
+with the CIFAR stem) under bf16 autocast on a JPEG tree, resumed in the middle, and the CIFAR-10
+python batches end to end."""
+
+import math
+
+import pytest
+import torch
+
+from test_data import write_cifar10_batches
+from test_fit import StopAfter, metrics, same
+from trainers.config import TrialConfig
+from trainers.fit import ConsoleReporter, fit
+from trainers.networks import Encoder
+
+
+def jpeg_tree(root, per_class=4, test_per_class=2, size=36):
+    """train/ and test/ of 10 classes of JPEGs whose class sets a colour and a stripe period."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for cls in range(10):
+            folder = root / split / f"class{cls}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                stripes = (torch.arange(size)[None, :] // (2 + cls % 4) % 2).expand(size, size)
+                noise = torch.randint(0, 40, (size, size, 3), generator=generator)
+                pixels = (stripes[..., None] * torch.tensor([25 * cls, 255 - 25 * cls, 128]) + noise).clamp(0, 255)
+                Image.fromarray(pixels.to(torch.uint8).numpy()).save(folder / f"{i}.jpg", quality=90)
+
+
+def test_bf16_keeps_the_embedding_float32_and_close_to_fp32():
+    torch.manual_seed(0)
+    fp32 = Encoder("resnet18-cifar", 3, 64, 16)
+    bf16 = Encoder("resnet18-cifar", 3, 64, 16, bf16=True)
+    bf16.load_state_dict(fp32.state_dict())
+    fp32.eval(), bf16.eval()
+    images = torch.rand(4, 3, 32, 32)
+    exact, approximate = fp32(images), bf16(images)
+    assert approximate.dtype == torch.float32 and torch.allclose(approximate.norm(dim=1), torch.ones(4))
+    assert not torch.equal(exact, approximate)  # autocast did run in bf16
+    assert (exact * approximate).sum(dim=1).min() > 0.98  # and the embeddings still agree
+
+
+def test_cifar_profile_path_with_bf16_resumes_exactly(tmp_path):
+    # bf16 convolutions are slow on a CPU without bf16 units: 16 x 16 crops keep this test short.
+    jpeg_tree(tmp_path / "data", per_class=2, test_per_class=2, size=20)
+    config = TrialConfig.create(
+        method="npidv2-interclr", dataset="imagefolder", data_root=str(tmp_path / "data"), network="resnet18-cifar",
+        load_size=18, image_size=16, precision="bf16", epochs=2, batch_size=10, head_hidden=64, embedding_dim=32,
+        num_negatives=2, negative_sampling="random", clusters_per_class=1, min_cluster_size=2, kmeans_backend="torch",
+        seed=0)
+    uninterrupted = fit(config)
+    assert all(math.isfinite(row["loss"]) for row in uninterrupted[1:])
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, StopAfter(tmp_path / "state", epoch=1))
+    resumed = fit(config, ConsoleReporter(str(tmp_path / "state")))
+    assert same(metrics(resumed), metrics(uninterrupted))
+
+
+def test_cifar10_python_batches_train_end_to_end(tmp_path):
+    write_cifar10_batches(tmp_path / "cifar-10-batches-py", per_class_train=6)
+    rows = fit(TrialConfig.create(method="mocov2", dataset="cifar10", data_root=str(tmp_path), image_size=32,
+                                  epochs=1, batch_size=20, cnn_width=8, queue_size=40, seed=0))
+    assert [row["epoch"] for row in rows] == [0, 1] and math.isfinite(rows[1]["loss"])
