@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from trainers.config import ConfigError, TrialConfig
 from trainers.fit import fit
 from trainers.losses import truncated_triplet
-from trainers.methods.truncated_triplet import overclustering_events
+from trainers.methods.truncated_triplet import overclustering_events as events_as_tensors
 
 
 def batch(seed=0, n=9, dim=6):
@@ -60,6 +60,10 @@ def test_margin_clamps_the_loss_from_below():
     loose, _ = truncated_triplet(query, targets, "rank", 1, 2.0, margin=-100.0)
     clamped, _ = truncated_triplet(query, targets, "rank", 1, 2.0, margin=10.0)
     assert float(clamped) == 10.0 and float(loose) < 10.0
+
+
+def overclustering_events(labels, deputies):
+    return tuple(float(value) for value in events_as_tensors(labels, deputies))
 
 
 def test_overclustering_events_on_hand_made_batches():

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 CROP_RATIO = (3 / 4, 4 / 3)
 BLUR_SIGMA = (0.1, 2.0)
 LUMA = (0.299, 0.587, 0.114)
+RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)  # once, on the CPU: an inverse on a GPU would wait for its check
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,7 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotate each image's hue by `turns` of a full circle: a rotation about the gray axis in YIQ."""
-    rgb_to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                              device=x.device)
-    yiq_to_rgb = torch.linalg.inv(rgb_to_yiq)
+    rgb_to_yiq, yiq_to_rgb = RGB_TO_YIQ.to(x.device), YIQ_TO_RGB.to(x.device)
     angle = turns * 2 * math.pi
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotation = torch.zeros(len(turns), 3, 3, device=x.device)

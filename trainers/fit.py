@@ -120,26 +120,25 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
 
     for epoch in range(start, config.epochs + 1):
         epoch_started = time.perf_counter()
-        totals: dict[str, float] = {}
-        step_seconds = 0.0
+        totals: dict = {}  # per-step logs summed on the device, read once at the end of the epoch
+        timer = StepTimer(device)
         method.encoder.train()
         for iteration, (images, labels, indices) in enumerate(
                 datasets.batches(data.train, config.batch_size, shuffle=True, generator=order_generator,
                                  num_workers=config.num_workers)):
             images, labels, indices = (x.to(device, non_blocking=True) for x in (images, labels, indices))
             step = (epoch - 1) * iterations_per_epoch + iteration
-            step_started = time.perf_counter()
+            timer.start()
             loss, logs = method.training_step(images, labels, indices, step, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             method.after_step((step + 1) / total_iterations)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            step_seconds += time.perf_counter() - step_started
-            for key, value in {"loss": float(loss.detach()), **logs}.items():
-                totals[key] = totals.get(key, 0.0) + value
+            timer.stop()
+            for key, value in {"loss": loss.detach(), **logs}.items():
+                totals[key] = totals.get(key, 0) + (value.double() if torch.is_tensor(value) else value)
+        totals = {key: float(value) for key, value in totals.items()}
         relabel_started = time.perf_counter()
         totals.update(method.end_epoch(epoch))
         relabel_seconds = time.perf_counter() - relabel_started
@@ -148,13 +147,42 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch)
         row.update({key: value / iterations_per_epoch for key, value in totals.items() if key.startswith("loss")})
         row.update(method.epoch_metrics(totals))
-        row["iter_time_s"] = step_seconds / iterations_per_epoch
+        row["iter_time_s"] = timer.seconds() / iterations_per_epoch
         row["relabel_time_s"] = relabel_seconds
         row["epoch_time_s"] = epoch_seconds
         row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows = rows + [row]
         reporter.report(row, training_state(epoch, rows))
     return rows
+
+
+class StepTimer:
+    """Seconds inside training steps: CUDA events on a GPU, read once per epoch so that no step waits
+    for the device; the wall clock on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.spans: list = []
+        self.wall = 0.0
+
+    def start(self) -> None:
+        self.started = torch.cuda.Event(enable_timing=True) if self.cuda else time.perf_counter()
+        if self.cuda:
+            self.started.record()
+
+    def stop(self) -> None:
+        if self.cuda:
+            stopped = torch.cuda.Event(enable_timing=True)
+            stopped.record()
+            self.spans.append((self.started, stopped))
+        else:
+            self.wall += time.perf_counter() - self.started
+
+    def seconds(self) -> float:
+        if not self.cuda:
+            return self.wall
+        torch.cuda.synchronize()
+        return sum(start.elapsed_time(stop) for start, stop in self.spans) / 1000
 
 
 def evaluate(method: Method, data, config, device, epoch: int, with_svm: bool) -> tuple[dict, torch.Tensor]:

@@ -107,12 +107,13 @@ class InterImageBranch:
             eligible = bank.labels[None, :] != bank.labels[indices][:, None]
             negatives = sample_negatives(similarity, eligible, s.num_negatives, s.negative_sampling,
                                          s.pool_fraction, generator)
-            positives = same_cluster_positives(bank.labels, indices, generator)
+            positives = same_cluster_positives(bank.labels, indices, bank.num_clusters, generator)
         return margin_nce(cosine(query, bank.features[positives]), cosine_many(query, bank.features[negatives]),
                           s.inter_margin, s.temperature)
 
-    def write(self, indices: torch.Tensor, features: torch.Tensor, step: int) -> dict[str, float]:
-        """Write B x D features at `indices`; with online labels, relabel them and rebalance every few steps."""
+    def write(self, indices: torch.Tensor, features: torch.Tensor, step: int) -> dict:
+        """Write B x D features at `indices`; with online labels, relabel them and rebalance every few steps
+        (rebalancing reads the cluster sizes on the host: the one synchronisation, every rebalance_every steps)."""
         online = self.settings.label_mode == "online"
         logs = {"labels_changed": self.bank.write(indices, features, relabel=online)}
         if online and (step + 1) % self.settings.rebalance_every == 0:

@@ -49,8 +49,9 @@ class MemoryBank:
             usable[excluded] = False
         return nearest_centroid(points, self.centroids, usable)
 
-    def write(self, indices: torch.Tensor, new_features: torch.Tensor, relabel: bool) -> int:
-        """v <- normalize((1 - w) v + w v_new) for the given samples; returns how many labels changed.
+    def write(self, indices: torch.Tensor, new_features: torch.Tensor, relabel: bool) -> torch.Tensor:
+        """v <- normalize((1 - w) v + w v_new) for the given samples; returns how many labels changed (a
+        0-dim tensor on the bank's device: reading it would wait for the device).
 
         With relabel (online labels), the samples move to their nearest centroid. Centroids follow
         the members' features either way, so they stay exact means. An unlabelled bank only moves features.
@@ -59,7 +60,7 @@ class MemoryBank:
         updated = F.normalize((1 - self.momentum) * old + self.momentum * new_features.detach().float(), dim=1)
         self.features[indices] = updated
         if self.labels is None:
-            return 0
+            return torch.zeros((), dtype=torch.long, device=self.features.device)
         old_labels = self.labels[indices]
         new_labels = self.assign(updated) if relabel else old_labels
         self.sums.index_add_(0, old_labels, -old.double())
@@ -67,7 +68,7 @@ class MemoryBank:
         self.counts.index_add_(0, old_labels, -torch.ones_like(old_labels))
         self.counts.index_add_(0, new_labels, torch.ones_like(new_labels))
         self.labels[indices] = new_labels
-        return int((new_labels != old_labels).sum())
+        return (new_labels != old_labels).sum()
 
     def rebalance(self, min_size: int) -> int:
         """Dissolve clusters smaller than min_size; each is re-seeded with half of the largest cluster.

@@ -6,6 +6,8 @@ draw negatives from (for InterCLR's inter branch: entries with a different pseud
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 NEGATIVE_SAMPLING = ("hard", "semi-hard", "random", "semi-easy")
@@ -30,16 +32,16 @@ def sample_negatives(similarity: torch.Tensor, eligible: torch.Tensor, num_negat
       semi-hard the ceil(pool_fraction * eligible) most similar;
       random    all eligible entries;
       semi-easy the ceil(pool_fraction * eligible) least similar.
-    Returns B x K bank indices.
+    Returns B x K bank indices. Nothing here waits for the device: a pool smaller than K fails by an
+    asynchronous assert (at once on a CPU).
     """
     if strategy not in NEGATIVE_SAMPLING:
         raise ValueError(f"unknown negative sampling {strategy!r}; one of {NEGATIVE_SAMPLING}")
     eligible_counts = eligible.sum(dim=1)
     sizes = pool_size(eligible_counts, strategy, num_negatives, pool_fraction)
-    if bool((sizes < num_negatives).any()) or bool((eligible_counts < sizes).any()):
-        smallest = int(torch.minimum(sizes, eligible_counts).min())
-        raise ValueError(f"a query's {strategy} pool holds {smallest} entries, fewer than num_negatives="
-                         f"{num_negatives}; lower num_negatives, raise pool_fraction, or use fewer clusters")
+    torch._assert_async(((sizes >= num_negatives) & (eligible_counts >= sizes)).all(),
+                        f"a query's {strategy} pool holds fewer than num_negatives={num_negatives} entries; lower "
+                        f"num_negatives, raise pool_fraction, or use fewer clusters")
     if strategy == "random":
         pool = None
         keys = torch.rand(similarity.shape, generator=generator, device=similarity.device)
@@ -48,7 +50,11 @@ def sample_negatives(similarity: torch.Tensor, eligible: torch.Tensor, num_negat
         # Cosine similarities lie in [-1, 1]: -4 / +4 put ineligible entries behind every eligible one.
         most_similar_first = strategy in ("hard", "semi-hard")
         ranked = torch.where(eligible, similarity, -4.0 if most_similar_first else 4.0)
-        pool = ranked.topk(int(sizes.max()), dim=1, largest=most_similar_first).indices  # B x P, pool order
+        # The widest pool any query can have, known without reading `sizes` back from the device.
+        bank_size = similarity.shape[1]
+        width = num_negatives if strategy == "hard" else math.ceil(pool_fraction * bank_size)
+        width = min(bank_size, max(width, num_negatives))
+        pool = ranked.topk(width, dim=1, largest=most_similar_first).indices  # B x P, pool order
         keys = torch.rand(pool.shape, generator=generator, device=similarity.device)
         in_pool = torch.arange(pool.shape[1], device=pool.device)[None, :] < sizes[:, None]
         keys = keys.masked_fill(~in_pool, -1.0)
@@ -57,14 +63,13 @@ def sample_negatives(similarity: torch.Tensor, eligible: torch.Tensor, num_negat
     return chosen if pool is None else pool.gather(1, chosen)
 
 
-def same_cluster_positives(bank_labels: torch.Tensor, query_indices: torch.Tensor,
+def same_cluster_positives(bank_labels: torch.Tensor, query_indices: torch.Tensor, num_clusters: int,
                            generator: torch.Generator) -> torch.Tensor:
     """One uniformly drawn bank entry per query with the query's pseudo-label, never the query itself.
 
     Falls back to the query's own entry when it is alone in its cluster. (The reference code does
     not exclude the query; excluding it keeps the inter positive from duplicating the intra one.)
     """
-    num_clusters = int(bank_labels.max()) + 1
     order = torch.argsort(bank_labels, stable=True)  # bank indices grouped by cluster
     counts = torch.bincount(bank_labels, minlength=num_clusters)
     starts = torch.cumsum(counts, 0) - counts

@@ -40,7 +40,7 @@ class IntraImageMethod(Method):
 
     def training_step(self, images, labels, indices, step, generator):
         intra = self.intra_step(images, indices, generator)
-        return intra.loss, {"loss_intra": float(intra.loss.detach())}
+        return intra.loss, {"loss_intra": intra.loss.detach()}
 
 
 class InterCLR(IntraImageMethod):
@@ -61,14 +61,14 @@ class InterCLR(IntraImageMethod):
         s = self.settings
         intra = self.intra_step(images, indices, generator, with_loss=s.loss_lambda > 0)
         loss = torch.zeros((), device=self.device)
-        logs: dict[str, float] = {}
+        logs = {}
         if s.loss_lambda > 0:
             loss = loss + s.loss_lambda * intra.loss
-            logs["loss_intra"] = float(intra.loss.detach())
+            logs["loss_intra"] = intra.loss.detach()
         if s.loss_lambda < 1:
             inter = self.inter.loss(intra.query, indices, generator)
             loss = loss + (1 - s.loss_lambda) * inter
-            logs["loss_inter"] = float(inter.detach())
+            logs["loss_inter"] = inter.detach()
         logs.update(self.inter.write(indices, intra.bank_features, step))
         return loss, logs
 

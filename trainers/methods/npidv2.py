@@ -70,7 +70,7 @@ class NPIDv2(IntraImageMethod):
     def training_step(self, images, labels, indices, step, generator):
         intra = self.intra_step(images, indices, generator)
         self.bank.write(indices, intra.bank_features, relabel=False)
-        return intra.loss, {"loss_intra": float(intra.loss.detach())}
+        return intra.loss, {"loss_intra": intra.loss.detach()}
 
     def state_dict(self):
         return {"encoder": self.encoder.state_dict(), "bank": self.bank.state_dict()}

@@ -73,7 +73,7 @@ class TruncatedTriplet(Method):
         with torch.no_grad():
             for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order):
                 _, logs = self.training_step(images.to(self.device), labels.to(self.device), None, 0, generator)
-                counts = {key: counts[key] + logs[key] for key in counts}
+                counts = {key: counts[key] + float(logs[key]) for key in counts}
         self.networks.load_state_dict(saved)  # the pass ran in training mode; put back the batch-norm statistics
         return self.epoch_metrics({**counts, "batches": len(self.data.train) // self.config.batch_size})
 
@@ -108,9 +108,10 @@ class TruncatedTriplet(Method):
         self.networks.load_state_dict(state)
 
 
-def overclustering_events(labels: torch.Tensor, deputies: torch.Tensor) -> tuple[float, float, float]:
-    """(Omega, B, share) of one batch: Omega = some query's deputy shares its class (0/1); B = some class
-    appears twice in the batch (0/1); share = the fraction of queries whose deputy shares their class."""
+def overclustering_events(labels: torch.Tensor, deputies: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(Omega, B, share) of one batch as 0-dim tensors: Omega = some query's deputy shares its class (0/1);
+    B = some class appears twice in the batch (0/1); share = the fraction of queries whose deputy shares
+    their class."""
     same_class = (labels[deputies] == labels[:, None]).any(dim=1)
-    event_b = bool(torch.bincount(labels).max() >= 2)
-    return float(same_class.any()), float(event_b), float(same_class.float().mean())
+    event_b = (labels.sort().values.diff() == 0).any()  # sorted, a repeated class sits next to itself
+    return same_class.any().float(), event_b.float(), same_class.float().mean()
