@@ -1,12 +1,17 @@
-"""Time per training iteration, intra only (lambda = 1) against intra + inter (lambda = 0.75, semi-hard).
+"""Cost of a training step per method, and where it goes: `python -m study.benchmark [--scale tiny]
+[--rounds 5] [--steps 20] [--set KEY=VALUE ...]`.
 
-`python -m study.benchmark [--scale tiny] [--rounds 5] [--steps 20] [--set KEY=VALUE ...]`
-
-Both variants are built in one process on the same data and device; rounds alternate between
-them (A B A B ...) so drift in the machine's speed hits both alike. A step is the whole training
-iteration: augmentation, forward, both branches' sampling and loss, backward, optimiser step, and
-the memory-bank write with online relabelling. Prints the median per-step time of each and the
-ratio, per round and overall. The paper's Table 4 implies about 1.9x (5 days vs 2.6).
+Three variants run in one process on the same data and device: intra only (NPIDv2), intra + inter
+(NPIDv2-InterCLR, semi-hard, online labels) and the truncated triplet (median deputy). Rounds
+alternate between them (A B C A B C ...) so drift in the machine's speed hits all alike. A step is
+the whole training iteration: augmentation, forward, sampling and losses, backward, optimiser step,
+momentum updates and the memory-bank write with online relabelling. Printed: the median step time
+and images/s of each, the inter/intra ratio per round (the paper's Table 4 implies about 1.9x), the
+split of an intra + inter step into the inter branch's samplers, its bank write and relabelling,
+and the rest (augmentation, networks, optimiser) from a profile of extra steps, the time of one
+full evaluation (kNN, SVM mAP, linear probe), and the peak memory. On a GPU the step times come from
+CUDA events. With a GPU profile on a machine without its data, give e.g. `--set dataset=synthetic
+--set image_size=16` to time the code path at toy size.
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ import sys
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from study.profiles import PROFILES
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract
-from trainers.fit import resolve_device
+from trainers.fit import StepTimer, evaluate, peak_memory_mb, resolve_device
 from trainers.methods.registry import METHODS
 
-VARIANTS = {"intra (lambda=1)": {"loss_lambda": 1.0},
-            "intra+inter (lambda=0.75, semi-hard)": {"loss_lambda": 0.75, "negative_sampling": "semi-hard"}}
+VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
+            "intra+inter (NPIDv2-InterCLR, semi-hard)": {"method": "npidv2-interclr", "negative_sampling": "semi-hard"},
+            "truncated triplet (median deputy)": {"method": "truncated-triplet", "deputy": "median"}}
+PARTS = ("samplers", "bank and labels")  # the record_function labels of trainers.inter_image
 
 
 def build(config: TrialConfig, data, device):
@@ -40,19 +48,35 @@ def build(config: TrialConfig, data, device):
     return method, optimizer, generator
 
 
-def timed_steps(method, optimizer, generator, batches, device, start: int) -> list[float]:
+def run_steps(method, optimizer, generator, batches, device, start: int) -> list[float]:
+    """Each step's seconds."""
     seconds = []
-    for offset, (images, _, indices) in enumerate(batches):
-        images, indices = images.to(device), indices.to(device)
-        started = time.perf_counter()
-        loss, _ = method.training_step(images, None, indices, start + offset, generator)
+    for offset, (images, labels, indices) in enumerate(batches):
+        images, labels, indices = (x.to(device) for x in (images, labels, indices))
+        timer = StepTimer(device)
+        timer.start()
+        loss, _ = method.training_step(images, labels, indices, start + offset, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - started)
+        method.after_step(0.5)
+        timer.stop()
+        seconds.append(timer.seconds())
     return seconds
+
+
+def step_split(run, batches, device) -> dict[str, float]:
+    """Share of an intra + inter step's time in each labelled part, from a profile of the given steps."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        started = time.perf_counter()
+        run_steps(*run, batches, device, start=1000)
+        total = time.perf_counter() - started
+    timed = {event.key: event for event in profiler.key_averages()}
+    use_device = device.type == "cuda"
+    split = {part: ((timed[part].device_time_total if use_device else timed[part].cpu_time_total) / 1e6 / total
+                    if part in timed else 0.0) for part in PARTS}
+    return {**split, "rest (augmentation, networks, optimiser)": 1 - sum(split.values())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,33 +87,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        base = PROFILES[args.scale].config(**dict(parse_assignment(t) for t in args.set))
+        overrides = dict(parse_assignment(t) for t in args.set)
+        profile_ = PROFILES[args.scale]
+        # A --set applies to the variants whose method has the key.
+        configs = {name: profile_.config(**{**{k: v for k, v in overrides.items()
+                                               if k in TrialConfig.keys_of(changes["method"])}, **changes})
+                   for name, changes in VARIANTS.items()}
+        base = next(iter(configs.values()))
         device = resolve_device(base.device)
         data = datasets.load(base)
+        for config in configs.values():
+            config.check_against_data(len(data.train), data.num_classes)
     except (ConfigError, datasets.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     torch.set_num_threads(base.threads)
-    runs = {name: build(base.replace(**changes), data, device) for name, changes in VARIANTS.items()}
+    runs = {name: build(config, data, device) for name, config in configs.items()}
     order = torch.Generator().manual_seed(0)
     batches = list(datasets.batches(data.train, base.batch_size, shuffle=True, generator=order))
     per_round: dict[str, list[float]] = {name: [] for name in VARIANTS}
     warmup = 3
-    for name, run in runs.items():
-        timed_steps(*run, batches[:warmup], device, start=0)
+    for run in runs.values():
+        run_steps(*run, batches[:warmup], device, start=0)
     for round_index in range(args.rounds):
         for name, run in runs.items():
             chunk = [batches[(round_index * args.steps + i) % len(batches)] for i in range(args.steps)]
-            per_round[name].append(statistics.median(timed_steps(*run, chunk, device, start=warmup)))
-    names = list(VARIANTS)
-    ratios = [b / a for a, b in zip(per_round[names[0]], per_round[names[1]])]
+            per_round[name].append(statistics.median(run_steps(*run, chunk, device, start=warmup)))
+    intra, inter = list(VARIANTS)[:2]
+    ratios = [b / a for a, b in zip(per_round[intra], per_round[inter])]
+    split = step_split(runs[inter], batches[:args.steps], device)
+    started = time.perf_counter()
+    evaluate(runs[inter][0], data, configs[inter], device, epoch=1, with_svm=True)
+    evaluation_s = time.perf_counter() - started
+
     print(f"device {device}, threads {base.threads}, batch {base.batch_size}, bank {len(data.train)}, "
-          f"K {base.num_negatives}, {args.rounds} rounds x {args.steps} steps per variant")
-    for name in names:
-        print(f"  {name:<38} median step {statistics.median(per_round[name]) * 1000:7.1f} ms  "
+          f"K {configs[inter].num_negatives}, {args.rounds} rounds x {args.steps} steps per variant")
+    for name in VARIANTS:
+        median = statistics.median(per_round[name])
+        print(f"  {name:<44} median step {median * 1000:7.1f} ms, {base.batch_size / median:7.0f} images/s  "
               f"(rounds: {', '.join(f'{s * 1000:.1f}' for s in per_round[name])})")
     print(f"  ratio intra+inter / intra: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); paper Table 4 implies 1.92")
+    print("  intra+inter step split: " + ", ".join(f"{part} {share:.0%}" for part, share in split.items()))
+    print(f"  one evaluation (kNN, SVM mAP, linear probe on {len(data.train)} + {len(data.test)} images): "
+          f"{evaluation_s:.1f} s")
+    print(f"  peak memory: {peak_memory_mb(device):.0f} MB ({'GPU tensors' if device.type == 'cuda' else 'process RSS'})")
     return 0
 
 

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.profiler import record_function
 
 from trainers.errors import ConfigError
 from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
@@ -102,7 +103,8 @@ class InterImageBranch:
     def loss(self, query: torch.Tensor, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Inter MarginNCE of B x D unit-norm queries whose samples sit at bank `indices`."""
         s, bank = self.settings, self.bank
-        with torch.no_grad():
+        # The record_function labels name the parts of a step in a profile (study.benchmark); free otherwise.
+        with torch.no_grad(), record_function("samplers"):
             similarity = torch.mm(query, bank.features.t())  # B x N, only to rank the bank for the samplers
             eligible = bank.labels[None, :] != bank.labels[indices][:, None]
             negatives = sample_negatives(similarity, eligible, s.num_negatives, s.negative_sampling,
@@ -115,9 +117,10 @@ class InterImageBranch:
         """Write B x D features at `indices`; with online labels, relabel them and rebalance every few steps
         (rebalancing reads the cluster sizes on the host: the one synchronisation, every rebalance_every steps)."""
         online = self.settings.label_mode == "online"
-        logs = {"labels_changed": self.bank.write(indices, features, relabel=online)}
-        if online and (step + 1) % self.settings.rebalance_every == 0:
-            logs["clusters_reseeded"] = self.bank.rebalance(self.settings.min_cluster_size)
+        with record_function("bank and labels"):
+            logs = {"labels_changed": self.bank.write(indices, features, relabel=online)}
+            if online and (step + 1) % self.settings.rebalance_every == 0:
+                logs["clusters_reseeded"] = self.bank.rebalance(self.settings.min_cluster_size)
         return logs
 
     def wants_offline_labels(self, epoch: int) -> bool:

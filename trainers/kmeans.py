@@ -1,4 +1,5 @@
-"""Global k-means over a whole feature set: faiss when it is installed, else a torch implementation.
+"""Global k-means over a whole feature set: faiss when it is installed (on the GPU for a GPU trial, when
+faiss was built with GPU support), else a torch implementation on the features' device.
 
 Both are Lloyd's algorithm on Euclidean distance, with empty clusters re-seeded by splitting the
 largest one. faiss starts from k random points; the torch path uses k-means++ seeding, which avoids
@@ -13,6 +14,13 @@ import torch
 
 
 KMEANS_BACKENDS = ("auto", "faiss", "torch")  # auto: faiss when it imports, else torch
+
+
+def faiss_gpus() -> int:
+    """How many GPUs faiss can use (0 for a CPU-only faiss build)."""
+    import faiss
+
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
 def faiss_available() -> bool:
@@ -38,7 +46,7 @@ def global_kmeans(points: torch.Tensor, k: int, iterations: int, seed: int, back
     """(labels N, centroids k x D) of k-means on N x D points; same seed, same result."""
     if k > len(points):
         raise ValueError(f"k-means with {k} clusters needs at least {k} points, got {len(points)}")
-    if backend == "faiss" or (backend == "auto" and faiss_available()):
+    if backend == "faiss" or (backend == "auto" and faiss_available() and (not points.is_cuda or faiss_gpus())):
         centroids = _faiss_centroids(points, k, iterations, seed, threads)
     else:
         centroids = _torch_centroids(points, k, iterations, seed)
@@ -51,8 +59,10 @@ def _faiss_centroids(points: torch.Tensor, k: int, iterations: int, seed: int, t
     faiss.omp_set_num_threads(threads)
     array = np.ascontiguousarray(points.detach().float().cpu().numpy())
     # Use every point (faiss subsamples to 256 per centroid by default) and stay quiet on small sets.
+    # On a GPU trial, faiss clusters on the GPU (the features still pass through host memory once).
     kmeans = faiss.Kmeans(array.shape[1], k, niter=iterations, seed=seed, verbose=False,
-                          min_points_per_centroid=1, max_points_per_centroid=len(array))
+                          min_points_per_centroid=1, max_points_per_centroid=len(array),
+                          gpu=bool(points.is_cuda and faiss_gpus()))
     kmeans.train(array)
     return torch.from_numpy(kmeans.centroids).to(points.device)
 
