@@ -6,7 +6,8 @@ study's configurations do not, the stored rows still describe the same trials un
 in today's plan of the study (the study, scale and seeds the rows record, the profile's epochs),
 replaces the config_hash column, and writes the tables back. Metrics and code_version are left as
 they are: the rows still say which code made them. A folder whose trials do not match today's plan
-one to one is refused, and nothing is written.
+one to one, or that holds an unfinished run (its trial states are named by the old hashes: finish it
+with --resume first), is refused, and nothing is written. A finished run's run.json is re-keyed too.
 """
 
 from __future__ import annotations
@@ -39,8 +40,16 @@ def rehash(folder: Path) -> int:
     if set(stored.index) != set(new_hash) or (stored != 1).any():
         raise ConfigError(f"{path} holds trials {sorted(stored.index)}, today's plan {sorted(new_hash)}; "
                           f"rerun the study instead")
-    table["config_hash"] = [new_hash[(value, seed)] for value, seed in zip(table["value"], table["seed"])]
+    manifest = ledger.Manifest.load(folder)
+    if manifest is not None and manifest.status != "finished":
+        raise ConfigError(f"{folder} holds an unfinished run; finish it with `python -m study.run {study} --resume "
+                          f"--out {folder}` before re-keying")
+    renamed = {old: new_hash[(value, seed)] for old, value, seed in zip(table["config_hash"], table["value"], table["seed"])}
+    table["config_hash"] = table["config_hash"].map(renamed)
     ledger.write_table(table, folder)
+    if manifest is not None:
+        manifest.config_hashes = [renamed.get(old, old) for old in manifest.config_hashes]
+        manifest.save(folder)
     return len(new_hash)
 
 
