@@ -40,6 +40,7 @@ class StudyProgress(Callback):
     def __init__(self, trials_total: int, epochs_total: int, every_s: float = 30.0):
         self.trials_total, self.epochs_total, self.every_s = trials_total, epochs_total, every_s
         self.epochs_done = 0
+        self.ended: set[str] = set()  # Tune calls on_trial_complete before it marks the trial terminated
         self.started = self.printed = time.monotonic()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -48,15 +49,16 @@ class StudyProgress(Callback):
             self.show(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self.ended.add(trial.trial_id)
         self.show(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.ended.add(trial.trial_id)
         self.show(trials)
 
     def show(self, trials) -> None:
-        statuses = [t.status for t in trials]
-        done = sum(s in ("TERMINATED", "ERROR") for s in statuses)
-        running = statuses.count("RUNNING")
+        done = len(self.ended)
+        running = sum(t.status == "RUNNING" and t.trial_id not in self.ended for t in trials)
         print(progress_line(done, running, self.trials_total - done - running, self.epochs_done, self.epochs_total,
                             time.monotonic() - self.started), flush=True)
         self.printed = time.monotonic()
