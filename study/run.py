@@ -91,12 +91,7 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0")
     if options.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every {options.checkpoint_every}: must be >= 1 (epochs between saves)")
-    profile = PROFILES[options.scale]
-    trials = expand(STUDIES[study], profile, options.seeds, overrides)
-    config = trials[0].config
-    if config.threads + config.num_workers > profile.cpus_per_trial:
-        raise ConfigError(f"threads={config.threads} plus num_workers={config.num_workers} exceed the "
-                          f"{profile.cpus_per_trial:g} CPUs a {options.scale} trial holds; lower them")
+    trials = expand(STUDIES[study], PROFILES[options.scale], options.seeds, overrides)
     epochs = trials[0].config.epochs
     if options.inject_crash and not 1 <= options.inject_crash <= epochs:
         raise ConfigError(f"--inject-crash {options.inject_crash}: must be an epoch in 1..{epochs}")
@@ -185,8 +180,11 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
     params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": ledger.trial_name(t),
                "state_dir": str(ledger.trial_state(run_folder, t).path.parent),
                "checkpoint_every": options.checkpoint_every, "crash_at_epoch": options.inject_crash} for t in trials]
+    # A trial holds at least the CPUs its torch threads and loader workers keep busy.
+    config = trials[0].config
+    cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": profile.cpus_per_trial, "gpu": profile.gpus_per_trial}),
+        tune.with_resources(run_trial, {"cpu": cpus, "gpu": profile.gpus_per_trial}),
         param_space={"trial": tune.grid_search(params)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=options.max_concurrent or None,
