@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_assignment(t) for t in args.set)
-        profile_ = PROFILES[args.scale]
+        scale_profile = PROFILES[args.scale]
         # A --set applies to the variants whose method has the key.
-        configs = {name: profile_.config(**{**{k: v for k, v in overrides.items()
+        configs = {name: scale_profile.config(**{**{k: v for k, v in overrides.items()
                                                if k in TrialConfig.keys_of(changes["method"])}, **changes})
                    for name, changes in VARIANTS.items()}
         base = next(iter(configs.values()))

@@ -10,7 +10,6 @@ interrupted study continues with --resume.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import os
 import platform

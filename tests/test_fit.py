@@ -40,12 +40,19 @@ def test_same_config_and_seed_give_identical_metrics():
     assert not same(metrics(first), metrics(fit(SYNTHETIC.replace(seed=8))))
 
 
-def test_resume_from_checkpoint_continues_exactly(tmp_path):
-    uninterrupted = fit(SYNTHETIC)
+def assert_resumes_exactly(config, folder):
+    """A trial stopped after epoch 1 and resumed from its state gives the uninterrupted run's metrics;
+    returns the uninterrupted run's rows."""
+    uninterrupted = fit(config)
     with pytest.raises(KeyboardInterrupt):
-        fit(SYNTHETIC, StopAfter(tmp_path, epoch=1))
-    resumed = fit(SYNTHETIC, ConsoleReporter(str(tmp_path)))
+        fit(config, StopAfter(folder, epoch=1))
+    resumed = fit(config, ConsoleReporter(str(folder)))
     assert same(metrics(resumed), metrics(uninterrupted))
+    return uninterrupted
+
+
+def test_resume_from_checkpoint_continues_exactly(tmp_path):
+    assert_resumes_exactly(SYNTHETIC, tmp_path)
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):

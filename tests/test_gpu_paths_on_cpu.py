@@ -4,13 +4,12 @@ python batches end to end."""
 
 import math
 
-import pytest
 import torch
 
 from test_data import write_cifar10_batches
-from test_fit import StopAfter, metrics, same
+from test_fit import assert_resumes_exactly
 from trainers.config import TrialConfig
-from trainers.fit import ConsoleReporter, fit
+from trainers.fit import fit
 from trainers.networks import Encoder
 
 
@@ -51,12 +50,8 @@ def test_cifar_profile_path_with_bf16_resumes_exactly(tmp_path):
         load_size=18, image_size=16, precision="bf16", epochs=2, batch_size=10, head_hidden=64, embedding_dim=32,
         num_negatives=2, negative_sampling="random", clusters_per_class=1, min_cluster_size=2, kmeans_backend="torch",
         seed=0)
-    uninterrupted = fit(config)
-    assert all(math.isfinite(row["loss"]) for row in uninterrupted[1:])
-    with pytest.raises(KeyboardInterrupt):
-        fit(config, StopAfter(tmp_path / "state", epoch=1))
-    resumed = fit(config, ConsoleReporter(str(tmp_path / "state")))
-    assert same(metrics(resumed), metrics(uninterrupted))
+    rows = assert_resumes_exactly(config, tmp_path / "state")
+    assert all(math.isfinite(row["loss"]) for row in rows[1:])
 
 
 def test_cifar10_python_batches_train_end_to_end(tmp_path):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from test_fit import StopAfter, metrics, same
+from test_fit import assert_resumes_exactly
 from trainers import data as datasets
 from trainers.config import EXECUTION_KEYS, TrialConfig
 from trainers.fit import ConsoleReporter, fit
@@ -112,11 +112,7 @@ def test_each_method_learns_above_its_epoch0_floor(method):
 @pytest.mark.parametrize("method", ["mocov2-interclr", "byol-interclr"])
 def test_resume_restores_queue_target_and_inter_bank_exactly(method, tmp_path):
     config = small_config(method, epochs=2)
-    uninterrupted = fit(config)
-    with pytest.raises(KeyboardInterrupt):
-        fit(config, StopAfter(tmp_path, epoch=1))
-    resumed = fit(config, ConsoleReporter(str(tmp_path)))
-    assert same(metrics(resumed), metrics(uninterrupted))
+    assert_resumes_exactly(config, tmp_path)
 
 
 def test_a_state_saved_on_another_device_is_refused(tmp_path):

@@ -103,9 +103,6 @@ class TrialConfig:
         """Every key a trial of `method` takes: the shared ones, then the method's own."""
         return shared_keys() + [f.name for f in fields(METHODS[method].Settings)]
 
-    def keys(self) -> list[str]:
-        return self.keys_of(self.method)
-
     def replace(self, **changes) -> "TrialConfig":
         """A copy with flat keys changed. A new `method` starts from that method's default settings."""
         method = changes.get("method", self.method)
@@ -114,8 +111,9 @@ class TrialConfig:
         unknown = sorted(set(changes) - set(self.keys_of(method)))
         if unknown:
             raise ConfigError(unknown_key_message(unknown[0], method))
-        own = {key: value for key, value in changes.items() if key not in shared_keys()}
-        shared = {key: value for key, value in changes.items() if key in shared_keys()}
+        shared_names = set(shared_keys())
+        own = {key: value for key, value in changes.items() if key not in shared_names}
+        shared = {key: value for key, value in changes.items() if key in shared_names}
         base = self.settings if method == self.method else METHODS[method].Settings()
         return dataclasses.replace(self, **shared, settings=dataclasses.replace(base, **own))
 
