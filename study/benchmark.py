@@ -30,6 +30,7 @@ from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract
 from trainers.fit import StepTimer, evaluate, peak_memory_mb, resolve_device
 from trainers.methods.registry import METHODS
+from trainers.randomness import RandomStreams
 
 VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
             "intra+inter (NPIDv2-InterCLR, semi-hard)": {"method": "npidv2-interclr", "negative_sampling": "semi-hard"},
@@ -38,24 +39,23 @@ PARTS = ("samplers", "bank and labels")  # the record_function labels of trainer
 
 
 def build(config: TrialConfig, data, device):
-    torch.manual_seed(config.seed)
+    streams = RandomStreams.create(config.seed, device)
     method = METHODS[config.method](config, data, device)
     _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, device)
-    generator = torch.Generator(device).manual_seed(config.seed)
-    method.start(embeddings, generator)
+    method.start(embeddings, streams)
     optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    return method, optimizer, generator
+    return method, optimizer, streams
 
 
-def run_steps(method, optimizer, generator, batches, device, start: int) -> list[float]:
+def run_steps(method, optimizer, streams, batches, device, start: int) -> list[float]:
     """Each step's seconds."""
     seconds = []
     for offset, (images, labels, indices) in enumerate(batches):
         images, labels, indices = (x.to(device) for x in (images, labels, indices))
         timer = StepTimer(device)
         timer.start()
-        loss, _ = method.training_step(images, labels, indices, start + offset, generator)
+        loss, _ = method.training_step(images, labels, indices, start + offset, streams)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -9,6 +9,7 @@ from trainers import data as datasets
 from trainers.config import TrialConfig
 from trainers.evaluate import extract
 from trainers.methods.registry import METHODS
+from trainers.randomness import RandomStreams
 
 READ_BACKS = {"item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__"}
 
@@ -39,17 +40,16 @@ def test_one_training_step_reads_nothing_back(name):
                                 **{k: v for k, v in extra.items() if k in own})
     data = datasets.synthetic(seed=0)
     device = torch.device("cpu")
-    torch.manual_seed(0)
+    streams = RandomStreams.create(0, device)
     method = METHODS[name](config, data, device)
-    generator = torch.Generator().manual_seed(0)
     _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, device)
-    method.start(embeddings, generator)
+    method.start(embeddings, streams)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.03, momentum=0.9)
     images, labels, indices = next(iter(datasets.batches(data.train, 32, shuffle=True,
                                                          generator=torch.Generator().manual_seed(0))))
     # Step 0: online labels rebalance every 10 steps, the one read-back the README names.
     with CountReadBacks() as counter:
-        loss, logs = method.training_step(images, labels, indices, 0, generator)
+        loss, logs = method.training_step(images, labels, indices, 0, streams)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -16,6 +16,7 @@ from trainers.fit import ConsoleReporter, fit
 from trainers.methods import registry
 from trainers.methods.mocov2 import KeyQueue, MoCov2
 from trainers.momentum import cosine_momentum, ema_update
+from trainers.randomness import RandomStreams
 
 SYNTHETIC = dict(dataset="synthetic", image_size=16, batch_size=64, seed=0)
 NEW_METHODS = ("npidv2", "mocov2", "mocov2-interclr", "byol", "byol-interclr")
@@ -45,7 +46,7 @@ def test_moco_keys_carry_no_gradient_and_join_the_queue_after_the_loss():
     method = MoCov2(config, datasets.synthetic(seed=0), torch.device("cpu"))
     images, _, indices = next(iter(datasets.batches(method.data.train, 64, shuffle=False)))
     before = method.queue.keys.clone()
-    step = method.intra_step(images, indices, torch.Generator().manual_seed(0))
+    step = method.intra_step(images, indices, RandomStreams.create(0, torch.device("cpu")))
     assert not step.bank_features.requires_grad and step.query.requires_grad
     assert torch.equal(method.queue.keys[:64], step.bank_features) and torch.equal(method.queue.keys[64:], before[64:])
     step.loss.backward()

@@ -25,6 +25,7 @@ from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
 from trainers.methods.base import Method
 from trainers.methods.registry import METHODS
+from trainers.randomness import RandomStreams
 
 
 class Reporter(Protocol):
@@ -73,7 +74,6 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     """Train and evaluate one trial; returns one metric row per evaluated epoch (0 .. epochs)."""
     reporter = reporter or ConsoleReporter()
     torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     # cuDNN picks the fastest convolution kernels for the fixed input shapes; a GPU run is not bit-exact
     # anyway (scatter and index_add accumulate in a nondeterministic order there).
@@ -81,6 +81,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     data = datasets.load(config)
     config.check_against_data(len(data.train), data.num_classes)
 
+    streams = RandomStreams.create(config.seed, device)  # seeds the initial weights too
     method = METHODS[config.method](config, data, device)
     optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -88,14 +89,10 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     total_iterations = max(1, config.epochs * iterations_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_iterations) / total_iterations)))
-    # One generator for augmentation and sampling on the device, one for the data order on the CPU.
-    generator = torch.Generator(device).manual_seed(config.seed)
-    order_generator = torch.Generator().manual_seed(config.seed)
 
     def training_state(epoch: int, rows: list[dict]) -> dict:
         return {"epoch": epoch, "rows": rows, "method": method.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "generator": generator.get_state(),
-                "order_generator": order_generator.get_state(), "torch_rng": torch.get_rng_state(),
+                "schedule": schedule.state_dict(), "streams": streams.get_state(), "torch_rng": torch.get_rng_state(),
                 "config_hash": config.config_hash(), "device": device.type}
 
     machine = {"hostname": socket.gethostname(), "torch_version": torch.__version__}
@@ -107,13 +104,15 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        generator.set_state(state["generator"])
-        order_generator.set_state(state["order_generator"])
+        if "streams" not in state:
+            raise CheckpointError("this trial state predates per-source random streams and cannot continue "
+                                  "exactly; start over in a new output directory")
+        streams.set_state(state["streams"])
         torch.set_rng_state(state["torch_rng"])
         rows, start = state["rows"], state["epoch"] + 1
     else:
         row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
-        row.update(method.start(embeddings, generator))
+        row.update(method.start(embeddings, streams))
         row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows, start = [row], 1
         reporter.report(row, training_state(0, rows))
@@ -124,12 +123,12 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         timer = StepTimer(device)
         method.encoder.train()
         for iteration, (images, labels, indices) in enumerate(
-                datasets.batches(data.train, config.batch_size, shuffle=True, generator=order_generator,
+                datasets.batches(data.train, config.batch_size, shuffle=True, generator=streams.order,
                                  num_workers=config.num_workers)):
             images, labels, indices = (x.to(device, non_blocking=True) for x in (images, labels, indices))
             step = (epoch - 1) * iterations_per_epoch + iteration
             timer.start()
-            loss, logs = method.training_step(images, labels, indices, step, generator)
+            loss, logs = method.training_step(images, labels, indices, step, streams)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -22,6 +22,7 @@ from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
 from trainers.losses import margin_nce
 from trainers.memory_bank import MemoryBank
 from trainers.methods.base import MethodSettings
+from trainers.randomness import RandomStreams
 from trainers.samplers import NEGATIVE_SAMPLING, pool_size, same_cluster_positives, sample_negatives
 
 LABEL_MODES = ("online", "offline")
@@ -100,7 +101,7 @@ class InterImageBranch:
         self.bank.label(self.global_labels(self.bank.features, self.seed), self.num_clusters)
         self.bank.rebalance(self.settings.min_cluster_size)
 
-    def loss(self, query: torch.Tensor, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss(self, query: torch.Tensor, indices: torch.Tensor, streams: RandomStreams) -> torch.Tensor:
         """Inter MarginNCE of B x D unit-norm queries whose samples sit at bank `indices`."""
         s, bank = self.settings, self.bank
         # The record_function labels name the parts of a step in a profile (study.benchmark); free otherwise.
@@ -108,8 +109,8 @@ class InterImageBranch:
             similarity = torch.mm(query, bank.features.t())  # B x N, only to rank the bank for the samplers
             eligible = bank.labels[None, :] != bank.labels[indices][:, None]
             negatives = sample_negatives(similarity, eligible, s.num_negatives, s.negative_sampling,
-                                         s.pool_fraction, generator)
-            positives = same_cluster_positives(bank.labels, indices, bank.num_clusters, generator)
+                                         s.pool_fraction, streams.inter_negatives)
+            positives = same_cluster_positives(bank.labels, indices, bank.num_clusters, streams.inter_positives)
         return margin_nce(cosine(query, bank.features[positives]), cosine_many(query, bank.features[negatives]),
                           s.inter_margin, s.temperature)
 

@@ -2,16 +2,18 @@
 
 `trainers.fit` drives a method through one trial, in this order:
 
-    method = Method(config, data, device)       # networks built under torch.manual_seed(config.seed)
-    row.update(method.start(embeddings, generator))   # once, after the epoch-0 evaluation
+    method = Method(config, data, device)       # networks built after RandomStreams.create(config.seed)
+    row.update(method.start(embeddings, streams))     # once, after the epoch-0 evaluation
     per epoch:
-        per batch: loss, logs = method.training_step(images, labels, indices, step, generator)
+        per batch: loss, logs = method.training_step(images, labels, indices, step, streams)
                    loss.backward(); optimizer.step(); method.after_step(progress)
         totals.update(method.end_epoch(epoch))
         row.update(method.epoch_metrics(totals))
     method.state_dict() / method.load_state_dict(state)   # after every epoch / on resume
 
 On resume `start` is not called: `load_state_dict` must rebuild everything `start` creates.
+`streams` (trainers.randomness.RandomStreams) holds one generator per source of randomness; a method
+draws each kind of decision from its own stream, so trials that share a seed share those draws.
 
 Evaluation reads `method.encoder`: its backbone gives the frozen features, its head the
 embeddings that seed a memory bank. `method.parameters()` are what the optimiser trains.
@@ -27,6 +29,7 @@ import torch
 if TYPE_CHECKING:
     from trainers.config import TrialConfig
     from trainers.data import ImageData
+    from trainers.randomness import RandomStreams
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,13 @@ class Method:
         """What the optimiser trains."""
         raise NotImplementedError
 
-    def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
+    def start(self, embeddings: torch.Tensor, streams: "RandomStreams") -> dict:
         """After the epoch-0 evaluation, given the training set's N x D initial embeddings (dataset order);
         returns extra epoch-0 metrics."""
         return {}
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, step: int,
-                      generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+                      streams: "RandomStreams") -> tuple[torch.Tensor, dict[str, float]]:
         """One batch: images B x C x H x W uint8 on the device, labels B true classes (for analysis only),
         indices B dataset positions. Returns the scalar loss and per-batch logs, summed over the epoch."""
         raise NotImplementedError

@@ -79,9 +79,9 @@ class BYOL(IntraImageMethod):
     def parameters(self):
         return self.networks.parameters()
 
-    def intra_step(self, images, indices, generator, with_loss=True):
+    def intra_step(self, images, indices, streams, with_loss=True):
         c = self.config
-        views = [training_view(images, c.image_size, self.data.mean, self.data.std, generator, recipe)
+        views = [training_view(images, c.image_size, self.data.mean, self.data.std, streams.views, recipe)
                  for recipe in BYOL_VIEWS]
         predictions = [self.networks.predict(view) for view in views]  # 2 x (B x D)
         targets = [self.networks.project(view) for view in views]

@@ -19,6 +19,7 @@ from trainers.inter_image import InterImageBranch
 from trainers.memory_bank import MemoryBank
 from trainers.methods.base import Method
 from trainers.networks import Encoder
+from trainers.randomness import RandomStreams
 
 
 @dataclass
@@ -34,20 +35,20 @@ class IntraImageMethod(Method):
     bank: MemoryBank | None = None  # the base's own memory bank, if it keeps one; the inter branch then shares it
     bank_encoder: Encoder  # the network whose embeddings the inter branch's bank holds
 
-    def intra_step(self, images: torch.Tensor, indices: torch.Tensor, generator: torch.Generator,
+    def intra_step(self, images: torch.Tensor, indices: torch.Tensor, streams: RandomStreams,
                    with_loss: bool = True) -> IntraStep:
         raise NotImplementedError
 
-    def training_step(self, images, labels, indices, step, generator):
-        intra = self.intra_step(images, indices, generator)
+    def training_step(self, images, labels, indices, step, streams):
+        intra = self.intra_step(images, indices, streams)
         return intra.loss, {"loss_intra": intra.loss.detach()}
 
 
 class InterCLR(IntraImageMethod):
     inter: InterImageBranch
 
-    def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
-        metrics = super().start(embeddings, generator)
+    def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
+        metrics = super().start(embeddings, streams)
         bank = self.bank if self.bank is not None else MemoryBank(embeddings, self.settings.bank_momentum)
         self.inter = self.branch(bank)
         self.inter.start()
@@ -57,16 +58,16 @@ class InterCLR(IntraImageMethod):
         s = self.settings
         return InterImageBranch(s, bank, s.num_clusters(self.data.num_classes), self.config.seed, self.config.threads)
 
-    def training_step(self, images, labels, indices, step, generator):
+    def training_step(self, images, labels, indices, step, streams):
         s = self.settings
-        intra = self.intra_step(images, indices, generator, with_loss=s.loss_lambda > 0)
+        intra = self.intra_step(images, indices, streams, with_loss=s.loss_lambda > 0)
         loss = torch.zeros((), device=self.device)
         logs = {}
         if s.loss_lambda > 0:
             loss = loss + s.loss_lambda * intra.loss
             logs["loss_intra"] = intra.loss.detach()
         if s.loss_lambda < 1:
-            inter = self.inter.loss(intra.query, indices, generator)
+            inter = self.inter.loss(intra.query, indices, streams)
             loss = loss + (1 - s.loss_lambda) * inter
             logs["loss_inter"] = inter.detach()
         logs.update(self.inter.write(indices, intra.bank_features, step))

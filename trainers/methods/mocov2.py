@@ -85,13 +85,13 @@ class MoCov2(IntraImageMethod):
     def parameters(self):
         return list(self.encoder.parameters())
 
-    def intra_step(self, images, indices, generator, with_loss=True):
+    def intra_step(self, images, indices, streams, with_loss=True):
         c, s = self.config, self.settings
-        views = [training_view(images, c.image_size, self.data.mean, self.data.std, generator, MOCOV2)
+        views = [training_view(images, c.image_size, self.data.mean, self.data.std, streams.views, MOCOV2)
                  for _ in range(2)]
         query = self.in_groups(self.encoder, views[0])  # B x D, unit norm
         with torch.no_grad():
-            shuffle = torch.randperm(len(images), generator=generator, device=self.device)
+            shuffle = torch.randperm(len(images), generator=streams.shuffle_bn, device=self.device)
             keys = self.in_groups(self.key_encoder, views[1][shuffle])[torch.argsort(shuffle)]  # B x D
         loss = None
         if with_loss:

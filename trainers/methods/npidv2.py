@@ -50,25 +50,25 @@ class NPIDv2(IntraImageMethod):
     def parameters(self):
         return list(self.encoder.parameters())
 
-    def start(self, embeddings, generator):
+    def start(self, embeddings, streams):
         """The bank starts as the initial network's embeddings of the un-augmented training images."""
         self.bank = MemoryBank(embeddings, self.settings.bank_momentum)
-        return super().start(embeddings, generator)
+        return super().start(embeddings, streams)
 
-    def intra_step(self, images, indices, generator, with_loss=True):
+    def intra_step(self, images, indices, streams, with_loss=True):
         s = self.settings
-        view = training_view(images, self.config.image_size, self.data.mean, self.data.std, generator, NPIDV2)
+        view = training_view(images, self.config.image_size, self.data.mean, self.data.std, streams.views, NPIDV2)
         query = self.encoder(view)  # B x D, unit norm
         loss = None
         if with_loss:
-            negatives = torch.randint(len(self.bank.features), (len(indices), s.num_negatives), generator=generator,
-                                      device=self.device)
+            negatives = torch.randint(len(self.bank.features), (len(indices), s.num_negatives),
+                                      generator=streams.intra_negatives, device=self.device)
             loss = margin_nce(cosine(query, self.bank.features[indices]),
                               cosine_many(query, self.bank.features[negatives]), s.intra_margin, s.temperature)
         return IntraStep(loss, query, query.detach())
 
-    def training_step(self, images, labels, indices, step, generator):
-        intra = self.intra_step(images, indices, generator)
+    def training_step(self, images, labels, indices, step, streams):
+        intra = self.intra_step(images, indices, streams)
         self.bank.write(indices, intra.bank_features, relabel=False)
         return intra.loss, {"loss_intra": intra.loss.detach()}
 

@@ -29,6 +29,7 @@ from trainers.errors import ConfigError
 from trainers.losses import deputy_ranks, parse_deputy, truncated_triplet
 from trainers.methods.base import Method
 from trainers.methods.byol import BYOLSettings, OnlineTargetPair
+from trainers.randomness import RandomStreams
 
 
 @dataclass(frozen=True)
@@ -65,21 +66,21 @@ class TruncatedTriplet(Method):
     def parameters(self):
         return self.networks.parameters()
 
-    def start(self, embeddings: torch.Tensor, generator: torch.Generator) -> dict:
+    def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
         """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates."""
         saved = copy.deepcopy(self.networks.state_dict())
         counts = {"omega": 0.0, "event_b": 0.0, "deputy_same_class": 0.0}
         order = torch.Generator().manual_seed(self.config.seed)
         with torch.no_grad():
             for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order):
-                _, logs = self.training_step(images.to(self.device), labels.to(self.device), None, 0, generator)
+                _, logs = self.training_step(images.to(self.device), labels.to(self.device), None, 0, streams)
                 counts = {key: counts[key] + float(logs[key]) for key in counts}
         self.networks.load_state_dict(saved)  # the pass ran in training mode; put back the batch-norm statistics
         return self.epoch_metrics({**counts, "batches": len(self.data.train) // self.config.batch_size})
 
-    def training_step(self, images, labels, indices, step, generator):
+    def training_step(self, images, labels, indices, step, streams):
         c, s = self.config, self.settings
-        views = [training_view(images, c.image_size, self.data.mean, self.data.std, generator) for _ in range(2)]
+        views = [training_view(images, c.image_size, self.data.mean, self.data.std, streams.views) for _ in range(2)]
         predictions = [self.networks.predict(view) for view in views]
         targets = [self.networks.project(view) for view in views]
         loss_12, deputies = truncated_triplet(predictions[0], targets[1], self.rule, self.rank, s.triplet_gamma,
