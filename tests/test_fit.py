@@ -20,6 +20,16 @@ def same(a, b):
                for row_a, row_b in zip(a, b) for x, y in zip(row_a, row_b)) and len(a) == len(b)
 
 
+class Quiet:
+    """Keeps nothing and prints nothing."""
+
+    def restore(self, config_hash):
+        return None
+
+    def report(self, row, state):
+        pass
+
+
 class StopAfter(ConsoleReporter):
     """Keeps checkpoints like the console reporter, and dies after a given epoch (a crash)."""
 

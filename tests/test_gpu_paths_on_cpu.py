@@ -4,13 +4,14 @@ python batches end to end."""
 
 import math
 
+import pytest
 import torch
 
 from test_data import write_cifar10_batches
-from test_fit import assert_resumes_exactly
+from test_fit import Quiet, assert_resumes_exactly
 from trainers.config import TrialConfig
 from trainers.fit import fit
-from trainers.networks import Encoder
+from trainers.networks import Encoder, GlobalAveragePool
 
 
 def jpeg_tree(root, per_class=4, test_per_class=2, size=36):
@@ -59,3 +60,29 @@ def test_cifar10_python_batches_train_end_to_end(tmp_path):
     rows = fit(TrialConfig.create(method="mocov2", dataset="cifar10", data_root=str(tmp_path), image_size=32,
                                   epochs=1, batch_size=20, cnn_width=8, queue_size=40, seed=0))
     assert [row["epoch"] for row in rows] == [0, 1] and math.isfinite(rows[1]["loss"])
+
+
+@pytest.mark.parametrize("method", ["npidv2-interclr", "mocov2-interclr", "byol-interclr", "truncated-triplet"])
+def test_deterministic_kernels_run_every_method_and_change_nothing_on_cpu(method):
+    """torch raises for an op without a deterministic kernel; on a CPU both modes give the same numbers."""
+    own = TrialConfig.keys_of(method)
+    extra = {"num_negatives": 16, "clusters_per_class": 2, "min_cluster_size": 5, "queue_size": 64}
+    config = TrialConfig.create(method=method, dataset="synthetic", image_size=16, batch_size=64, epochs=1,
+                                knn_k=20, **{k: v for k, v in extra.items() if k in own})
+    try:
+        strict = fit(config.replace(deterministic=True), Quiet())
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    fast = fit(config, Quiet())
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert [row["knn_top1"] for row in strict] == [row["knn_top1"] for row in fast]
+    assert strict[-1]["loss"] == fast[-1]["loss"]
+
+
+def test_global_average_pool_is_the_spatial_mean():
+    x = torch.randn(3, 5, 4, 6, generator=torch.Generator().manual_seed(0))
+    pooled = GlobalAveragePool()(x)
+    assert pooled.shape == (3, 5)
+    assert torch.allclose(pooled, torch.nn.AdaptiveAvgPool2d(1)(x).flatten(1), atol=1e-6)
+    assert torch.allclose(pooled[1, 2], x[1, 2].sum() / 24, atol=1e-6)

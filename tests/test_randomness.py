@@ -2,6 +2,7 @@
 
 import torch
 
+from test_fit import Quiet
 from trainers import augment
 from trainers.config import TrialConfig
 from trainers.fit import fit
@@ -10,14 +11,6 @@ from trainers.randomness import RandomStreams, stream_seed
 
 ARM = TrialConfig.create(dataset="synthetic", image_size=16, epochs=1, batch_size=64, num_negatives=16,
                          clusters_per_class=2, min_cluster_size=5, seed=3, knn_k=20)
-
-
-class Silent:
-    def restore(self, config_hash):
-        return None
-
-    def report(self, row, state):
-        pass
 
 
 def views_and_batches(config, monkeypatch):
@@ -37,7 +30,7 @@ def views_and_batches(config, monkeypatch):
 
     monkeypatch.setattr(npidv2, "training_view", recording_view)
     monkeypatch.setattr(npidv2.NPIDv2, "intra_step", recording_step)
-    fit(config, Silent())
+    fit(config, Quiet())
     monkeypatch.undo()
     return seen
 

@@ -28,7 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 CHOICES = {"dataset": DATASETS, "network": NETWORKS, "device": DEVICES, "method": tuple(METHODS),
            "precision": PRECISIONS}
-EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads")
+EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads", "deterministic")
 DEFAULT_METHOD = "npidv2-interclr"
 
 __all__ = ["ConfigError", "TrialConfig", "parse_assignment", "EXECUTION_KEYS"]
@@ -70,6 +70,7 @@ class TrialConfig:
     # execution
     device: str = "auto"
     threads: int = 1  # torch (and faiss) CPU threads for this trial
+    deterministic: bool = False  # CUDA: deterministic kernels (bit-exact reruns) instead of cuDNN autotuning
 
     # the method's own keys; None means its defaults
     settings: MethodSettings | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import socket
 import sys
 import time
@@ -70,14 +71,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def use_deterministic_kernels(deterministic: bool, device: torch.device) -> None:
+    """On CUDA, either the fastest kernels (cuDNN autotuning; the bank's index_add and scatter sums then
+    accumulate in a varying order, so reruns and resumes agree only to the last digits) or deterministic
+    kernels throughout (bit-exact, slower). A CPU trial is deterministic either way."""
+    if deterministic:
+        # cuBLAS reads this when the process first uses it: a worker's first trial decides.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+
+
 def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
     """Train and evaluate one trial; returns one metric row per evaluated epoch (0 .. epochs)."""
     reporter = reporter or ConsoleReporter()
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    # cuDNN picks the fastest convolution kernels for the fixed input shapes; a GPU run is not bit-exact
-    # anyway (scatter and index_add accumulate in a nondeterministic order there).
-    torch.backends.cudnn.benchmark = device.type == "cuda"
+    use_deterministic_kernels(config.deterministic, device)
     data = datasets.load(config)
     config.check_against_data(len(data.train), data.num_classes)
 

@@ -7,6 +7,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class GlobalAveragePool(nn.Module):
+    """B x C x H x W -> B x C means. Its backward is deterministic on CUDA, unlike AdaptiveAvgPool2d's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 def small_cnn(in_channels: int, width: int) -> tuple[nn.Module, int]:
     """Three conv-BN-ReLU stages (width, 2 width, 4 width channels) for 28x28 images: the `tiny` backbone."""
     def stage(cin: int, cout: int, pool: bool) -> list[nn.Module]:
@@ -14,7 +21,7 @@ def small_cnn(in_channels: int, width: int) -> tuple[nn.Module, int]:
         return layers + ([nn.MaxPool2d(2)] if pool else [])
 
     body = nn.Sequential(*stage(in_channels, width, True), *stage(width, 2 * width, True),
-                         *stage(2 * width, 4 * width, False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                         *stage(2 * width, 4 * width, False), GlobalAveragePool())
     return body, 4 * width
 
 
@@ -31,7 +38,7 @@ def resnet(name: str, in_channels: int) -> tuple[nn.Module, int]:
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
     dim = net.fc.in_features
-    net.fc = nn.Identity()
+    net.avgpool, net.fc = GlobalAveragePool(), nn.Identity()
     return net, dim
 
 
