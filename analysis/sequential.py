@@ -4,7 +4,8 @@ look their seed count is in the schedule, records the look in DIR/looks.json, pr
 comparison's verdict and exits 0 when the study may stop (every comparison decided, or N seeds),
 3 when it needs the next round's seeds (`next: SEEDS` on the last line).
 
-Looks are planned before any data: 3 seeds, then 2 more per round, up to N (SCHEDULE). At a look
+Looks are planned before any data (study.catalogue.seed_rounds: 3 seeds, then 2 more per round, up
+to N). At a look
 with n of N seeds (information fraction t = n / N) every one-sided test runs at the nominal level
 of the Lan-DeMets alpha-spending boundary of O'Brien-Fleming type, alpha(t) = 2 - 2 Phi(z_(1 -
 alpha/2) / sqrt(t)): early looks spend almost nothing, the last one nearly the full 2.5%.
@@ -25,16 +26,9 @@ from scipy.stats import multivariate_normal, norm
 from analysis.claims import evaluate_claims, left_out_trials
 from analysis.results import load_trials
 from analysis.stats import ALPHA
-from study.catalogue import CLAIMS, STUDIES
+from study.catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
 
-FIRST_ROUND, ROUND = 3, 2
 LOOKS = "looks.json"
-
-
-def schedule(max_seeds: int) -> list[int]:
-    """The planned seed counts of the looks: FIRST_ROUND, then ROUND more each time, ending at max_seeds."""
-    counts = list(range(FIRST_ROUND, max_seeds, ROUND))
-    return [*counts, max_seeds]
 
 
 def spent(fraction: float, alpha: float = ALPHA) -> float:
@@ -68,7 +62,7 @@ def nominal_levels(seed_counts: tuple[int, ...], alpha: float = ALPHA) -> tuple[
 
 def level_at(seeds: int, max_seeds: int) -> float:
     """The nominal one-sided level of the look at `seeds` in the schedule up to max_seeds."""
-    planned = schedule(max_seeds)
+    planned = seed_rounds(max_seeds)
     if seeds not in planned:
         raise ValueError(f"{seeds} seeds is not a look of the schedule {planned}")
     return nominal_levels(tuple(planned))[planned.index(seeds)]
@@ -79,7 +73,7 @@ def next_seeds(verdicts: list[str], seeds: int, max_seeds: int) -> int | None:
     or contradicted, or the schedule is at its end."""
     if all(v in ("reproduced", "contradicted") for v in verdicts) or seeds >= max_seeds:
         return None
-    return next(n for n in schedule(max_seeds) if n > seeds)
+    return next(n for n in seed_rounds(max_seeds) if n > seeds)
 
 
 def study_levels(scale_folder: Path) -> dict[str, float]:
@@ -87,17 +81,19 @@ def study_levels(scale_folder: Path) -> dict[str, float]:
     levels = {}
     for name in STUDIES:
         path = scale_folder / name / LOOKS
-        if path.exists():
+        if path.exists() and (scale_folder / name / "trials.parquet").exists():
             looks = json.loads(path.read_text())
-            levels[name] = level_at(looks["seeds"][-1], looks["max_seeds"])
+            seeds = load_trials(scale_folder / name)["seed"].nunique()
+            if seeds == looks["seeds"][-1]:  # else a later fixed-seed run replaced the rounds' results
+                levels[name] = level_at(seeds, looks["max_seeds"])
     return levels
 
 
 def judge(study: str, folder: Path, max_seeds: int) -> int:
     table = load_trials(folder)
     seeds = int(table["seed"].nunique())
-    if seeds not in schedule(max_seeds):
-        print(f"error: {folder} holds {seeds} seeds, not a look of the schedule {schedule(max_seeds)}; "
+    if seeds not in seed_rounds(max_seeds):
+        print(f"error: {folder} holds {seeds} seeds, not a look of the schedule {seed_rounds(max_seeds)}; "
               f"add seeds with `python -m study.run {study} --seeds auto --max-seeds {max_seeds}`", file=sys.stderr)
         return 2
     level = level_at(seeds, max_seeds)

@@ -97,6 +97,16 @@ STUDIES = {s.name: s for s in [
 ]}
 
 
+# `--seeds auto --max-seeds N` adds seeds in rounds planned before any data: FIRST_ROUND seeds, then
+# ROUND more per round, up to N; analysis.sequential judges each round, study.rounds runs them.
+FIRST_ROUND, ROUND = 3, 2
+
+
+def seed_rounds(max_seeds: int) -> list[int]:
+    """The seed counts of the rounds (the looks of the sequential analysis), ending at max_seeds."""
+    return [*range(FIRST_ROUND, max_seeds, ROUND), max_seeds]
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A pre-registered comparison of metric(higher) with metric(lower) across seeds; with lower=None,

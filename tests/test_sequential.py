@@ -12,7 +12,8 @@ import pytest
 from scipy.special import stdtr
 from scipy.stats import norm
 
-from analysis.sequential import nominal_levels, next_seeds, schedule, study_levels
+from analysis.sequential import nominal_levels, next_seeds, study_levels
+from study.catalogue import seed_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def test_looking_after_every_round_keeps_false_verdicts_near_alpha():
     # No true difference; a paired study looked at after 3, 5, 7 and 9 seeds, stopping at the first
     # one-sided rejection. The boundary holds the rate near 2.5%; testing each look at 2.5% does not.
     rng = np.random.default_rng(0)
-    looks = schedule(9)
+    looks = seed_rounds(9)
     differences = rng.normal(size=(20000, looks[-1]))
     levels = nominal_levels(tuple(looks))
     sequential = np.zeros(len(differences), bool)
@@ -49,7 +50,7 @@ def test_a_study_stops_when_every_comparison_is_decided_or_at_the_last_look():
     assert next_seeds(["reproduced", "inconclusive"], 3, 9) == 5
     assert next_seeds(["reproduced", "contradicted"], 3, 9) is None
     assert next_seeds(["inconclusive"], 9, 9) is None
-    assert schedule(8) == [3, 5, 7, 8] and schedule(3) == [3]
+    assert seed_rounds(8) == [3, 5, 7, 8] and seed_rounds(3) == [3]
 
 
 def lambda_table(seeds: int, gap: float) -> pd.DataFrame:
@@ -83,7 +84,10 @@ def test_the_command_asks_for_the_next_round_and_records_its_looks(tmp_path):
     scale = tmp_path / "scale"
     (scale / "lambda").mkdir(parents=True)
     (tmp_path / "looks.json").rename(scale / "lambda" / "looks.json")
+    lambda_table(5, 3.0).to_parquet(scale / "lambda" / "trials.parquet")
     assert study_levels(scale) == {"lambda": pytest.approx(nominal_levels((3, 5, 7, 9))[1])}
+    lambda_table(7, 3.0).to_parquet(scale / "lambda" / "trials.parquet")  # a later fixed run of 7 seeds
+    assert study_levels(scale) == {}
 
     lambda_table(4, 3.0).to_parquet(tmp_path / "trials.parquet")
     off_schedule = judge(tmp_path, 9)
