@@ -20,8 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from scipy import optimize
-from scipy.stats import multivariate_normal, norm
+from scipy.stats import norm
 
 from analysis.claims import evaluate_claims, left_out_trials
 from analysis.results import load_trials
@@ -38,26 +37,37 @@ def spent(fraction: float, alpha: float = ALPHA) -> float:
 
 @lru_cache(maxsize=None)
 def nominal_levels(seed_counts: tuple[int, ...], alpha: float = ALPHA) -> tuple[float, ...]:
-    """Each look's one-sided nominal level: z boundaries c_k with P(Z_j < c_j for j < k, Z_k >= c_k)
-    = alpha(t_k) - alpha(t_(k-1)) under the null, Z_k the z statistics of nested samples
-    (correlation sqrt(t_i / t_j)); the last look's fraction is 1."""
+    """Each look's one-sided nominal level: z boundaries c_k with P(no earlier crossing, Z_k >= c_k) =
+    alpha(t_k) - alpha(t_(k-1)) under the null; the last look's fraction is 1.
+
+    The score S_t = Z_t sqrt(t) of nested samples is a Brownian motion in the information fraction, so
+    the density of S among paths not yet stopped is carried from look to look by convolving with the
+    normal increment and cutting at each boundary (Armitage, McPherson and Rowe's recursion), on a grid.
+    """
     fractions = np.asarray(seed_counts, dtype=float) / seed_counts[-1]
-    correlation = np.sqrt(np.minimum.outer(fractions, fractions) / np.maximum.outer(fractions, fractions))
-    bounds, previous = [], 0.0
-
-    def below_all(limits):  # P(Z_j < limits_j for every look so far); seeded quasi-Monte Carlo
-        k = len(limits)
-        if k == 1:
-            return float(norm.cdf(limits[0]))
-        return float(multivariate_normal(mean=np.zeros(k), cov=correlation[:k, :k], seed=0).cdf(np.asarray(limits)))
-
-    for k, fraction in enumerate(fractions):
-        increment = spent(fraction, alpha) - previous
-        before = below_all(bounds) if bounds else 1.0
-        bound = optimize.brentq(lambda c: before - below_all([*bounds, c]) - increment, 0.0, 10.0, xtol=1e-6)
-        bounds.append(bound)
-        previous = spent(fraction, alpha)
-    return tuple(float(norm.sf(c)) for c in bounds)
+    step = 0.002
+    grid = np.arange(-9.0, 9.0 + step / 2, step)
+    density, previous_fraction, previous_spent, levels = None, 0.0, 0.0, []
+    for fraction in fractions:
+        spread = np.sqrt(fraction - previous_fraction)
+        if density is None:
+            density = norm.pdf(grid, scale=spread)
+        else:
+            half_width = int(np.ceil(8 * spread / step))  # an odd kernel, centred, so "same" does not shift
+            offsets = step * np.arange(-half_width, half_width + 1)
+            kernel = norm.pdf(offsets, scale=spread)
+            density = np.convolve(density, kernel / kernel.sum(), mode="same")  # the kernel sums to 1 exactly
+        increment = spent(fraction, alpha) - previous_spent
+        mass = density * step
+        above = np.cumsum(mass[::-1])[::-1] - mass / 2  # mass above each grid point (trapezoid rule)
+        index = int(np.searchsorted(-above, -increment))  # first point whose mass above is <= increment
+        # interpolate between the two grid points around the boundary, linear in the mass above
+        low, high = above[index - 1], above[index]
+        boundary = grid[index - 1] + step * (low - increment) / (low - high)
+        density = np.where(grid >= boundary, 0.0, density)
+        levels.append(float(norm.sf(boundary / np.sqrt(fraction))))
+        previous_fraction, previous_spent = fraction, spent(fraction, alpha)
+    return tuple(levels)
 
 
 def level_at(seeds: int, max_seeds: int) -> float:

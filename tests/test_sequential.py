@@ -9,21 +9,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import integrate, optimize
 from scipy.special import stdtr
 from scipy.stats import norm
 
-from analysis.sequential import nominal_levels, next_seeds, study_levels
+from analysis.sequential import nominal_levels, next_seeds, spent, study_levels
 from study.catalogue import seed_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_boundary_matches_the_published_obrien_fleming_type_values():
-    # Lan-DeMets O'Brien-Fleming-type spending, two looks at t = 0.5 and 1, two-sided 0.05 (one-sided
-    # 0.025): z boundaries 2.963 and 1.969 (Jennison and Turnbull, Group Sequential Methods, table 7.x).
+    # Lan-DeMets O'Brien-Fleming-type spending, one-sided 0.025 (two-sided 0.05). Two looks at t = 0.5, 1:
+    # z boundaries 2.9626 and 1.9686; five equally spaced looks: 4.877, 3.357, 2.680, 2.290, 2.031
+    # (Jennison and Turnbull, Group Sequential Methods with Applications to Clinical Trials, ch. 7).
     first, last = (norm.isf(level) for level in nominal_levels((5, 10)))
-    assert first == pytest.approx(2.963, abs=2e-3) and last == pytest.approx(1.969, abs=2e-3)
+    assert first == pytest.approx(2.9626, abs=2e-4) and last == pytest.approx(1.9686, abs=5e-4)
+    five = [norm.isf(level) for level in nominal_levels((1, 2, 3, 4, 5))]
+    assert five == pytest.approx([4.877, 3.357, 2.680, 2.290, 2.031], abs=1.5e-3)
     assert nominal_levels((3,)) == pytest.approx((0.025,), abs=1e-6)  # one look spends all of alpha
+
+
+def test_second_boundary_against_a_direct_integral():
+    # P(Z1 < c1, Z2 >= c2) = alpha(1) - alpha(1/2) with corr(Z1, Z2) = sqrt(1/2), by one-dimensional quadrature
+    c1 = norm.isf(spent(0.5))
+    rho = np.sqrt(0.5)
+
+    def crossing_second(c2):
+        return integrate.quad(lambda z: norm.pdf(z) * norm.sf((c2 - rho * z) / np.sqrt(1 - rho ** 2)), -12, c1,
+                              epsabs=1e-13)[0]
+
+    c2 = optimize.brentq(lambda c: crossing_second(c) - (spent(1.0) - spent(0.5)), 1.0, 3.0, xtol=1e-10)
+    assert norm.isf(nominal_levels((5, 10))[1]) == pytest.approx(c2, abs=1e-4)
 
 
 def test_looking_after_every_round_keeps_false_verdicts_near_alpha():
