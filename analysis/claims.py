@@ -30,7 +30,10 @@ REACH_FRACTION = 0.95  # "reach:" metrics: the level is this share of the study'
 
 
 def finished(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The rows of trials that reached their study's last epoch, and the names of those left out."""
+    """The rows of trials that reached their study's last epoch, and the names of those left out.
+
+    The table does not record the planned epochs; the highest epoch any of its trials reached stands in.
+    """
     last = table.groupby("config_hash")["epoch"].transform("max")
     done = last == table["epoch"].max()
     stopped = table[~done].groupby(["value", "seed"])["epoch"].max()
@@ -60,10 +63,9 @@ def per_trial(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def label(comparison: Comparison) -> str:
-    """The comparison as the report prints it, e.g. "-0.5 >= 0.25 (margin 0.5)"."""
-    symbol = stats.FORMS[comparison.form].symbol
+    """The comparison as the report prints it, e.g. "-0.5 >= 0.25"."""
     lower = 0 if comparison.lower is None else comparison.lower
-    return f"{comparison.higher} {symbol} {lower}"
+    return f"{comparison.higher} {stats.SYMBOLS[comparison.form]} {lower}"
 
 
 def missing() -> dict:

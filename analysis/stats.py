@@ -80,29 +80,13 @@ def one_sample(values: np.ndarray) -> Contrast:
     return Contrast(float(values.mean()), sd / math.sqrt(n), n - 1.0, sd, n)
 
 
-@dataclass(frozen=True)
-class Form:
-    """How a comparison's claim reads, and the nulls its two one-sided tests reject.
-
-    support: p-value against "the claim is false"; against: p-value against "the claim holds".
-    """
-    name: str
-    symbol: str
-    sentence: str
-
-
-FORMS = {f.name: f for f in [
-    Form("superiority", ">", "A > B: the interval lies above 0 (contradicted: below 0)"),
-    Form("non-inferiority", ">=", "A >= B: the interval lies above -margin (contradicted: below -margin)"),
-    Form("non-superiority", "not >", "A is not better than B: the interval lies below +margin "
-                                      "(contradicted: above +margin)"),
-    Form("equivalence", "~", "A ~ B: the interval lies inside (-margin, +margin), two one-sided tests "
-                             "(contradicted: the interval lies wholly outside)"),
-]}
+# How the report writes each form of study.catalogue.Comparison between its two values.
+SYMBOLS = {"superiority": ">", "non-inferiority": ">=", "non-superiority": "not >", "equivalence": "~"}
 
 
 def form_pvalues(contrast: Contrast, form: str, margin: float) -> tuple[float, float]:
-    """(support, against): one-sided p-values of the form's tests, from the contrast's t statistic."""
+    """(support, against): one-sided p-values of the form's tests, from the contrast's t statistic:
+    support against the null that the comparison's claim is false, against against the null that it holds."""
     if not contrast.se > 0 or not contrast.df > 0:
         return float("nan"), float("nan")
     d, se, df = contrast.effect, contrast.se, contrast.df
@@ -121,7 +105,7 @@ def form_pvalues(contrast: Contrast, form: str, margin: float) -> tuple[float, f
         return below(margin), above(margin)
     if form == "equivalence":  # TOST; against: the whole interval outside the band on either side
         return max(above(-margin), below(margin)), min(above(margin), below(-margin))
-    raise ValueError(f"unknown form {form!r}; use one of {', '.join(FORMS)}")
+    raise ValueError(f"unknown form {form!r}; use one of {', '.join(SYMBOLS)}")
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -159,13 +143,15 @@ def smallest_seeds(power_at, power: float) -> float:
     return float(low)
 
 
-def tost_power(effect: float, margin: float, residual_sd: float, seeds: int, alpha: float = ALPHA) -> float:
-    """Exact power of two one-sided tests of a paired contrast with `seeds` seeds, true difference `effect`.
+def tost_power(effect: float, margin: float, residual_sd: float, seeds: int, paired: bool = True,
+               alpha: float = ALPHA) -> float:
+    """Exact power of two one-sided tests with `seeds` seeds at a true difference `effect` (paired as in
+    seeds_for_power).
 
     Given the sample SD s, TOST rejects when the mean lies within margin - t_crit s / sqrt(n) of 0; the
     mean is normal and (n - 1) s^2 / sigma^2 is chi-square, so the power is one integral over the latter.
     """
-    sd = residual_sd * math.sqrt(2)
+    sd = residual_sd * (math.sqrt(2) if paired else 1.0)
     df = seeds - 1
     critical = stats.t.ppf(1 - alpha, df)
     sd_of_mean = sd / math.sqrt(seeds)
@@ -180,11 +166,12 @@ def tost_power(effect: float, margin: float, residual_sd: float, seeds: int, alp
     return float(integrate.quad(given, low, high, limit=200)[0]) if high > low else 0.0
 
 
-def seeds_for_equivalence(effect: float, margin: float, residual_sd: float, power: float = POWER) -> float:
+def seeds_for_equivalence(effect: float, margin: float, residual_sd: float, paired: bool = True,
+                          power: float = POWER) -> float:
     """Seeds per arm for `power` of TOST at a true difference `effect` inside the band; NaN outside."""
     if not (abs(effect) < margin and residual_sd > 0):
         return float("nan")
-    return smallest_seeds(lambda seeds: tost_power(effect, margin, residual_sd, seeds), power)
+    return smallest_seeds(lambda seeds: tost_power(effect, margin, residual_sd, seeds, paired), power)
 
 
 def seeds_to_decide(contrast: Contrast, form: str, margin: float, assumed: float, paired: bool) -> float:
@@ -196,7 +183,7 @@ def seeds_to_decide(contrast: Contrast, form: str, margin: float, assumed: float
     sd = contrast.residual_sd
     if form == "equivalence":
         if abs(assumed) < margin:
-            return seeds_for_equivalence(assumed, margin, sd)
+            return seeds_for_equivalence(assumed, margin, sd, paired)
         return seeds_for_power(abs(assumed) - margin, sd, paired)
     boundary = {"superiority": 0.0, "non-inferiority": -margin, "non-superiority": margin}[form]
     return seeds_for_power(abs(assumed - boundary), sd, paired)

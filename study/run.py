@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(argv)
     if options.list:
-        print_list(options.seeds)
+        print_list(FIRST_ROUND if options.seeds == "auto" else options.seeds)
         return 0
     try:
         names = studies_named(options.study)

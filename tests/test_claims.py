@@ -5,6 +5,7 @@ import pytest
 
 from analysis.claims import (REACH_FRACTION, claim_verdict, comparison_verdict, evaluate_claims, left_out_trials,
                              per_trial)
+from analysis.stats import SYMBOLS
 from study.catalogue import CLAIMS, Claim, Comparison
 
 
@@ -127,7 +128,7 @@ def test_the_registry_says_what_the_papers_say():
     assert {(c.higher, c.lower) for c in by_claim[7]} == {(4, 1), (4, 16)}
     assert (0.75, 0.5, "non-inferiority") in {(c.higher, c.lower, c.form) for c in by_claim[5]}
     assert all("deputy_same_class_rate" in c.metric for c in by_claim[8])
-    assert all(c.margin > 0 for c in comparisons)
+    assert all(c.margin > 0 and c.form in SYMBOLS for c in comparisons)
 
 
 def test_mean_over_epochs_metric_ignores_epoch_zero():
