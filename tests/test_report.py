@@ -87,3 +87,17 @@ def test_report_lists_unfinished_trials_it_left_out(tmp_path):
     assert result.returncode == 0, result.stderr
     claims = (tmp_path / "tiny" / "CLAIMS.md").read_text()
     assert "Unfinished trials left out of every verdict: labels: offline seed 1 (epoch 1 of 2)." in claims
+
+
+def test_epoch_axes_tick_whole_epochs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.figures import draw_label_quality, draw_study
+    from study.catalogue import STUDIES
+
+    table = results_table(["online", "offline"])  # epochs 0, 1, 2: matplotlib would tick 0.25, 0.5, ...
+    for figure, axes in ((draw_study(table, STUDIES["labels"]), [1]), (draw_label_quality(table), [0, 1, 2, 3])):
+        for index in axes:
+            ticks = figure.axes[index].get_xticks()
+            assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks
