@@ -1,70 +1,115 @@
 """One verdict rule for all of the papers' claims (study.catalogue.CLAIMS, pre-registered comparisons).
 
-A claim is a list of comparisons "metric(higher) > metric(lower)" between two factor values of a
-study (or "metric(higher) > 0" for one value), each evaluated per trial (one number per seed):
-
-    effect = mean(higher) - mean(lower), with a 95% Welch t interval (one-sample t against 0).
-    A comparison is reproduced when the interval lies above 0, contradicted when it lies below 0,
-    and inconclusive otherwise. A claim is reproduced when all of its comparisons are,
-    contradicted when any is, and inconclusive otherwise.
+Each comparison is a contrast of two factor values of a study from its blocked model (arm + seed,
+analysis.stats), or one value against 0, tested in the comparison's form against its margin. Only
+finished trials enter: a trial whose last epoch is below its study's is left out and listed.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
-from scipy.special import stdtrit  # the t quantile; scipy.stats trips over a blocked torch
 
-from analysis.results import mean_ci
+from analysis import stats
 from study.catalogue import CLAIMS, Comparison
 
 VERDICT_RULE = (
-    "For each comparison, effect = mean(expected higher) - mean(expected lower) over seeds, with a 95% "
-    "Welch t confidence interval. Reproduced: the interval lies above 0. Contradicted: it lies below 0. "
-    "Inconclusive: it contains 0 (or fewer than 2 seeds on a side). A claim is reproduced when all its "
-    "comparisons are, contradicted when any is, inconclusive otherwise.")
+    "Per study and metric, value ~ arm + seed is fitted by OLS (seeds are blocks: every arm runs the same "
+    "seeds), and each comparison's effect mean(A) - mean(B) gets its 95% interval from the pooled residual "
+    "variance; a change within one arm (rise, fall) is a one-sample t interval. Each form has two one-sided "
+    "tests at 2.5%: one of the null that the claim is false (support), one of the null that it holds (against). "
+    "Superiority A > B: support rejects effect <= 0, against rejects effect >= 0. Non-inferiority A >= B: "
+    "support rejects effect <= -margin, against rejects effect >= -margin. Non-superiority (A not better than B): "
+    "support rejects effect >= +margin, against rejects effect <= +margin. Equivalence A ~ B (TOST): support "
+    "rejects |effect| >= margin, against rejects |effect| <= margin. Within a claim the support p-values, and "
+    "separately the against p-values, are Holm-adjusted. A comparison is **reproduced** when its adjusted "
+    "support p is below the level, **contradicted** when its adjusted against p is, **inconclusive** otherwise "
+    "(so before Holm: reproduced when the 95% interval lies wholly on the claim's side of the margin, "
+    "contradicted when wholly on the other). A claim is reproduced when all its comparisons are, contradicted "
+    "when any is, inconclusive otherwise.")
+REACH_FRACTION = 0.95  # "reach:" metrics: the level is this share of the study's best final mean
+
+
+def finished(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of trials that reached their study's last epoch, and the names of those left out.
+
+    The table does not record the planned epochs; the highest epoch any of its trials reached stands in.
+    """
+    last = table.groupby("config_hash")["epoch"].transform("max")
+    done = last == table["epoch"].max()
+    stopped = table[~done].groupby(["value", "seed"])["epoch"].max()
+    left_out = [f"{value} seed {seed} (epoch {epoch} of {table['epoch'].max()})"
+                for (value, seed), epoch in stopped.items()]
+    return table[done], left_out
 
 
 def per_trial(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One value per trial: the final epoch's `metric`, or with "mean:" its mean over epochs 1.."""
+    """One value per trial (columns value, seed, metric) of a table of finished trials."""
     kind, _, column = metric.rpartition(":")
     first = table["epoch"] == 0
-    last = table["epoch"] == table.groupby("config_hash")["epoch"].transform("max")
+    last = table["epoch"] == table["epoch"].max()
     if kind == "mean":
         values = table[table["epoch"] >= 1].groupby(["value", "seed"])[column].mean()
     elif kind in ("rise", "fall"):
         change = (table[last].set_index(["value", "seed"])[column] - table[first].set_index(["value", "seed"])[column])
         values = change if kind == "rise" else -change
+    elif kind == "reach":
+        level = REACH_FRACTION * table[last].groupby("value")[column].mean().max()
+        trials = table[last].set_index(["value", "seed"]).index
+        reached = table[table[column] >= level].groupby(["value", "seed"])["epoch"].min()
+        values = reached.reindex(trials).fillna(table["epoch"].max() + 1)
     else:
         values = table[last].set_index(["value", "seed"])[metric]
     return values.rename("metric").reset_index()
 
 
-def welch_interval(higher: np.ndarray, lower: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(effect, low, high): mean difference and its Welch t interval (NaN bounds under 2 per side)."""
-    effect = float(np.mean(higher) - np.mean(lower))
-    if len(higher) < 2 or len(lower) < 2:
-        return effect, float("nan"), float("nan")
-    var_h, var_l = np.var(higher, ddof=1) / len(higher), np.var(lower, ddof=1) / len(lower)
-    se = float(np.sqrt(var_h + var_l))
-    if se == 0:
-        return effect, effect, effect
-    dof = (var_h + var_l) ** 2 / (var_h ** 2 / (len(higher) - 1) + var_l ** 2 / (len(lower) - 1))
-    half = float(stdtrit(dof, 0.5 + confidence / 2) * se)
-    return effect, effect - half, effect + half
+def label(comparison: Comparison) -> str:
+    """The comparison as the report prints it, e.g. "-0.5 >= 0.25"."""
+    lower = 0 if comparison.lower is None else comparison.lower
+    return f"{comparison.higher} {stats.SYMBOLS[comparison.form]} {lower}"
 
 
-def comparison_verdict(low: float, high: float) -> str:
-    if np.isnan(low) or np.isnan(high):
-        return "inconclusive"
-    if low > 0:
+def missing() -> dict:
+    nan = float("nan")
+    return {"verdict": "missing", "effect": nan, "ci_low": nan, "ci_high": nan, "seeds": 0, "residual_sd": nan,
+            "p_support": nan, "p_against": nan, "seeds_observed": nan, "seeds_margin": nan}
+
+
+def contrast_of(table: pd.DataFrame, comparison: Comparison) -> stats.Contrast:
+    values = per_trial(table, comparison.metric)
+    if comparison.lower is None:
+        return stats.one_sample(values.loc[values["value"] == comparison.higher, "metric"].to_numpy(float))
+    return stats.blocked_contrast(values, comparison.higher, comparison.lower)
+
+
+def assess(table: pd.DataFrame | None, comparison: Comparison) -> dict:
+    """Effect, interval, raw p-values and seeds for power; 'missing' without the results or the column."""
+    if table is None or comparison.metric.rpartition(":")[2] not in table.columns:
+        return missing()
+    contrast = contrast_of(table, comparison)
+    if contrast.seeds == 0:
+        return missing()
+    low, high = contrast.interval()
+    support, against = stats.form_pvalues(contrast, comparison.form, comparison.margin)
+    paired = comparison.lower is not None
+    planned = stats.planning_effect(comparison.form, comparison.margin)
+    return {"verdict": None, "effect": contrast.effect, "ci_low": low, "ci_high": high, "seeds": contrast.seeds,
+            "residual_sd": contrast.residual_sd, "p_support": support, "p_against": against,
+            "seeds_observed": stats.seeds_to_decide(contrast, comparison.form, comparison.margin, contrast.effect,
+                                                    paired),
+            "seeds_margin": stats.seeds_to_decide(contrast, comparison.form, comparison.margin, planned, paired)}
+
+
+def comparison_verdict(p_support: float, p_against: float, alpha: float = stats.ALPHA) -> str:
+    if p_support < alpha:
         return "reproduced"
-    if high < 0:
+    if p_against < alpha:
         return "contradicted"
     return "inconclusive"
 
 
 def claim_verdict(verdicts: list[str]) -> str:
+    if "missing" in verdicts:
+        return "missing"
     if verdicts and all(v == "reproduced" for v in verdicts):
         return "reproduced"
     if "contradicted" in verdicts:
@@ -72,43 +117,32 @@ def claim_verdict(verdicts: list[str]) -> str:
     return "inconclusive"
 
 
-def missing(seeds: tuple[int, int] = (0, 0)) -> dict:
-    nan = float("nan")
-    return {"verdict": "missing", "effect": nan, "ci_low": nan, "ci_high": nan, "seeds": seeds}
+def evaluate_claims(tables: dict[str, pd.DataFrame], claims=CLAIMS,
+                    alphas: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per comparison, with its claim's verdict; studies without results give 'missing'.
 
-
-def evaluate_comparison(table: pd.DataFrame | None, comparison: Comparison) -> dict:
-    """The comparison's verdict; 'missing' without the study's results or the metric's column."""
-    if table is None or comparison.metric.rpartition(":")[2] not in table.columns:
-        return missing()
-    values = per_trial(table, comparison.metric)
-    higher = values.loc[values["value"] == comparison.higher, "metric"].dropna().to_numpy(float)
-    if comparison.lower is None:
-        if len(higher) == 0:
-            return missing()
-        effect, low, high = mean_ci(higher)
-        return {"verdict": comparison_verdict(low, high), "effect": effect, "ci_low": low, "ci_high": high,
-                "seeds": (len(higher), 0)}
-    lower = values.loc[values["value"] == comparison.lower, "metric"].dropna().to_numpy(float)
-    if len(higher) == 0 or len(lower) == 0:
-        return missing((len(higher), len(lower)))
-    effect, low, high = welch_interval(higher, lower)
-    return {"verdict": comparison_verdict(low, high), "effect": effect, "ci_low": low, "ci_high": high,
-            "seeds": (len(higher), len(lower))}
-
-
-def evaluate_claims(tables: dict[str, pd.DataFrame], claims=CLAIMS) -> pd.DataFrame:
-    """One row per comparison, with its claim's verdict; studies without results give 'missing'."""
+    tables hold every trial (unfinished ones are left out here); alphas: a study's one-sided level
+    where it is not stats.ALPHA (the sequential boundary of a study whose seeds were added in rounds).
+    """
+    kept = {name: finished(table)[0] for name, table in tables.items()}
     rows = []
     for claim in claims:
-        parts = []
-        for comparison in claim.comparisons:
-            result = evaluate_comparison(tables.get(comparison.study), comparison)
-            parts.append({"claim": claim.number, "text": claim.text, "figure": claim.figure,
-                          "study": comparison.study,
-                          "comparison": f"{comparison.higher} > {0 if comparison.lower is None else comparison.lower}",
-                          "metric": comparison.metric, **result})
-        verdicts = [p["verdict"] for p in parts]
-        overall = "missing" if "missing" in verdicts else claim_verdict(verdicts)
+        parts = [{"claim": claim.number, "text": claim.text, "figure": claim.figure, "study": c.study,
+                  "comparison": label(c), "form": c.form, "margin": c.margin, "metric": c.metric,
+                  **assess(kept.get(c.study), c)} for c in claim.comparisons]
+        for key in ("p_support", "p_against"):
+            for part, adjusted in zip(parts, stats.holm([p[key] for p in parts])):
+                part[key] = adjusted
+        for part in parts:
+            if part["verdict"] is None:
+                alpha = (alphas or {}).get(part["study"], stats.ALPHA)
+                part["verdict"] = comparison_verdict(part["p_support"], part["p_against"], alpha)
+        overall = claim_verdict([p["verdict"] for p in parts])
         rows += [{**p, "claim_verdict": overall} for p in parts]
     return pd.DataFrame(rows)
+
+
+def left_out_trials(tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
+    """Per study, the unfinished trials that no verdict uses."""
+    return {name: left for name, table in tables.items() if (left := finished(table)[1])}
+

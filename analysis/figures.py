@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from analysis.results import final_epoch, summarize
 
-# seaborn's "colorblind" palette, spelled out: importing seaborn imports scipy.stats, which trips over a
-# blocked torch (sys.modules["torch"] = None), and analysis must import without torch.
+# seaborn's "colorblind" palette, spelled out so that drawing needs matplotlib only.
 COLORBLIND = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133",
               "#56B4E9")
 METRIC_LABELS = {"svm_map": "SVM mAP (%)", "knn_top1": "kNN top-1 (%)"}
@@ -33,7 +34,7 @@ def plot_overclustering(table: pd.DataFrame, stem: Path) -> Path:
 def save(figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(stem.with_suffix(".png"), dpi=130)
-    figure.savefig(stem.with_suffix(".pdf"))
+    figure.savefig(stem.with_suffix(".pdf"), metadata={"CreationDate": None})  # the same results, the same bytes
     plt.close(figure)
     return stem.with_suffix(".png")
 
@@ -69,6 +70,7 @@ def draw_study(table: pd.DataFrame, spec):
         curves.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))
         curves.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[value], alpha=0.2)
     curves.set_xlabel("epoch (0 = random network)")
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
     curves.set_ylabel(METRIC_LABELS["knn_top1"])
     curves.legend(title=spec.factor)
     seeds = int(final["seeds"].min())
@@ -105,7 +107,43 @@ def draw_curves(table: pd.DataFrame, columns: dict[str, str], legend: str, from_
             axis.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))
             axis.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[value], alpha=0.2)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(label)
     axes[0][0].legend(title=legend)
+    figure.tight_layout()
+    return figure
+
+
+VERDICT_COLOURS = {"reproduced": COLORBLIND[2], "contradicted": COLORBLIND[3], "inconclusive": COLORBLIND[7],
+                   "missing": COLORBLIND[8]}
+
+
+def plot_forest(claims: pd.DataFrame, stem: Path) -> Path:
+    return save(draw_forest(claims), stem)
+
+
+def draw_forest(claims: pd.DataFrame):
+    """Every comparison's effect and 95% interval in units of its smallest effect of interest (so the
+    margin band is [-1, 1] for all), one row per comparison grouped by claim, coloured by verdict."""
+    rows = claims.iloc[::-1].reset_index(drop=True)  # the first claim on top
+    figure, axis = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.4))
+    axis.axvspan(-1, 1, color="0.92", zorder=0, label="within the smallest effect of interest")
+    axis.axvline(0, color="black", lw=0.8)
+    scaled = rows[["effect", "ci_low", "ci_high"]].div(rows["margin"], axis=0)
+    for verdict, colour in VERDICT_COLOURS.items():
+        part = rows.index[rows["verdict"] == verdict]
+        if len(part):
+            axis.errorbar(scaled.loc[part, "effect"], part,
+                          xerr=np.abs(scaled.loc[part, ["ci_low", "ci_high"]].to_numpy().T
+                                      - scaled.loc[part, "effect"].to_numpy()),
+                          fmt="o", ms=4, capsize=2, color=colour, label=verdict)
+    labels = [f"{r.claim}. {r.study}: {r.comparison}  ({r.metric})" for r in rows.itertuples()]
+    axis.set_yticks(range(len(rows)), labels, fontsize=7)
+    for position in np.flatnonzero(rows["claim"].to_numpy()[1:] != rows["claim"].to_numpy()[:-1]):
+        axis.axhline(position + 0.5, color="0.7", lw=0.5)
+    axis.set_ylim(-0.7, len(rows) - 0.3)
+    axis.set_xlabel("effect / smallest effect of interest (95% interval; one-sample rows against 0)")
+    axis.legend(loc="lower right", fontsize=7)
+    axis.set_title("Every registered comparison")
     figure.tight_layout()
     return figure

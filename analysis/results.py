@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import stdtrit  # the t quantile; scipy.stats trips over a blocked torch
+from scipy.special import stdtrit
 
 
 def load_trials(folder: str | Path) -> pd.DataFrame:

@@ -97,17 +97,39 @@ STUDIES = {s.name: s for s in [
 ]}
 
 
+# `--seeds auto --max-seeds N` adds seeds in rounds planned before any data: FIRST_ROUND seeds, then
+# ROUND more per round, up to N; analysis.sequential judges each round, study.rounds runs them.
+FIRST_ROUND, ROUND = 3, 2
+
+
+def seed_rounds(max_seeds: int) -> list[int]:
+    """The seed counts of the rounds (the looks of the sequential analysis), ending at max_seeds."""
+    return [*range(FIRST_ROUND, max_seeds, ROUND), max_seeds]
+
+
 @dataclass(frozen=True)
 class Comparison:
-    """metric(higher) > metric(lower) across seeds; with lower=None, metric(higher) > 0 (one sample).
+    """A pre-registered comparison of metric(higher) with metric(lower) across seeds; with lower=None,
+    of metric(higher) with 0 (one sample).
+
+    form says what the paper's sentence needs, with margin its smallest effect of interest in the
+    metric's units (analysis.stats tests each form):
+      "superiority"      higher > lower
+      "non-inferiority"  higher >= lower: not worse by margin or more
+      "non-superiority"  higher is not better than lower: not better by margin or more
+      "equivalence"      higher ~ lower: within margin either way
 
     metric is a result column read at each trial's last epoch, or with a prefix: "mean:COLUMN"
-    averages it over epochs 1..; "rise:COLUMN" is last minus epoch 0; "fall:COLUMN" epoch 0 minus last.
+    averages it over epochs 1..; "rise:COLUMN" is last minus epoch 0; "fall:COLUMN" epoch 0 minus last;
+    "reach:COLUMN" is the first epoch at which COLUMN reaches 95% of the study's best final mean over
+    seeds (a trial that never does counts as one epoch past its last).
     """
     study: str
     higher: object
     lower: object | None
     metric: str
+    margin: float
+    form: str = "superiority"
 
 
 @dataclass(frozen=True)
@@ -118,53 +140,55 @@ class Claim:
     comparisons: tuple[Comparison, ...]
 
 
-# The papers' claims as pre-registered comparisons; analysis.claims holds the verdict rule.
+# Smallest effects of interest, in the metric's units: half a point of a percentage metric, one
+# epoch, two points of a share, a tenth of a second per tiny epoch.
+POINTS, EPOCHS, SHARE, SECONDS = 0.5, 1.0, 0.02, 0.1
+
+# The papers' claims in their words, each comparison once; analysis.claims holds the verdict rule.
 CLAIMS = (
-    Claim(1, "Online labels end higher than offline labels and get there sooner.", "fig6a",
-          (Comparison("labels", "online", "offline", "svm_map"),
-           Comparison("labels", "online", "offline", "mean:knn_top1"))),
-    Claim(2, "Semi-hard negatives are best; hard negatives are worse than random.", "fig6b",
-          (Comparison("sampling", "semi-hard", "hard", "svm_map"),
-           Comparison("sampling", "semi-hard", "random", "svm_map"),
-           Comparison("sampling", "semi-hard", "semi-easy", "svm_map"),
-           Comparison("sampling", "random", "hard", "svm_map"))),
-    Claim(3, "For the intra branch a positive margin helps and a negative one hurts.", "fig7a",
-          (Comparison("margin-intra", 0.25, 0.0, "linear_top1"),
-           Comparison("margin-intra", 0.0, -0.25, "linear_top1"))),
-    Claim(4, "For the inter branch a negative margin (best near -0.5) beats zero; positive does not help.", "fig7b",
-          (Comparison("margin-inter", -0.5, 0.0, "linear_top1"),
-           Comparison("margin-inter", 0.0, 0.25, "linear_top1"))),
-    Claim(5, "Combining both branches beats either alone; best lambda near 0.75.", "fig8",
-          (Comparison("lambda", 0.75, 1.0, "svm_map"),
-           Comparison("lambda", 0.75, 0.0, "svm_map"))),
-    Claim(6, "Over-clustering helps, saturating near 10x the class count.", "fig9a",
-          (Comparison("clusters", 10.0, 1.0, "svm_map"),
-           Comparison("clusters", 10.0, 20.0, "svm_map"))),
-    Claim(7, "4x more negatives helps marginally; 16x hurts.", "fig9b",
-          (Comparison("negatives", 4, 1, "svm_map"),
-           Comparison("negatives", 1, 16, "svm_map"))),
-    Claim(11, "Online label maintenance costs less time per epoch than offline (paper Table 4: about 1.3x).",
-          "table4", (Comparison("labels", "offline", "online", "mean:epoch_time_s"),)),
-    Claim(8, "The over-clustering frequency falls as k grows; with k=1 it rises during training, with k=m/2 "
-             "it falls.", "table6",
-          (Comparison("overclustering", "rank-1", "rank-5", "overclustering_given_a"),
-           Comparison("overclustering", "rank-5", "median", "overclustering_given_a"),
-           Comparison("overclustering", "rank-1", None, "rise:overclustering_given_a"),
-           Comparison("overclustering", "median", None, "fall:overclustering_given_a"),
-           # With 10 classes Omega is near certain in every batch; the per-query share of same-class
-           # deputies is the measurement that can still move.
-           Comparison("overclustering", "rank-1", "rank-5", "deputy_same_class_rate"),
-           Comparison("overclustering", "rank-5", "median", "deputy_same_class_rate"),
-           Comparison("overclustering", "rank-1", None, "rise:deputy_same_class_rate"),
-           Comparison("overclustering", "median", None, "fall:deputy_same_class_rate"))),
+    Claim(1, "Online labels end at least as high as offline labels, and reach a kNN level sooner.", "fig6a",
+          (Comparison("labels", "online", "offline", "svm_map", POINTS, "non-inferiority"),
+           Comparison("labels", "offline", "online", "reach:knn_top1", EPOCHS))),
+    Claim(2, "Semi-hard negatives beat every other strategy; random beats hard.", "fig6b",
+          (*(Comparison("sampling", "semi-hard", other, "svm_map", POINTS) for other in ("hard", "random", "semi-easy")),
+           Comparison("sampling", "random", "hard", "svm_map", POINTS))),
+    Claim(3, "For the intra branch +0.25 beats 0, and 0 beats -0.25.", "fig7a",
+          (Comparison("margin-intra", 0.25, 0.0, "linear_top1", POINTS),
+           Comparison("margin-intra", 0.0, -0.25, "linear_top1", POINTS))),
+    Claim(4, "For the inter branch -0.5 beats 0 and is at least as good as every other margin; +0.25 is not "
+             "better than 0.", "fig7b",
+          (Comparison("margin-inter", -0.5, 0.0, "linear_top1", POINTS),
+           *(Comparison("margin-inter", -0.5, other, "linear_top1", POINTS, "non-inferiority")
+             for other in (-1.0, -0.25, 0.25, 0.5)),
+           Comparison("margin-inter", 0.25, 0.0, "linear_top1", POINTS, "non-superiority"))),
+    Claim(5, "lambda 0.75 beats 1 (intra alone) and 0 (inter alone), and is at least as good as 0.5.", "fig8",
+          (Comparison("lambda", 0.75, 1.0, "svm_map", POINTS),
+           Comparison("lambda", 0.75, 0.0, "svm_map", POINTS),
+           Comparison("lambda", 0.75, 0.5, "svm_map", POINTS, "non-inferiority"))),
+    Claim(6, "10x clusters beat 1x; 20x is equivalent to 10x (saturation).", "fig9a",
+          (Comparison("clusters", 10.0, 1.0, "svm_map", POINTS),
+           Comparison("clusters", 20.0, 10.0, "svm_map", POINTS, "equivalence"))),
+    Claim(7, "4x negatives beat 1x, and 4x beat 16x.", "fig9b",
+          (Comparison("negatives", 4, 1, "svm_map", POINTS),
+           Comparison("negatives", 4, 16, "svm_map", POINTS))),
+    # Pr(Omega) is reported beside it (Table 6): with 10 classes and 127 negatives some query's deputy
+    # shares its class in every batch, so Omega is certain at every k; the per-query share can move.
+    Claim(8, "The share of queries whose deputy has their class falls as k grows; with k=1 it rises during "
+             "training, with k=m/2 it falls.", "table6",
+          (Comparison("overclustering", "rank-1", "rank-5", "deputy_same_class_rate", SHARE),
+           Comparison("overclustering", "rank-5", "median", "deputy_same_class_rate", SHARE),
+           Comparison("overclustering", "rank-1", None, "rise:deputy_same_class_rate", SHARE),
+           Comparison("overclustering", "median", None, "fall:deputy_same_class_rate", SHARE))),
     Claim(9, "Margin C = -100 and -1.2 are better than -0.3.", "table7",
-          (Comparison("triplet-margin", -100.0, -0.3, "linear_top1"),
-           Comparison("triplet-margin", -1.2, -0.3, "linear_top1"))),
+          (Comparison("triplet-margin", -100.0, -0.3, "linear_top1", POINTS),
+           Comparison("triplet-margin", -1.2, -0.3, "linear_top1", POINTS))),
     Claim(10, "rank-m/2 and rank-5 deputies beat rank-1.", "table8",
-          (Comparison("rank-k", "median", "rank-1", "linear_top1"),
-           Comparison("rank-k", "rank-5", "rank-1", "linear_top1"))),
+          (Comparison("rank-k", "median", "rank-1", "linear_top1", POINTS),
+           Comparison("rank-k", "rank-5", "rank-1", "linear_top1", POINTS))),
+    Claim(11, "Online label maintenance costs less time per epoch than offline (paper Table 4: about 1.3x).",
+          "table4", (Comparison("labels", "offline", "online", "mean:epoch_time_s", SECONDS),)),
     # svm_map stands in for the paper's VOC07 SVM mAP column.
     Claim(13, "The inter-image branch improves each base method (Table 1).", "table1",
-          tuple(Comparison("methods", f"{base}-interclr", base, metric)
+          tuple(Comparison("methods", f"{base}-interclr", base, metric, POINTS)
                 for metric in ("linear_top1", "svm_map") for base in ("npidv2", "mocov2", "byol"))),
 )

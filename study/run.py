@@ -18,13 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from study import ledger
-from study.catalogue import STUDIES, Times
+from study import ledger, rounds
+from study.catalogue import FIRST_ROUND, STUDIES, Times
 from study.profiles import PROFILES
 from study.specs import Trial, expand
 from trainers import data as datasets
@@ -36,7 +37,8 @@ class RunOptions:
     """What to run and how: the runner's whole API (the command line fills it; study.submit too)."""
     study: str | None = None  # a study name, or "all"
     scale: str = "tiny"
-    seeds: int = 3  # seeds 0..seeds-1 per factor value
+    seeds: int | str = 3  # seeds 0..seeds-1 per factor value, or "auto": rounds up to max_seeds (study.rounds)
+    max_seeds: int = 0
     epochs: int | None = None  # None: the profile's
     settings: tuple[str, ...] = ()  # KEY=VALUE overrides of trial config keys
     out: str | None = None  # None: results/<scale>/<study>
@@ -56,7 +58,10 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     parser.add_argument("study", nargs="?", help=f"one of: {', '.join(STUDIES)}, or all")
     parser.add_argument("--list", action="store_true", help="list the studies with their figure and grid size")
     parser.add_argument("--scale", default="tiny", help=f"one of: {', '.join(PROFILES)} (default tiny)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per factor value (default 3)")
+    parser.add_argument("--seeds", type=seed_count, default=3,
+                        help="seeds 0..N-1 per factor value (default 3), or auto: add seeds in rounds until the "
+                             "study's comparisons are decided, up to --max-seeds")
+    parser.add_argument("--max-seeds", type=int, default=0, metavar="N", help="with --seeds auto: at most N seeds")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="output folder (default results/<scale>/<study>)")
@@ -77,8 +82,17 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     return RunOptions(**parsed, settings=settings)
 
 
+def seed_count(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a seed count nor auto") from None
+
+
 def plan(options: RunOptions, study: str) -> list[Trial]:
-    """A study's trials, with every setting checked; raises ConfigError."""
+    """A study's trials (with --seeds auto, its first round's), with every setting checked; raises ConfigError."""
     if options.scale not in PROFILES:
         raise ConfigError(f"unknown scale {options.scale!r}; choose one of: {', '.join(PROFILES)}")
     overrides = dict(parse_assignment(text) for text in options.settings)
@@ -90,11 +104,18 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0")
     if options.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every {options.checkpoint_every}: must be >= 1 (epochs between saves)")
-    trials = expand(STUDIES[study], PROFILES[options.scale], options.seeds, overrides)
+    rounds.check(options.seeds, options.max_seeds)
+    seeds = FIRST_ROUND if options.seeds == "auto" else options.seeds
+    trials = expand(STUDIES[study], PROFILES[options.scale], seeds, overrides)
     epochs = trials[0].config.epochs
     if options.inject_crash and not 1 <= options.inject_crash <= epochs:
         raise ConfigError(f"--inject-crash {options.inject_crash}: must be an epoch in 1..{epochs}")
     return trials
+
+
+def plan_round(options: RunOptions, study: str, seeds: int) -> list[Trial]:
+    """The trials of a --seeds auto round with this many seeds."""
+    return plan(replace(options, seeds=seeds, max_seeds=0), study)
 
 
 def output_folder(options: RunOptions, study: str, several: bool) -> Path:
@@ -275,11 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(argv)
     if options.list:
-        print_list(options.seeds)
+        print_list(FIRST_ROUND if options.seeds == "auto" else options.seeds)
         return 0
     try:
         names = studies_named(options.study)
         plans = {name: plan(options, name) for name in names}
+        if options.seeds == "auto":
+            plans = {name: rounds.held_round(output_folder(options, name, several=len(names) > 1), options.max_seeds,
+                                             partial(plan_round, options, name), trials)
+                     for name, trials in plans.items()}
         if options.dry_run:
             for trials in plans.values():
                 print_plan(trials, options)
@@ -307,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             study=name, scale=options.scale, run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
             config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
             code_version=version)
-        finished = run_study(trials, outs[name], manifest, options) and finished
+        if options.seeds == "auto":
+            finished = rounds.run_rounds(trials, outs[name], manifest, options, partial(plan_round, options, name),
+                                         run_study) and finished
+        else:
+            finished = run_study(trials, outs[name], manifest, options) and finished
     return 0 if finished else 1
 
 

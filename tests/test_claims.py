@@ -1,10 +1,11 @@
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.claims import claim_verdict, comparison_verdict, evaluate_claims, welch_interval
+from analysis.claims import (REACH_FRACTION, claim_verdict, comparison_verdict, evaluate_claims, left_out_trials,
+                             per_trial)
+from analysis.stats import SYMBOLS
 from study.catalogue import CLAIMS, Claim, Comparison
 
 
@@ -19,20 +20,11 @@ def study_table(values_by_factor: dict, epochs=(0, 5), metric="svm_map"):
     return pd.DataFrame(rows)
 
 
-def claim(*pairs):
-    return Claim(99, "test claim", "figX", tuple(Comparison("s", hi, lo, "svm_map") for hi, lo in pairs))
+def claim(*pairs, form="superiority", margin=0.5):
+    return Claim(99, "test claim", "figX", tuple(Comparison("s", hi, lo, "svm_map", margin, form) for hi, lo in pairs))
 
 
-def test_welch_interval_against_hand_computation():
-    a, b = np.array([80.0, 81.0, 82.0]), np.array([70.0, 72.0, 74.0])
-    effect, low, high = welch_interval(a, b)
-    # means 81 and 72; variances 1 and 4; se = sqrt(1/3 + 4/3) = 1.2910; Welch dof = (5/3)^2 /
-    # ((1/3)^2/2 + (4/3)^2/2) = 2.9412; t_0.975(2.9412) = 3.2188, so half-width = 4.1554.
-    assert effect == 9.0
-    assert math.isclose(high - low, 2 * 4.1554, rel_tol=1e-3)
-
-
-def test_clear_win_is_reproduced():
+def test_clear_win_is_reproduced_with_the_blocked_effect():
     table = study_table({"a": [80.0, 80.5, 81.0], "b": [70.0, 70.4, 71.0]})
     result = evaluate_claims({"s": table}, [claim(("a", "b"))])
     assert result["verdict"].tolist() == ["reproduced"] and result["claim_verdict"].iloc[0] == "reproduced"
@@ -46,29 +38,103 @@ def test_clear_loss_is_contradicted():
 
 
 def test_overlap_is_inconclusive():
-    table = study_table({"a": [70.0, 75.0, 80.0], "b": [72.0, 74.0, 76.0]})
+    table = study_table({"a": [70.0, 75.0, 80.0], "b": [74.0, 73.0, 76.0]})
     result = evaluate_claims({"s": table}, [claim(("a", "b"))])
     assert result["verdict"].tolist() == ["inconclusive"]
 
 
+def test_a_shared_seed_effect_is_blocked_out():
+    # Seed 2 lifts both arms by 6 points: a Welch interval over 3 vs 3 would contain 0, the blocked one not.
+    table = study_table({"a": [70.5, 71.0, 77.2], "b": [70.0, 70.3, 76.4]})
+    assert evaluate_claims({"s": table}, [claim(("a", "b"))])["verdict"].tolist() == ["reproduced"]
+
+
+def test_non_superiority_and_equivalence_against_the_margin():
+    close = study_table({"a": [70.1, 72.0, 74.05], "b": [70.0, 72.1, 74.0]})
+    assert evaluate_claims({"s": close}, [claim(("a", "b"), form="non-superiority")])["verdict"].iloc[0] == \
+        "reproduced"
+    assert evaluate_claims({"s": close}, [claim(("a", "b"), form="equivalence")])["verdict"].iloc[0] == "reproduced"
+    assert evaluate_claims({"s": close}, [claim(("a", "b"))])["verdict"].iloc[0] == "inconclusive"
+    better = study_table({"a": [72.1, 74.0, 76.05], "b": [70.0, 72.1, 74.0]})  # 2 points better
+    assert evaluate_claims({"s": better}, [claim(("a", "b"), form="non-superiority")])["verdict"].iloc[0] == \
+        "contradicted"
+    assert evaluate_claims({"s": better}, [claim(("a", "b"), form="equivalence")])["verdict"].iloc[0] == \
+        "contradicted"
+    worse = study_table({"a": [68.1, 70.0, 72.05], "b": [70.0, 72.1, 74.0]})
+    assert evaluate_claims({"s": worse}, [claim(("a", "b"), form="non-inferiority")])["verdict"].iloc[0] == \
+        "contradicted"
+    assert evaluate_claims({"s": close}, [claim(("a", "b"), form="non-inferiority")])["verdict"].iloc[0] == \
+        "reproduced"
+
+
+def test_holm_corrects_within_a_claim():
+    # a beats b with a one-sided p of 0.0136 (below 2.5%); in a claim with a second comparison c > b (c runs
+    # 1 point below b, so its p is near 1) Holm doubles the smaller p to 0.027, past 2.5%.
+    b = [70.0, 72.1, 73.4]
+    table = study_table({"a": [x + d for x, d in zip(b, [1.0, 0.2, 0.9])], "b": b, "c": [x - 1 for x in b]})
+    alone = evaluate_claims({"s": table}, [claim(("a", "b"))])
+    together = evaluate_claims({"s": table}, [claim(("a", "b"), ("c", "b"))])
+    assert 0.0125 < alone["p_support"].iloc[0] < 0.025 and alone["verdict"].iloc[0] == "reproduced"
+    assert together["p_support"].iloc[0] == pytest.approx(2 * alone["p_support"].iloc[0])
+    assert together["verdict"].tolist() == ["inconclusive", "contradicted"]
+
+
+def test_an_unfinished_trial_never_enters_a_verdict():
+    table = study_table({"a": [80.0, 80.5, 81.0], "b": [70.0, 70.4, 71.0]}, epochs=(0, 3, 5))
+    # seed 2 of b stopped at epoch 3 with a value that would flip the comparison
+    table = table[~((table["value"] == "b") & (table["seed"] == 2) & (table["epoch"] == 5))].copy()
+    table.loc[(table["value"] == "b") & (table["seed"] == 2) & (table["epoch"] == 3), "svm_map"] = 99.0
+    result = evaluate_claims({"s": table}, [claim(("a", "b"))])
+    assert result["verdict"].tolist() == ["reproduced"] and result["seeds"].iloc[0] == 2
+    assert left_out_trials({"s": table}) == {"s": ["b seed 2 (epoch 3 of 5)"]}
+
+
 def test_claim_combines_its_comparisons():
-    table = study_table({"a": [80.0, 80.5, 81.0], "b": [70.0, 70.4, 71.0], "c": [60.0, 75.0, 90.0]})
-    mixed = evaluate_claims({"s": table}, [claim(("a", "b"), ("a", "c"))])
-    assert mixed["verdict"].tolist() == ["reproduced", "inconclusive"]
-    assert set(mixed["claim_verdict"]) == {"inconclusive"}
+    assert claim_verdict(["reproduced", "inconclusive"]) == "inconclusive"
     assert claim_verdict(["reproduced", "contradicted"]) == "contradicted"
     assert claim_verdict(["reproduced", "reproduced"]) == "reproduced"
+    assert claim_verdict(["reproduced", "missing"]) == "missing"
 
 
 def test_missing_study_and_single_seed():
     assert evaluate_claims({}, [claim(("a", "b"))])["claim_verdict"].iloc[0] == "missing"
+    single = evaluate_claims({"s": study_table({"a": [80.0], "b": [70.0]})}, [claim(("a", "b"))])
+    assert single["verdict"].iloc[0] == "inconclusive"  # no residual degrees of freedom
     assert comparison_verdict(float("nan"), float("nan")) == "inconclusive"
+
+
+def test_reach_is_the_first_epoch_at_the_common_level():
+    rows = []
+    curves = {("a", 0): [10, 50, 90, 96], ("a", 1): [10, 60, 96, 98], ("b", 0): [10, 20, 40, 60],
+              ("b", 1): [10, 30, 50, 70]}
+    for (value, seed), curve in curves.items():
+        rows += [{"value": value, "seed": seed, "epoch": e, "config_hash": f"{value}-{seed}", "knn_top1": v}
+                 for e, v in enumerate(curve)]
+    values = per_trial(pd.DataFrame(rows), "reach:knn_top1").set_index(["value", "seed"])["metric"]
+    # best final mean 97; level 0.95 * 97 = 92.15: a0 at epoch 3, a1 at 2; b never (counts as epoch 4)
+    assert REACH_FRACTION == 0.95
+    assert values.to_dict() == {("a", 0): 3, ("a", 1): 2, ("b", 0): 4, ("b", 1): 4}
+
+
+def test_the_registry_says_what_the_papers_say():
+    comparisons = [c for claim in CLAIMS for c in claim.comparisons]
+    assert len(set(comparisons)) == len(comparisons)  # each comparison in one place
+    by_claim = {claim.number: claim.comparisons for claim in CLAIMS}
+    forms = {(c.higher, c.lower): c.form for c in by_claim[4]}
+    assert forms[(0.25, 0.0)] == "non-superiority" and forms[(-0.5, 0.0)] == "superiority"
+    assert {lo for (hi, lo), f in forms.items() if hi == -0.5 and f == "non-inferiority"} == {-1.0, -0.25, 0.25, 0.5}
+    assert {(c.higher, c.lower, c.form) for c in by_claim[6]} == {(10.0, 1.0, "superiority"),
+                                                                 (20.0, 10.0, "equivalence")}
+    assert {(c.higher, c.lower) for c in by_claim[7]} == {(4, 1), (4, 16)}
+    assert (0.75, 0.5, "non-inferiority") in {(c.higher, c.lower, c.form) for c in by_claim[5]}
+    assert all("deputy_same_class_rate" in c.metric for c in by_claim[8])
+    assert all(c.margin > 0 and c.form in SYMBOLS for c in comparisons)
 
 
 def test_mean_over_epochs_metric_ignores_epoch_zero():
     table = study_table({"a": [80.0, 80.0], "b": [80.0, 80.0]}, epochs=(0, 1, 2))
     table.loc[(table["value"] == "a") & (table["epoch"] == 0), "knn_top1"] = 0.0  # must not count
-    result = evaluate_claims({"s": table}, [Claim(1, "t", "f", (Comparison("s", "a", "b", "mean:knn_top1"),))])
+    result = evaluate_claims({"s": table}, [Claim(1, "t", "f", (Comparison("s", "a", "b", "mean:knn_top1", 0.5),))])
     assert result["effect"].iloc[0] == pytest.approx(0.0)
 
 
@@ -78,8 +144,8 @@ def test_one_sample_rise_and_fall():
         rows += [{"value": "k1", "seed": seed, "epoch": 0, "config_hash": f"k1-{seed}", "p": start},
                  {"value": "k1", "seed": seed, "epoch": 9, "config_hash": f"k1-{seed}", "p": end}]
     table = pd.DataFrame(rows)
-    rise = Claim(8, "t", "f", (Comparison("s", "k1", None, "rise:p"),))
-    fall = Claim(8, "t", "f", (Comparison("s", "k1", None, "fall:p"),))
+    rise = Claim(8, "t", "f", (Comparison("s", "k1", None, "rise:p", 0.02),))
+    fall = Claim(8, "t", "f", (Comparison("s", "k1", None, "fall:p", 0.02),))
     rising = evaluate_claims({"s": table}, [rise])
     assert rising["verdict"].iloc[0] == "reproduced"
     assert rising["effect"].iloc[0] == pytest.approx((0.40 + 0.43 + 0.41) / 3)
@@ -88,9 +154,9 @@ def test_one_sample_rise_and_fall():
 
 
 def test_a_metric_the_results_do_not_hold_reads_missing():
-    table = study_table({"a": [80.0, 81.0], "b": [70.0, 71.0]})
-    claims = (Claim(98, "two metrics", "figX", (Comparison("s", "a", "b", "svm_map"),
-                                                Comparison("s", "a", "b", "rise:not_recorded"))),)
+    table = study_table({"a": [80.0, 81.0, 81.5], "b": [70.0, 71.0, 71.2]})
+    claims = (Claim(98, "two metrics", "figX", (Comparison("s", "a", "b", "svm_map", 0.5),
+                                                Comparison("s", "a", "b", "rise:not_recorded", 0.5))),)
     result = evaluate_claims({"s": table}, claims)
     assert result["verdict"].tolist() == ["reproduced", "missing"]
     assert set(result["claim_verdict"]) == {"missing"}

@@ -9,15 +9,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_blocked(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter where importing any of `blocked` raises ImportError."""
-    block = "".join(f"sys.modules[{name!r}] = None; " for name in blocked)
-    return subprocess.run([sys.executable, "-c", f"import sys; {block}{code}"], cwd=ROOT, capture_output=True,
+    """Run code in a fresh interpreter where importing any of `blocked` (or a submodule) raises
+    ModuleNotFoundError, as on a machine without them. A finder does it rather than None entries in
+    sys.modules: libraries probe sys.modules for optional packages (scipy.stats looks for torch there)
+    and would take such an entry for the package."""
+    finder = ("class Blocker:\n"
+              f"    def find_spec(self, name, path=None, target=None):\n"
+              f"        if name in {blocked!r} or name.startswith(tuple(b + '.' for b in {blocked!r})):\n"
+              "            raise ModuleNotFoundError(f'blocked: {name}', name=name)\n"
+              "sys.meta_path.insert(0, Blocker())\n")
+    return subprocess.run([sys.executable, "-c", f"import sys\n{finder}{code}"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
 
 
 def test_analysis_imports_without_torch_or_the_runner():
     result = run_blocked(("torch", "ray", "trainers", "study.specs", "study.run"),
-                         "import analysis.report, analysis.figures, analysis.claims, analysis.tables")
+                         "import analysis.report, analysis.figures, analysis.claims, analysis.tables, analysis.sequential; "
+                         "assert 'torch' not in sys.modules")
     assert result.returncode == 0, result.stderr
 
 

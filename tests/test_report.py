@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.catalogue import CLAIMS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,3 +69,35 @@ def test_report_writes_table1_and_judges_claim_13(tmp_path):
     assert "## Table 1" in claims and "| npidv2-interclr |" in claims
     assert "[table1](methods/table1.png)" in claims
     assert list(pd.read_csv(tmp_path / "tiny" / "table1.csv")["method"]) == methods
+    assert "![every comparison](forest.png)" in claims and (tmp_path / "tiny" / "forest.png").exists()
+    claim13 = next(c for c in CLAIMS if c.number == 13)
+    assert claims.count(claim13.text) == 1  # the claim heads its group of six rows once
+    assert claims.count("| methods: ") == 6
+    assert "Unfinished trials left out of every verdict: none." in claims
+
+
+def test_report_lists_unfinished_trials_it_left_out(tmp_path):
+    folder = tmp_path / "tiny" / "labels"
+    folder.mkdir(parents=True)
+    table = results_table(["online", "offline"], metrics=("svm_map", "knn_top1", "label_nmi", "label_purity",
+                                                         "labels_changed", "cluster_size_cv", "epoch_time_s"))
+    table = table[~((table["value"] == "offline") & (table["seed"] == 1) & (table["epoch"] == 2))]
+    table.to_parquet(folder / "trials.parquet")
+    result = redraw("--results", str(tmp_path), "--scale", "tiny")
+    assert result.returncode == 0, result.stderr
+    claims = (tmp_path / "tiny" / "CLAIMS.md").read_text()
+    assert "Unfinished trials left out of every verdict: labels: offline seed 1 (epoch 1 of 2)." in claims
+
+
+def test_epoch_axes_tick_whole_epochs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.figures import draw_label_quality, draw_study
+    from study.catalogue import STUDIES
+
+    table = results_table(["online", "offline"])  # epochs 0, 1, 2: matplotlib would tick 0.25, 0.5, ...
+    for figure, axes in ((draw_study(table, STUDIES["labels"]), [1]), (draw_label_quality(table), [0, 1, 2, 3])):
+        for index in axes:
+            ticks = figure.axes[index].get_xticks()
+            assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks
