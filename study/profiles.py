@@ -5,6 +5,12 @@ Scale-relative settings follow the paper's proportions: negatives K keep the pap
 clusters are a multiple of the class count; the minimum cluster size keeps the reference's
 20 / 128 ratio to the mean cluster size. A profile covers every method: a trial takes the
 settings its method has keys for (a MoCo trial has no clusters).
+
+Evaluation keeps one protocol with fixed sizes at every scale: the SVMs learn from 5,000
+class-balanced training features (the size of the papers' VOC07 trainval, the default
+svm_train_size), the probe has a fixed budget of epochs over the cached features, and on GPUs kNN
+runs every few epochs rather than every epoch (epoch 0 and the last always); the tiny figures plot
+kNN over every epoch.
 """
 
 from __future__ import annotations
@@ -45,13 +51,16 @@ PROFILES = {p.name: p for p in [
         # CIFAR-10 is held in memory as uint8, so no loader workers; the CPU share is torch's threads.
         {"dataset": "cifar10", "network": "resnet18-cifar", "load_size": 32, "image_size": 32,
          "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 160, "head_hidden": 2048,
-         "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 4, "num_workers": 0, "device": "cuda"},
+         "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 4, "num_workers": 0, "device": "cuda",
+         "eval_every": 5},
         cpus_per_trial=4.0, gpus_per_trial=1.0),
     ScaleProfile(
         "imagenet", "GPU cluster: ImageNet ImageFolder (--set data_root=DIR), ResNet-50, the paper's settings",
         {"dataset": "imagefolder", "network": "resnet50", "load_size": 256, "image_size": 224,
          "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 4096, "head_hidden": 2048,
          # Decoding JPEGs is the CPU's work: 6 loader workers, 2 torch threads, within the trial's 8 CPUs.
-         "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 2, "num_workers": 6, "device": "cuda"},
+         "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 2, "num_workers": 6, "device": "cuda",
+         # Each evaluation re-embeds all 1.28 M training images; 10 probe epochs over them are 50k SGD steps.
+         "eval_every": 10, "probe_epochs": 10},
         cpus_per_trial=8.0, gpus_per_trial=1.0),
 ]}
