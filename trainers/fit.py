@@ -219,8 +219,8 @@ def evaluate(method: Method, data, config, device, epoch: int, with_svm: bool,
         metrics = {"knn_top1": knn_top1(*frozen, config.knn_k, config.knn_temperature),
                    "svm_map": float("nan"), "linear_top1": float("nan")}
         if with_svm:
-            rows = svm_subset(train_labels, config.svm_train_size)
-            metrics["svm_map"] = svm_map(train_features[rows.to(train_features.device)], train_labels[rows],
+            subset = svm_subset(train_labels, config.svm_train_size)
+            metrics["svm_map"] = svm_map(train_features[subset.to(train_features.device)], train_labels[subset],
                                          test_features, test_labels, seed=config.seed)
             metrics["linear_top1"] = linear_probe_top1(*frozen, config.probe_epochs, seed=config.seed)
         return metrics
