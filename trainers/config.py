@@ -136,11 +136,10 @@ class TrialConfig:
         if self.batch_size > train_size:
             raise ConfigError(f"batch_size={self.batch_size} exceeds the {train_size} training samples; "
                               f"lower batch_size")
-        per_class = min(self.svm_train_size, train_size) // num_classes
-        if per_class < SVM_FOLDS:
-            raise ConfigError(f"svm_train_size={self.svm_train_size} leaves {per_class} training samples per class "
-                              f"for the SVMs' {SVM_FOLDS}-fold cross-validation; raise svm_train_size to at least "
-                              f"{SVM_FOLDS * num_classes}")
+        if self.svm_train_size < train_size and self.svm_train_size // num_classes < SVM_FOLDS:
+            raise ConfigError(f"svm_train_size={self.svm_train_size} leaves {self.svm_train_size // num_classes} "
+                              f"training samples per class for the SVMs' {SVM_FOLDS}-fold cross-validation; raise "
+                              f"svm_train_size to at least {SVM_FOLDS * num_classes}")
         self.settings.check_against_data(self, train_size, num_classes)
 
 
