@@ -64,7 +64,8 @@ def draw_study(table: pd.DataFrame, spec):
     bars.legend(loc="lower right")
     bars.set_title(f"{spec.paper} {spec.figure} replica: {spec.name}")
 
-    curve = summarize(table, "knn_top1", ["value", "epoch"])
+    # Epochs that `eval_every` skipped carry NaN kNN; the curve joins the evaluated ones.
+    curve = summarize(table.dropna(subset=["knn_top1"]), "knn_top1", ["value", "epoch"])
     for value in order:
         part = curve[curve["value"] == value].sort_values("epoch")
         curves.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))

@@ -3,9 +3,9 @@
 An output folder (results/<scale>/<study>) holds the result table, the figure, RUN.md and
 `run.json`: the study, its planned config hashes, the run folder and whether every trial
 finished. The run folder (under --storage) holds one state file per trial
-(trials/<trial name>/state.pt), which carries all of that trial's rows. The result table is
-assembled from those files, so a trial retried after a crash or continued by --resume
-contributes each epoch exactly once.
+(trials/<trial name>/state.pt), which carries all of that trial's rows, and the epoch-0 floors
+its trials share (floors/). The result table is assembled from the state files, so a trial
+retried after a crash or continued by --resume contributes each epoch exactly once.
 
 Every check here runs before anything is launched, and raises ConfigError naming the fix.
 """
@@ -62,6 +62,11 @@ def trial_name(trial: Trial) -> str:
 
 def trial_state(run_folder: str | Path, trial: Trial) -> TrialState:
     return TrialState(Path(run_folder) / "trials" / trial_name(trial))
+
+
+def floor_cache(run_folder: str | Path) -> Path:
+    """Where the run's trials share their epoch-0 metrics (trainers.floors)."""
+    return Path(run_folder) / "floors"
 
 
 def new_run_folder(storage: str, scale: str, study: str) -> Path:

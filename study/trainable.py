@@ -58,8 +58,8 @@ class TuneReporter:
 
 def run_trial(tune_config: dict) -> None:
     """tune_config["trial"]: {"config": TrialConfig keys, "metadata": identity, "state_dir": path,
-    "checkpoint_every": epochs, "crash_at_epoch": epoch or 0}."""
+    "floor_cache": path, "checkpoint_every": epochs, "crash_at_epoch": epoch or 0}."""
     trial = tune_config["trial"]
     config = TrialConfig.create(**trial["config"])
     fit(config, TuneReporter(trial["state_dir"], trial["metadata"], config.epochs, trial["checkpoint_every"],
-                             trial["crash_at_epoch"]))
+                             trial["crash_at_epoch"]), trial["floor_cache"])

@@ -108,6 +108,9 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
     "deputy rank beyond the batch": (["rank-k", "--set", "batch_size=4"], "lower the rank", None),
     "more negatives than the bank": (["sampling", *SYNTHETIC, "--set", "num_negatives=100"], "num_negatives", None),
     "more clusters than images": (["sampling", *SYNTHETIC, "--set", "clusters_per_class=100"], "clusters", None),
+    "no evaluation interval": (["sampling", "--set", "eval_every=0"], "eval_every", None),
+    "SVM subset too small for its folds": (["sampling", *SYNTHETIC, "--set", "svm_train_size=20"],
+                                           "raise svm_train_size", None),
     # datasets
     "imagefolder without a root": (["sampling", "--set", "dataset=imagefolder"], "data_root", None),
     "no Fashion-MNIST there": (["sampling", "--set", "data_root={tmp}/no-data-here"], "Fashion-MNIST not found",

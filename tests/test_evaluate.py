@@ -1,9 +1,11 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.evaluate import knn_top1, svm_map
+from trainers import evaluate
+from trainers.evaluate import knn_top1, linear_probe_top1, svm_map, svm_subset
 
 
 def test_knn_hand_example():
@@ -22,3 +24,76 @@ def test_svm_map_separable_and_chance():
     assert svm_map(separable, labels, separable, labels) > 99.9
     noise_train, noise_test = torch.randn(90, 3, generator=generator), torch.randn(90, 3, generator=generator)
     assert svm_map(noise_train, labels, noise_test, labels) < 60  # chance AP is about 33
+
+
+def gaussian_classes(per_class, classes, dims, spread, seed):
+    """Classes as Gaussian blobs around fixed random means; `spread` sets how much they overlap."""
+    means = torch.randn(classes, dims, generator=torch.Generator().manual_seed(100))
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    return means[labels] + spread * torch.randn(len(labels), dims, generator=generator), labels
+
+
+def test_knn_in_chunks_matches_a_brute_force_vote(monkeypatch):
+    train, train_labels = gaussian_classes(40, 4, 8, 1.5, seed=1)
+    test, test_labels = gaussian_classes(25, 4, 8, 1.5, seed=2)
+    train, test = F.normalize(train, dim=1), F.normalize(test, dim=1)
+    correct = 0
+    for x, label in zip(test, test_labels):  # one test sample at a time, every vote summed by hand
+        similarity = train @ x
+        nearest = similarity.argsort(descending=True)[:20]
+        votes = [sum(math.exp(float(similarity[i]) / 0.1) for i in nearest if train_labels[i] == c) for c in range(4)]
+        correct += int(max(range(4), key=votes.__getitem__) == int(label))
+    monkeypatch.setattr(evaluate, "KNN_SIMILARITIES_PER_CHUNK", 7 * len(train))  # chunks of 7 test samples
+    assert knn_top1(train, train_labels, test, test_labels, k=20, temperature=0.1) == 100.0 * correct / len(test)
+
+
+def test_linear_probe_separates_separable_classes():
+    train, train_labels = gaussian_classes(50, 5, 10, 0.1, seed=1)
+    test, test_labels = gaussian_classes(20, 5, 10, 0.1, seed=2)
+    assert linear_probe_top1(train, train_labels, test, test_labels, epochs=20) == 100.0
+
+
+def test_linear_probe_agrees_with_logistic_regression_on_overlapping_classes():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train, train_labels = gaussian_classes(400, 5, 20, 2.5, seed=1)
+    test, test_labels = gaussian_classes(200, 5, 20, 2.5, seed=2)
+    optimum = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(train.numpy(), train_labels.numpy())
+    reference = 100.0 * optimum.score(test.numpy(), test_labels.numpy())
+    assert 50 < reference < 95  # hard enough that a poor optimiser would show
+    probe = linear_probe_top1(train, train_labels, test, test_labels, epochs=50, seed=3)
+    assert abs(probe - reference) <= 1.5
+    assert linear_probe_top1(train, train_labels, test, test_labels, epochs=50, seed=3) == probe
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_probe_and_knn_run_on_the_features_device(device):
+    train, train_labels = gaussian_classes(100, 4, 16, 1.5, seed=1)
+    test, test_labels = gaussian_classes(50, 4, 16, 1.5, seed=2)
+    created = []
+    original = torch.Tensor.__matmul__
+
+    def recording_matmul(a, b):
+        created.append(a.device.type)
+        return original(a, b)
+
+    on_device = [t.to(device) for t in (train, train_labels, test, test_labels)]
+    with pytest.MonkeyPatch.context() as patch:  # the kNN's similarity products run where the features are
+        patch.setattr(torch.Tensor, "__matmul__", recording_matmul)
+        knn = knn_top1(*on_device, k=10)
+    assert created and set(created) == {device}
+    assert knn == knn_top1(train, train_labels, test, test_labels, k=10)
+    probe = linear_probe_top1(*on_device, epochs=10)
+    assert abs(probe - linear_probe_top1(train, train_labels, test, test_labels, epochs=10)) <= 1.0
+
+
+def test_svm_subset_is_fixed_class_balanced_and_whole_when_large():
+    labels = torch.arange(4).repeat(30)[torch.randperm(120, generator=torch.Generator().manual_seed(0))]
+    subset = svm_subset(labels, 40)
+    assert len(subset) == 40 and torch.equal(torch.bincount(labels[subset]), torch.full((4,), 10))
+    assert len(set(subset.tolist())) == 40 and torch.equal(subset, svm_subset(labels, 40))
+    assert torch.equal(svm_subset(labels, 120), torch.arange(120))

@@ -3,12 +3,16 @@ import math
 import pytest
 import torch
 
+import trainers.fit
+from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig
+from trainers.evaluate import extract, svm_map
 from trainers.fit import ConsoleReporter, fit
+from trainers.methods.registry import METHODS
 
 SYNTHETIC = TrialConfig.create(dataset="synthetic", image_size=16, epochs=3, batch_size=64, num_negatives=16,
                         clusters_per_class=2, min_cluster_size=5, negative_sampling="semi-hard", seed=7)
-METRICS = ("knn_top1", "svm_map", "loss", "loss_intra", "loss_inter", "label_nmi", "labels_changed")
+METRICS = ("knn_top1", "svm_map", "linear_top1", "loss", "loss_intra", "loss_inter", "label_nmi", "labels_changed")
 
 
 def metrics(rows):
@@ -82,3 +86,46 @@ def test_intra_only_and_inter_only_log_their_branch():
     assert "loss_intra" in intra and "loss_inter" not in intra
     assert "loss_inter" in inter and "loss_intra" not in inter
     assert torch.isfinite(torch.tensor([intra["loss"], inter["loss"]])).all()
+
+
+def test_eval_every_skips_the_measurement_not_the_training():
+    every = fit(SYNTHETIC)
+    sparse = fit(SYNTHETIC.replace(eval_every=2))
+    assert [math.isnan(r["knn_top1"]) for r in sparse] == [False, True, False, False]  # 0, 2 and the last
+    assert sparse[1]["eval_time_s"] == 0.0 and all(r["eval_time_s"] > 0 for r in sparse if r["epoch"] != 1)
+    assert same(metrics([every[i] for i in (0, 2, 3)]), metrics([sparse[i] for i in (0, 2, 3)]))
+    assert [r["loss"] for r in every[1:]] == [r["loss"] for r in sparse[1:]]
+
+
+def test_trials_share_a_floor_that_equals_their_own(tmp_path, monkeypatch):
+    alone = fit(SYNTHETIC.replace(epochs=1, negative_sampling="hard"))
+    fit(SYNTHETIC.replace(epochs=1), floor_cache=tmp_path)  # measures the seed's floor
+    svm_fits = []
+    monkeypatch.setattr(trainers.fit, "svm_map", lambda *args, **keys: svm_fits.append(1) or svm_map(*args, **keys))
+    shared = fit(SYNTHETIC.replace(epochs=1, negative_sampling="hard"), floor_cache=tmp_path)
+    assert len(svm_fits) == 1  # the last epoch's; the floor was read
+    assert len(list(tmp_path.glob("*.json"))) == 1
+    assert same(metrics(shared), metrics(alone))
+    assert {r["svm_train_size"] for r in shared} == {len(datasets.load(SYNTHETIC).train)}
+
+
+def test_offline_relabelling_hands_its_features_to_the_evaluation():
+    config = SYNTHETIC.replace(epochs=1, label_mode="offline")
+    data = datasets.load(config)
+    torch.manual_seed(0)
+    method = METHODS[config.method](config, data, torch.device("cpu"))
+    _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, torch.device("cpu"))
+    method.start(embeddings, torch.Generator().manual_seed(0))
+    method.end_epoch(1)
+    features, embeddings = method.take_train_extraction()
+    expected = extract(method.encoder, data.train, config.image_size, data.mean, data.std, torch.device("cpu"))
+    assert torch.equal(features, expected[0]) and torch.equal(embeddings, expected[1])
+    assert method.take_train_extraction() is None  # handed over once
+    moco = METHODS["mocov2-interclr"](config.replace(method="mocov2-interclr"), data, torch.device("cpu"))
+    moco.start(embeddings, torch.Generator().manual_seed(0))
+    moco.end_epoch(1)
+    assert moco.take_train_extraction() is None  # its bank holds the key encoder's embeddings, not the evaluated one's
+
+
+def test_resume_with_skipped_evaluations_continues_exactly(tmp_path):
+    assert_resumes_exactly(SYNTHETIC.replace(eval_every=2), tmp_path)

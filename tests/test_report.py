@@ -101,3 +101,17 @@ def test_epoch_axes_tick_whole_epochs():
         for index in axes:
             ticks = figure.axes[index].get_xticks()
             assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_knn_curve_joins_the_evaluated_epochs_when_eval_every_skips_some():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.figures import draw_study
+    from study.catalogue import STUDIES
+
+    table = results_table(["online", "offline"])
+    table.loc[table["epoch"] == 1, "knn_top1"] = float("nan")  # eval_every=2 over 2 epochs: 0 and 2 measured
+    curves = draw_study(table, STUDIES["labels"]).axes[1]
+    for line in curves.get_lines():
+        assert list(line.get_xdata()) == [0, 2] and not pd.isna(line.get_ydata()).any()

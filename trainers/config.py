@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, fields
 
 from trainers.errors import ConfigError
+from trainers.evaluate import SVM_FOLDS
 from trainers.methods.registry import METHODS
 from trainers.methods.base import MethodSettings
 
@@ -65,7 +66,10 @@ class TrialConfig:
     # evaluation
     knn_k: int = 200
     knn_temperature: float = 0.1
-    svm_every_epoch: bool = False  # SVM mAP at epoch 0 and the last epoch only, unless set
+    svm_every_epoch: bool = False  # SVM mAP and linear probe at epoch 0 and the last epoch only, unless set
+    eval_every: int = 1  # evaluate (kNN) every this many epochs; epoch 0 and the last epoch always
+    svm_train_size: int = 5000  # the SVMs learn from a fixed class-balanced subset of this many training features
+    probe_epochs: int = 50  # the linear probe's SGD budget, in epochs over the cached training features
 
     # execution
     device: str = "auto"
@@ -133,6 +137,10 @@ class TrialConfig:
         if self.batch_size > train_size:
             raise ConfigError(f"batch_size={self.batch_size} exceeds the {train_size} training samples; "
                               f"lower batch_size")
+        if self.svm_train_size < train_size and self.svm_train_size // num_classes < SVM_FOLDS:
+            raise ConfigError(f"svm_train_size={self.svm_train_size} leaves {self.svm_train_size // num_classes} "
+                              f"training samples per class for the SVMs' {SVM_FOLDS}-fold cross-validation; raise "
+                              f"svm_train_size to at least {SVM_FOLDS * num_classes}")
         self.settings.check_against_data(self, train_size, num_classes)
 
 
@@ -196,7 +204,7 @@ def _check_shared(c: TrialConfig) -> None:
     for key in ("epochs", "train_subset", "test_subset", "num_workers"):
         require(getattr(c, key) >= 0, f"{key}={getattr(c, key)} must be >= 0")
     for key in ("batch_size", "cnn_width", "image_size", "load_size", "head_hidden", "embedding_dim", "knn_k",
-                "threads"):
+                "threads", "eval_every", "svm_train_size", "probe_epochs"):
         require(getattr(c, key) >= 1, f"{key}={getattr(c, key)} must be >= 1")
     require(c.knn_temperature > 0, f"knn_temperature={c.knn_temperature} must be > 0")
     require(c.lr > 0 and c.weight_decay >= 0 and 0 <= c.momentum < 1,

@@ -257,16 +257,21 @@ def synthetic(seed: int, train_per_class: int = 60, test_per_class: int = 20, si
     return ImageData(make(train_per_class), make(test_per_class), num_classes, 1, (0.5,), (0.35,))
 
 
+def balanced_indices(labels: torch.Tensor, size: int, num_classes: int) -> torch.Tensor:
+    """Sorted positions of the first size/num_classes samples of each class in a fixed shuffle."""
+    if size < num_classes:
+        raise DataError(f"a subset of {size} cannot hold one image of each of {num_classes} classes; raise it")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SUBSET_SEED))
+    shuffled = labels[order]
+    per_class = size // num_classes
+    return torch.cat([order[shuffled == c][:per_class] for c in range(num_classes)]).sort().values
+
+
 def balanced_subset(dataset: Dataset, size: int, num_classes: int) -> Dataset:
     """The first size/num_classes images of each class in a fixed shuffle; 0 keeps everything."""
     if size == 0 or size >= len(dataset):
         return dataset
-    if size < num_classes:
-        raise DataError(f"a subset of {size} cannot hold one image of each of {num_classes} classes; raise it")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(SUBSET_SEED))
-    labels = dataset.labels[order]
-    per_class = size // num_classes
-    keep = torch.cat([order[labels == c][:per_class] for c in range(num_classes)]).sort().values
+    keep = balanced_indices(dataset.labels, size, num_classes)
     if isinstance(dataset, InMemoryImages):
         return InMemoryImages(dataset.images[keep], dataset.labels[keep])
     return ImageFolderImages([dataset.samples[i] for i in keep.tolist()], dataset.classes, dataset.load_size)

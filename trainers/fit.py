@@ -1,9 +1,11 @@
 """One trial from start to finish, with no Ray: `python -m trainers.fit --set KEY=VALUE ...`.
 
-Epoch 0 evaluates the randomly initialised network (the floor every result is compared with);
-each later epoch trains once over the data and evaluates. After every evaluated epoch the
-reporter receives the metric row and the full training state, RNGs included, so a run that
-restores that state continues exactly as if it had never stopped.
+Epoch 0 evaluates the randomly initialised network (the floor every result is compared with;
+with a floor cache, trials that start from the same network share one measurement of it); each
+later epoch trains once over the data and evaluates every `eval_every` epochs and at the last
+(rows of the others carry NaN metrics). After every epoch the reporter receives the metric row
+and the full training state, RNGs included, so a run that restores that state continues exactly
+as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import torch
 from trainers import data as datasets
 from trainers.checkpoint import CheckpointError, TrialState
 from trainers.config import ConfigError, TrialConfig, parse_assignment
-from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
+from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map, svm_subset
+from trainers.floors import FloorCache, floor_key
 from trainers.methods.base import Method
 from trainers.methods.registry import METHODS
 from trainers.randomness import RandomStreams
@@ -83,8 +86,10 @@ def use_deterministic_kernels(deterministic: bool, device: torch.device) -> None
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
 
-def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
-    """Train and evaluate one trial; returns one metric row per evaluated epoch (0 .. epochs)."""
+def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str | Path | None = None) -> list[dict]:
+    """Train and evaluate one trial; returns one metric row per epoch (0 .. epochs).
+
+    `floor_cache`: a folder where trials share their epoch-0 metrics (trainers.floors)."""
     reporter = reporter or ConsoleReporter()
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -122,7 +127,8 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         torch.set_rng_state(state["torch_rng"])
         rows, start = state["rows"], state["epoch"] + 1
     else:
-        row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
+        floors = FloorCache(floor_cache) if floor_cache else None
+        row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True, floors=floors)
         row.update(method.start(embeddings, streams))
         row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows, start = [row], 1
@@ -154,7 +160,13 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         relabel_seconds = time.perf_counter() - relabel_started
         epoch_seconds = time.perf_counter() - epoch_started  # training and relabelling, not evaluation
         last = epoch == config.epochs
-        row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch)
+        extracted = method.take_train_extraction()  # taken every epoch, so it never outlives its epoch
+        if last or epoch % config.eval_every == 0:
+            row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch,
+                              train_extraction=extracted)
+        else:
+            row = {"epoch": epoch, **dict.fromkeys(METRICS, float("nan")), "eval_time_s": 0.0,
+                   **evaluation_sizes(config, data)}
         row.update({key: value / iterations_per_epoch for key, value in totals.items() if key.startswith("loss")})
         row.update(method.epoch_metrics(totals))
         row["iter_time_s"] = timer.seconds() / iterations_per_epoch
@@ -195,19 +207,49 @@ class StepTimer:
         return sum(start.elapsed_time(stop) for start, stop in self.spans) / 1000
 
 
-def evaluate(method: Method, data, config, device, epoch: int, with_svm: bool) -> tuple[dict, torch.Tensor]:
-    """Metric row of the current encoder, and the training set's embeddings (to seed the bank)."""
+METRICS = ("knn_top1", "svm_map", "linear_top1")
+
+
+def evaluate(method: Method, data, config, device, epoch: int, with_svm: bool,
+             train_extraction: tuple[torch.Tensor, torch.Tensor] | None = None,
+             floors: FloorCache | None = None) -> tuple[dict, torch.Tensor]:
+    """Metric row of the current encoder, and the training set's embeddings (to seed the bank).
+
+    `train_extraction`: the training set's (features, embeddings) by the current encoder, if the
+    method already has them. `floors`: where the metrics of this (initial) encoder may already be."""
+    started = time.perf_counter()
     args = (config.image_size, data.mean, data.std, device)
-    train_features, train_embeddings = extract(method.encoder, data.train, *args, num_workers=config.num_workers)
-    test_features, _ = extract(method.encoder, data.test, *args, num_workers=config.num_workers)
+    train_features, train_embeddings = train_extraction or extract(method.encoder, data.train, *args,
+                                                                   num_workers=config.num_workers)
     train_labels, test_labels = data.train_labels(), data.test_labels()
-    frozen = (train_features, train_labels, test_features, test_labels)
-    nan = float("nan")
-    row = {"epoch": epoch,
-           "knn_top1": knn_top1(*frozen, config.knn_k, config.knn_temperature),
-           "svm_map": svm_map(*frozen, seed=config.seed) if with_svm else nan,
-           "linear_top1": linear_probe_top1(*frozen, seed=config.seed) if with_svm else nan}
+
+    def measure() -> dict:
+        test_features, _ = extract(method.encoder, data.test, *args, num_workers=config.num_workers)
+        frozen = (train_features, train_labels, test_features, test_labels)
+        metrics = {"knn_top1": knn_top1(*frozen, config.knn_k, config.knn_temperature),
+                   "svm_map": float("nan"), "linear_top1": float("nan")}
+        if with_svm:
+            subset = svm_subset(train_labels, config.svm_train_size)
+            metrics["svm_map"] = svm_map(train_features[subset.to(train_features.device)], train_labels[subset],
+                                         test_features, test_labels, seed=config.seed)
+            metrics["linear_top1"] = linear_probe_top1(*frozen, config.probe_epochs, seed=config.seed)
+        return metrics
+
+    if floors is None:
+        metrics = measure()
+    else:
+        metrics = floors.get(floor_key(method.encoder, config, train_labels, test_labels), measure)
+    row = {"epoch": epoch, **metrics, "eval_time_s": time.perf_counter() - started,
+           **evaluation_sizes(config, data)}
     return row, train_embeddings
+
+
+def evaluation_sizes(config, data) -> dict:
+    """The evaluation's sizes, recorded in every row: kNN and the probe learn from the whole training set,
+    the SVMs from a subset of it."""
+    return {"eval_train_size": len(data.train), "eval_test_size": len(data.test),
+            "svm_train_size": len(svm_subset(data.train_labels(), config.svm_train_size)),
+            "probe_epochs": config.probe_epochs}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -226,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
                                                           for name in METHODS))
     parser.add_argument("--checkpoint-dir", help="keep the latest state here and resume from it")
     parser.add_argument("--json-out", help="write the metric rows to this JSON file")
+    parser.add_argument("--floor-cache", metavar="DIR", help="share epoch-0 metrics with other trials in this folder")
     args = parser.parse_args(argv)
     try:
         keys = dict(parse_assignment(text) for text in args.set)
         config = TrialConfig.create(**keys)
-        rows = fit(config, ConsoleReporter(args.checkpoint_dir))
+        rows = fit(config, ConsoleReporter(args.checkpoint_dir), args.floor_cache)
     except (ConfigError, datasets.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@
         per batch: loss, logs = method.training_step(images, labels, indices, step, streams)
                    loss.backward(); optimizer.step(); method.after_step(progress)
         totals.update(method.end_epoch(epoch))
+        extracted = method.take_train_extraction()   # reused by the epoch's evaluation
         row.update(method.epoch_metrics(totals))
     method.state_dict() / method.load_state_dict(state)   # after every epoch / on resume
 
@@ -78,6 +79,12 @@ class Method:
     def epoch_metrics(self, totals: dict) -> dict:
         """The epoch's metric columns from its summed logs."""
         return {}
+
+    def take_train_extraction(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """After end_epoch: the training set's (features, embeddings) as `trainers.evaluate.extract`
+        gives them for `encoder`, if end_epoch extracted them anyway, so evaluation need not do it
+        again; None otherwise. Handed over once, so the features are not held past their epoch."""
+        return None
 
     def state_dict(self) -> dict:
         raise NotImplementedError

@@ -46,6 +46,7 @@ class IntraImageMethod(Method):
 
 class InterCLR(IntraImageMethod):
     inter: InterImageBranch
+    train_extraction: tuple[torch.Tensor, torch.Tensor] | None = None  # this epoch's, when bank_encoder is encoder
 
     def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
         metrics = super().start(embeddings, streams)
@@ -78,10 +79,16 @@ class InterCLR(IntraImageMethod):
         totals = super().end_epoch(epoch)
         if self.inter.wants_offline_labels(epoch):
             c = self.config
-            _, embeddings = extract(self.bank_encoder, self.data.train, c.image_size, self.data.mean, self.data.std,
-                                    self.device, num_workers=c.num_workers)
+            features, embeddings = extract(self.bank_encoder, self.data.train, c.image_size, self.data.mean,
+                                           self.data.std, self.device, num_workers=c.num_workers)
             totals["labels_changed"] = self.inter.relabel_offline(embeddings, epoch) * len(self.data.train)
+            if self.bank_encoder is self.encoder:  # NPIDv2: the evaluation would extract the same again
+                self.train_extraction = (features, embeddings)
         return totals
+
+    def take_train_extraction(self):
+        extraction, self.train_extraction = self.train_extraction, None
+        return extraction
 
     def epoch_metrics(self, totals: dict) -> dict:
         return {**super().epoch_metrics(totals),
