@@ -28,7 +28,7 @@ from study.profiles import PROFILES
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract
-from trainers.fit import StepTimer, evaluate, peak_memory_mb, resolve_device
+from trainers.fit import StepTimer, evaluate, evaluation_splits, peak_memory_mb, resolve_device
 from trainers.methods.registry import METHODS
 
 VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
@@ -40,7 +40,8 @@ PARTS = ("samplers", "bank and labels")  # the record_function labels of trainer
 def build(config: TrialConfig, data, device):
     torch.manual_seed(config.seed)
     method = METHODS[config.method](config, data, device)
-    _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, device)
+    _, embeddings = extract(method.encoder, datasets.evaluation_batches(data.train), config.image_size, data.mean,
+                            data.std, device)
     generator = torch.Generator(device).manual_seed(config.seed)
     method.start(embeddings, generator)
     optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [b / a for a, b in zip(per_round[intra], per_round[inter])]
     split = step_split(runs[inter], batches[:args.steps], device)
     started = time.perf_counter()
-    evaluate(runs[inter][0], data, configs[inter], device, epoch=1, with_svm=True)
+    evaluate(runs[inter][0], data, evaluation_splits(data, configs[inter]), configs[inter], device, epoch=1,
+             with_svm=True)
     evaluation_s = time.perf_counter() - started
 
     print(f"device {device}, threads {base.threads}, batch {base.batch_size}, bank {len(data.train)}, "

@@ -99,6 +99,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
                 "config_hash": config.config_hash(), "device": device.type}
 
     machine = {"hostname": socket.gethostname(), "torch_version": torch.__version__}
+    splits = evaluation_splits(data, config)
     state = reporter.restore(config.config_hash())
     if state is not None:
         if state.get("device", device.type) != device.type:  # its random streams live on that device
@@ -112,20 +113,21 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         torch.set_rng_state(state["torch_rng"])
         rows, start = state["rows"], state["epoch"] + 1
     else:
-        row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
+        row, embeddings = evaluate(method, data, splits, config, device, epoch=0, with_svm=True)
         row.update(method.start(embeddings, generator))
         row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows, start = [row], 1
         reporter.report(row, training_state(0, rows))
 
+    # One loader per trial: its workers live across epochs, and every epoch's order comes from order_generator.
+    train_batches = datasets.batches(data.train, config.batch_size, shuffle=True, generator=order_generator,
+                                     num_workers=config.num_workers)
     for epoch in range(start, config.epochs + 1):
         epoch_started = time.perf_counter()
         totals: dict = {}  # per-step logs summed on the device, read once at the end of the epoch
         timer = StepTimer(device)
         method.encoder.train()
-        for iteration, (images, labels, indices) in enumerate(
-                datasets.batches(data.train, config.batch_size, shuffle=True, generator=order_generator,
-                                 num_workers=config.num_workers)):
+        for iteration, (images, labels, indices) in enumerate(train_batches):
             images, labels, indices = (x.to(device, non_blocking=True) for x in (images, labels, indices))
             step = (epoch - 1) * iterations_per_epoch + iteration
             timer.start()
@@ -144,7 +146,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         relabel_seconds = time.perf_counter() - relabel_started
         epoch_seconds = time.perf_counter() - epoch_started  # training and relabelling, not evaluation
         last = epoch == config.epochs
-        row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch)
+        row, _ = evaluate(method, data, splits, config, device, epoch, with_svm=last or config.svm_every_epoch)
         row.update({key: value / iterations_per_epoch for key, value in totals.items() if key.startswith("loss")})
         row.update(method.epoch_metrics(totals))
         row["iter_time_s"] = timer.seconds() / iterations_per_epoch
@@ -185,11 +187,18 @@ class StepTimer:
         return sum(start.elapsed_time(stop) for start, stop in self.spans) / 1000
 
 
-def evaluate(method: Method, data, config, device, epoch: int, with_svm: bool) -> tuple[dict, torch.Tensor]:
-    """Metric row of the current encoder, and the training set's embeddings (to seed the bank)."""
+def evaluation_splits(data, config) -> tuple:
+    """The training and test sets' evaluation loaders, made once per trial so that their workers persist."""
+    return tuple(datasets.evaluation_batches(split, config.num_workers) for split in (data.train, data.test))
+
+
+def evaluate(method: Method, data, splits: tuple, config, device, epoch: int,
+             with_svm: bool) -> tuple[dict, torch.Tensor]:
+    """Metric row of the current encoder, and the training set's embeddings (to seed the bank);
+    `splits` from evaluation_splits."""
     args = (config.image_size, data.mean, data.std, device)
-    train_features, train_embeddings = extract(method.encoder, data.train, *args, num_workers=config.num_workers)
-    test_features, _ = extract(method.encoder, data.test, *args, num_workers=config.num_workers)
+    train_features, train_embeddings = extract(method.encoder, splits[0], *args)
+    test_features, _ = extract(method.encoder, splits[1], *args)
     train_labels, test_labels = data.train_labels(), data.test_labels()
     frozen = (train_features, train_labels, test_features, test_labels)
     nan = float("nan")
