@@ -4,7 +4,7 @@ its memory, on given numbers (no GPU needed)."""
 import pytest
 import torch
 
-from study import packing, run
+from study import packing
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig
 from trainers.networks import Encoder
@@ -63,10 +63,3 @@ def test_estimate_counts_the_momentum_target_and_the_bank():
     assert memory.networks == (12 + 4) * encoder_parameters  # the query encoder trained, the key encoder not
     assert memory.bank == 600 * (4 * 16 + 8) + 4 * 64 * 16  # features and labels of 600 images, and the queue
     assert memory.activations > 0
-
-
-def test_bad_gpu_share_on_the_command_line_is_one_error_line(capsys):
-    assert run.main(["sampling", "--gpus-per-trial", "1.5", "--dry-run"]) == 2
-    assert run.main(["sampling", "--scale", "cifar", "--gpus-per-trial", "0", "--dry-run"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and all(line.startswith("error: --gpus-per-trial") for line in lines)
