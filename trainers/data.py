@@ -95,14 +95,10 @@ class ImageFolderImages(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from torchvision.io import ImageReadMode, decode_image
         from torchvision.transforms.v2.functional import resize
 
         path, label = self.samples[index]
-        try:
-            image = decode_image(path, mode=ImageReadMode.RGB)
-        except (RuntimeError, ValueError) as error:  # what torchvision.io raises for damaged or unknown files
-            raise DataError(_unreadable_image(path, error)) from None
+        image = read_image(path)
         height, width = image.shape[1:]
         scale = self.load_size / max(height, width)
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -122,6 +118,16 @@ class ImageFolderImages(Dataset):
                     image.verify()
             except (OSError, SyntaxError) as error:  # verify() raises SyntaxError for some broken PNGs
                 raise DataError(_unreadable_image(path, error)) from None
+
+
+def read_image(path: str) -> torch.Tensor:
+    """An image file decoded by torchvision.io (JPEG, PNG, GIF, WebP) as uint8 3 x H x W; raises DataError."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(path, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as error:  # what torchvision.io raises for damaged or unknown files
+        raise DataError(_unreadable_image(path, error)) from None
 
 
 def _unreadable_image(path: str, error: Exception) -> str:
