@@ -141,7 +141,7 @@ def check_data(trials: list[Trial]) -> datasets.ImageData:
 def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: RunOptions) -> None:
     """The trials that share a GPU fit in the memory of the GPU this driver sees; raises ConfigError."""
     share = gpus_per_trial(options)
-    if share == 0:
+    if share == 0 or trials[0].config.device == "cpu":
         return
     gpu_bytes = packing.visible_gpu_bytes()
     count = packing.trials_per_gpu(share)

@@ -63,3 +63,19 @@ def test_estimate_counts_the_momentum_target_and_the_bank():
     assert memory.networks == (12 + 4) * encoder_parameters  # the query encoder trained, the key encoder not
     assert memory.bank == 600 * (4 * 16 + 8) + 4 * 64 * 16  # features and labels of 600 images, and the queue
     assert memory.activations > 0
+
+
+def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launch(monkeypatch, capsys, tmp_path):
+    import ray
+
+    from study import run
+
+    monkeypatch.setattr(packing, "visible_gpu_bytes", lambda: 4 * GIB)
+    cifar_on_synthetic = ["--set", "dataset=synthetic", "--set", "image_size=16", "--set", "batch_size=64",
+                          "--set", "num_negatives=16", "--set", "clusters_per_class=2", "--set", "min_cluster_size=5"]
+    code = run.main(["sampling", "--scale", "cifar", *cifar_on_synthetic, "--out", str(tmp_path / "out"),
+                     "--storage", str(tmp_path / "runs")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: --gpus-per-trial 0.25 puts 4 trials on a GPU of 4.0 GiB") and "per GPU)" in lines[0]
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
