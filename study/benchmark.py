@@ -28,7 +28,7 @@ from study.profiles import PROFILES
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import extract
-from trainers.fit import StepTimer, evaluate, peak_memory_mb, resolve_device
+from trainers.fit import StepTimer, evaluate, evaluation_splits, peak_memory_mb, resolve_device
 from trainers.methods.registry import METHODS
 from trainers.randomness import RandomStreams
 
@@ -41,7 +41,8 @@ PARTS = ("samplers", "bank and labels")  # the record_function labels of trainer
 def build(config: TrialConfig, data, device):
     streams = RandomStreams.create(config.seed, device)
     method = METHODS[config.method](config, data, device)
-    _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, device)
+    _, embeddings = extract(method.encoder, datasets.evaluation_batches(data.train), config.image_size, data.mean,
+                            data.std, device)
     method.start(embeddings, streams)
     optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     intra, inter = list(VARIANTS)[:2]
     ratios = [b / a for a, b in zip(per_round[intra], per_round[inter])]
     split = step_split(runs[inter], batches[:args.steps], device)
-    evaluation, _ = evaluate(runs[inter][0], data, configs[inter], device, epoch=1, with_svm=True)
+    evaluation, _ = evaluate(runs[inter][0], data, evaluation_splits(data, configs[inter]), configs[inter], device,
+                             epoch=1, with_svm=True)
 
     print(f"device {device}, threads {base.threads}, batch {base.batch_size}, bank {len(data.train)}, "
           f"K {configs[inter].num_negatives}, {args.rounds} rounds x {args.steps} steps per variant")

@@ -48,13 +48,14 @@ PROFILES = {p.name: p for p in [
          "encoder_momentum": 0.99, "queue_size": 512, "eval_every": 2},
         cpus_per_trial=1.0),
     ScaleProfile(
-        "cifar", "one GPU: CIFAR-10 python batches (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",
+        "cifar", "a quarter GPU: CIFAR-10 python batches (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",
         # CIFAR-10 is held in memory as uint8, so no loader workers; the CPU share is torch's threads.
+        # A trial needs about 4 GiB of GPU memory (study.packing), so four share one GPU.
         {"dataset": "cifar10", "network": "resnet18-cifar", "load_size": 32, "image_size": 32,
          "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 160, "head_hidden": 2048,
          "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 4, "num_workers": 0, "device": "cuda",
          "eval_every": 5},
-        cpus_per_trial=4.0, gpus_per_trial=1.0),
+        cpus_per_trial=4.0, gpus_per_trial=0.25),
     ScaleProfile(
         "imagenet", "GPU cluster: ImageNet ImageFolder (--set data_root=DIR), ResNet-50, the paper's settings",
         {"dataset": "imagefolder", "network": "resnet50", "load_size": 256, "image_size": 224,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import ledger, rounds
+from study import ledger, packing, rounds
 from study.catalogue import FIRST_ROUND, STUDIES, Times
 from study.profiles import PROFILES
 from study.specs import Trial, expand
@@ -46,6 +46,7 @@ class RunOptions:
     resume: bool = False
     address: str | None = None
     max_concurrent: int = 0
+    gpus_per_trial: float | None = None  # None: the profile's
     max_failures: int = 2
     checkpoint_every: int = 1
     inject_crash: int = 0
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run recorded in the output folder")
     parser.add_argument("--address", help="join this Ray cluster (e.g. auto or HEAD_IP:6379) instead of starting one")
     parser.add_argument("--max-concurrent", type=int, default=0, help="trials at once (default: as resources allow)")
+    parser.add_argument("--gpus-per-trial", type=float, metavar="G",
+                        help="each trial's share of a GPU (0.25: four trials per GPU; default: the profile's)")
     parser.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last state")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                         help="save each trial's state every this many epochs, and always at the last (default 1)")
@@ -107,6 +110,7 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
     rounds.check(options.seeds, options.max_seeds)
     seeds = FIRST_ROUND if options.seeds == "auto" else options.seeds
     trials = expand(STUDIES[study], PROFILES[options.scale], seeds, overrides)
+    packing.check_share(gpus_per_trial(options), trials[0].config.device)
     epochs = trials[0].config.epochs
     if options.inject_crash and not 1 <= options.inject_crash <= epochs:
         raise ConfigError(f"--inject-crash {options.inject_crash}: must be an epoch in 1..{epochs}")
@@ -116,6 +120,10 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
 def plan_round(options: RunOptions, study: str, seeds: int) -> list[Trial]:
     """The trials of a --seeds auto round with this many seeds."""
     return plan(replace(options, seeds=seeds, max_seeds=0), study)
+
+
+def gpus_per_trial(options: RunOptions) -> float:
+    return PROFILES[options.scale].gpus_per_trial if options.gpus_per_trial is None else options.gpus_per_trial
 
 
 def output_folder(options: RunOptions, study: str, several: bool) -> Path:
@@ -141,13 +149,30 @@ def print_list(seeds: int) -> None:
               f"{len(spec.values)} values x {seeds} seeds = {len(spec.values) * seeds} trials; metric {spec.metric}")
 
 
-def check_data(trials: list[Trial]) -> None:
+def check_data(trials: list[Trial]) -> datasets.ImageData:
     """Load the dataset once in the driver, so a missing or too-small dataset fails before launch."""
     config = trials[0].config
     data = datasets.load(config)
     datasets.check_decodable(data)
     for trial in trials:
         trial.config.check_against_data(len(data.train), data.num_classes)
+    return data
+
+
+def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: RunOptions) -> None:
+    """The trials that share a GPU fit in the memory of the GPU this driver sees; raises ConfigError."""
+    share = gpus_per_trial(options)
+    if share == 0 or trials[0].config.device == "cpu":
+        return
+    gpu_bytes = packing.visible_gpu_bytes()
+    count = packing.trials_per_gpu(share)
+    if gpu_bytes is None:
+        print(f"no GPU visible to this driver: not checked that {count} trial(s) fit in one GPU's memory")
+        return
+    largest = max((packing.estimate(t.config, data) for t in {t.config.method: t for t in trials}.values()),
+                  key=packing.TrialMemory.total)
+    packing.check_fits(share, largest, gpu_bytes)
+    print(f"{count} trial(s) per GPU of {gpu_bytes / packing.GIB:.1f} GiB, each {largest.describe()}")
 
 
 def code_version() -> str:
@@ -205,7 +230,7 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
     config = trials[0].config
     cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, {"cpu": cpus, "gpu": profile.gpus_per_trial}),
+        tune.with_resources(run_trial, {"cpu": cpus, "gpu": gpus_per_trial(options)}),
         param_space={"trial": tune.grid_search(params)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=options.max_concurrent or None,
@@ -311,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 print_plan(trials, options)
             return 0
         for trials in plans.values():
-            check_data(trials)
+            check_gpu_packing(trials, check_data(trials), options)
         outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
         resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
         for name, manifest in resumed.items():

@@ -97,6 +97,8 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
     "negative retries": (["sampling", "--max-failures", "-1"], "--max-failures", None),
     "zero checkpoint interval": (["sampling", "--checkpoint-every", "0"], "--checkpoint-every", None),
     "crash beyond the last epoch": (["sampling", "--epochs", "3", "--inject-crash", "5"], "--inject-crash", None),
+    "GPU share Ray cannot schedule": (["sampling", "--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5", None),
+    "no GPU for a GPU trial": (["sampling", "--scale", "cifar", "--gpus-per-trial", "0"], "device=cpu", None),
     # config values
     "unknown key": (["sampling", "--set", "bogus=1"], "unknown config key", None),
     "not a float": (["sampling", "--set", "lr=fast"], "not a valid float", None),

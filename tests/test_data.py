@@ -77,21 +77,118 @@ def test_image_folder_loading(tmp_path):
         for cls, colour in (("cat", (255, 0, 0)), ("dog", (0, 0, 255))):
             (tmp_path / split / cls).mkdir(parents=True)
             for i in range(3):
-                Image.new("RGB", (40, 30), colour).save(tmp_path / split / cls / f"{i}.png")
+                Image.new("RGB", (40, 40), colour).save(tmp_path / split / cls / f"{i}.png")
     data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(tmp_path), load_size=16, image_size=16))
     images, labels, indices = next(iter(datasets.batches(data.train, 6, shuffle=False)))
-    assert images.shape == (6, 3, 16, 16) and labels.tolist() == [0, 0, 0, 1, 1, 1]
-    assert images[0, 0].float().mean() == 255 and images[-1, 2].float().mean() == 255
+    assert images.pixels.shape == (6, 3, 16, 16) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert images.pixels[0, 0].float().mean() == 255 and images.pixels[-1, 2].float().mean() == 255
+    assert images.sizes.tolist() == [[16, 16]] * 6
+
+
+def non_square_tree(root, colour=(200, 120, 160)):
+    """Two classes of flat-colour JPEGs, 40 wide x 24 high and 24 wide x 40 high."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls, (width, height) in (("wide", (40, 24)), ("tall", (24, 40))):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (width, height), colour).save(root / split / cls / f"{i}.jpg", quality=95)
+
+
+def test_image_folder_keeps_aspect_ratio_on_a_padded_canvas(tmp_path):
+    non_square_tree(tmp_path)
+    data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(tmp_path), load_size=20,
+                                            image_size=16))
+    images, labels, _ = next(iter(datasets.batches(data.train, 4, shuffle=False)))
+    assert labels.tolist() == [0, 0, 1, 1]  # "tall" sorts before "wide"
+    # The longer side becomes 20: 24 x 40 -> 12 x 20 and 40 x 24 -> 20 x 12 (height, width).
+    assert images.sizes.tolist() == [[20, 12], [20, 12], [12, 20], [12, 20]]
+    for canvas, (height, width) in zip(images.pixels, images.sizes.tolist()):
+        image = canvas[:, :height, :width].int()
+        assert (image - torch.tensor([200, 120, 160]).view(3, 1, 1)).abs().max() <= 4
+        padding = canvas.clone()
+        padding[:, :height, :width] = 0
+        assert padding.eq(0).all()
+
+
+def coordinate_canvases(regions, side, sentinel=-1000.0):
+    """Float canvases whose channel 0 holds each valid pixel's column index and channel 1 its row index;
+    everything outside the valid regions (height, width) holds the sentinel."""
+    x = torch.full((len(regions), 2, side, side), sentinel)
+    for image, (height, width) in zip(x, regions):
+        image[0, :height, :width] = torch.arange(width).float()[None, :]
+        image[1, :height, :width] = torch.arange(height).float()[:, None]
+    return x, torch.tensor(regions)
+
+
+@pytest.mark.parametrize("regions, side, size", [([(60, 100), (100, 40)], 100, 8),  # crops shrink
+                                                 ([(12, 20), (20, 7)], 20, 32)])  # crops grow
+def test_random_resized_crops_stay_inside_the_valid_region(regions, side, size):
+    from trainers.augment import random_resized_crop_and_flip
+
+    x, sizes = coordinate_canvases(regions * 200, side)
+    generator = torch.Generator().manual_seed(0)
+    crops = random_resized_crop_and_flip(x, size, (0.08, 1.0), generator, sizes)
+    widths, heights = sizes[:, 1].float(), sizes[:, 0].float()
+    # Every sample is a convex combination of valid pixels: the sentinel never gets a weight.
+    assert crops.amin(dim=(2, 3)).min() >= 0
+    assert (crops[:, 0].amax(dim=(1, 2)) <= widths - 1).all() and (crops[:, 1].amax(dim=(1, 2)) <= heights - 1).all()
+    # Ignoring the regions, the same crops would read the sentinel: the check above can fail.
+    assert random_resized_crop_and_flip(x, size, (0.08, 1.0), torch.Generator().manual_seed(0)).min() < 0
+
+
+def test_crop_area_and_aspect_are_relative_to_the_valid_region():
+    from trainers.augment import CROP_RATIO, random_resized_crop_and_flip
+
+    size = 8
+    x, sizes = coordinate_canvases([(60, 100), (100, 40)] * 200, 100)
+    crops = random_resized_crop_and_flip(x, size, (0.3, 0.3), torch.Generator().manual_seed(0), sizes)
+    # On a linear ramp bilinear sampling is exact: the outer samples lie (size - 1) / size of the crop apart.
+    widths = (crops[:, 0, 0, -1] - crops[:, 0, 0, 0]).abs() * size / (size - 1)
+    heights = (crops[:, 1, -1, 0] - crops[:, 1, 0, 0]).abs() * size / (size - 1)
+    region_area = (sizes[:, 0] * sizes[:, 1]).float()
+    assert torch.allclose(widths * heights / region_area, torch.full((len(x),), 0.3), rtol=1e-3)
+    aspect = widths / heights
+    assert aspect.min() >= CROP_RATIO[0] * (1 - 1e-3) and aspect.max() <= CROP_RATIO[1] * (1 + 1e-3)
+    assert aspect.max() > 1.2 and aspect.min() < 0.8  # both orientations drawn, in pixels of the region
+
+
+def test_evaluation_view_is_the_centre_crop_of_the_valid_region():
+    from trainers.augment import evaluation_view
+
+    # A 12 high x 20 wide image on a 20 x 20 canvas, viewed at 10 x 10: its shorter side (12) resized to the
+    # canvas side (20) and the centred 10 x 10 taken, i.e. a 6 x 6 square of the image at rows and
+    # columns 3..9 and 7..13 (pixel edges); output pixel j samples 0.6 pixels apart from its centre.
+    x, sizes = coordinate_canvases([(12, 20)], 20, sentinel=255)
+    view = evaluation_view(datasets.Canvases(x.to(torch.uint8), sizes), 10, (0.0, 0.0), (1 / 255, 1 / 255))
+    steps = torch.arange(10).float() * 0.6
+    assert torch.allclose(view[0, 0], (6.8 + steps)[None, :].expand(10, 10), atol=1e-3)
+    assert torch.allclose(view[0, 1], (2.8 + steps)[:, None].expand(10, 10), atol=1e-3)
+
+
+def test_no_padding_reaches_a_training_view_of_loaded_images(tmp_path):
+    from trainers.augment import Augmentation
+
+    non_square_tree(tmp_path, colour=(180, 180, 180))
+    data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(tmp_path), load_size=20,
+                                            image_size=16))
+    images, _, _ = next(iter(datasets.batches(data.train, 4, shuffle=False)))
+    crop_only = Augmentation((0.08, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    repeated = datasets.Canvases(images.pixels.repeat(50, 1, 1, 1), images.sizes.repeat(50, 1))
+    view = training_view(repeated, 32, (0.0,) * 3, (1.0,) * 3, torch.Generator().manual_seed(0), crop_only)
+    darkest = min(int(canvas[:, :h, :w].min()) for canvas, (h, w) in zip(images.pixels, images.sizes.tolist()))
+    assert view.min() >= darkest / 255 - 1e-4  # the padding is 0: any weight on it would darken a pixel
 
 
 def test_augmentations_are_random_per_image_and_keep_range():
     images = datasets.synthetic(seed=0).train.images[:32]
     generator = torch.Generator().manual_seed(0)
-    view = training_view(images, 16, (0.0,), (1.0,), generator)
+    view = training_view(datasets.Canvases(images), 16, (0.0,), (1.0,), generator)
     assert view.shape == (32, 1, 16, 16) and view.min() >= 0 and view.max() <= 1
-    same_image = training_view(images[:1].repeat(8, 1, 1, 1), 16, (0.0,), (1.0,), generator)
+    same_image = training_view(datasets.Canvases(images[:1].repeat(8, 1, 1, 1)), 16, (0.0,), (1.0,), generator)
     assert len({tuple(v.flatten().tolist()) for v in same_image}) == 8  # each copy got its own parameters
-    assert torch.allclose(evaluation_view(images, 16, (0.0,), (1.0,)), images.float() / 255)
+    assert torch.allclose(evaluation_view(datasets.Canvases(images), 16, (0.0,), (1.0,)), images.float() / 255)
 
 
 def test_rgb_jitter_keeps_gray_pixels_gray_under_hue_rotation():

@@ -1,6 +1,6 @@
 """The GPU profiles' code paths, run on the CPU at toy size: the cifar profile's network (ResNet-18
-with the CIFAR stem) under bf16 autocast on a JPEG tree, resumed in the middle, and the CIFAR-10
-python batches end to end."""
+with the CIFAR stem) under bf16 autocast on a JPEG tree of non-square images read by a loader
+worker, resumed in the middle, and the CIFAR-10 python batches end to end."""
 
 import math
 
@@ -15,7 +15,8 @@ from trainers.networks import Encoder, GlobalAveragePool
 
 
 def jpeg_tree(root, per_class=4, test_per_class=2, size=36):
-    """train/ and test/ of 10 classes of JPEGs whose class sets a colour and a stripe period."""
+    """train/ and test/ of 10 classes of JPEGs whose class sets a colour and a stripe period; every
+    other image is size wide and 2/3 of that high, the rest the other way round."""
     from PIL import Image
 
     generator = torch.Generator().manual_seed(0)
@@ -24,8 +25,9 @@ def jpeg_tree(root, per_class=4, test_per_class=2, size=36):
             folder = root / split / f"class{cls}"
             folder.mkdir(parents=True)
             for i in range(count):
-                stripes = (torch.arange(size)[None, :] // (2 + cls % 4) % 2).expand(size, size)
-                noise = torch.randint(0, 40, (size, size, 3), generator=generator)
+                height, width = (size * 2 // 3, size) if i % 2 == 0 else (size, size * 2 // 3)
+                stripes = (torch.arange(width)[None, :] // (2 + cls % 4) % 2).expand(height, width)
+                noise = torch.randint(0, 40, (height, width, 3), generator=generator)
                 pixels = (stripes[..., None] * torch.tensor([25 * cls, 255 - 25 * cls, 128]) + noise).clamp(0, 255)
                 Image.fromarray(pixels.to(torch.uint8).numpy()).save(folder / f"{i}.jpg", quality=90)
 
@@ -49,6 +51,7 @@ def test_cifar_profile_path_with_bf16_resumes_exactly(tmp_path):
     config = TrialConfig.create(
         method="npidv2-interclr", dataset="imagefolder", data_root=str(tmp_path / "data"), network="resnet18-cifar",
         load_size=18, image_size=16, precision="bf16", epochs=2, batch_size=10, head_hidden=64, embedding_dim=32,
+        num_workers=1,
         num_negatives=2, negative_sampling="random", clusters_per_class=1, min_cluster_size=2, kmeans_backend="torch",
         seed=0)
     rows = assert_resumes_exactly(config, tmp_path / "state")

@@ -42,7 +42,8 @@ def test_one_training_step_reads_nothing_back(name):
     device = torch.device("cpu")
     streams = RandomStreams.create(0, device)
     method = METHODS[name](config, data, device)
-    _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, device)
+    _, embeddings = extract(method.encoder, datasets.evaluation_batches(data.train), config.image_size, data.mean,
+                            data.std, device)
     method.start(embeddings, streams)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.03, momentum=0.9)
     images, labels, indices = next(iter(datasets.batches(data.train, 32, shuffle=True,

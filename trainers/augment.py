@@ -10,6 +10,10 @@ the crop side) and solarisation, with the papers' parameters:
 Saturation, hue and grayscale are identities on grayscale images. A step that a recipe never
 applies draws no random numbers, so adding one to a recipe leaves the others' streams as they were.
 Working on batches keeps augmentation off the critical path on a CPU and lets it run on the GPU.
+
+Images arrive on canvases (trainers.data.Canvases): crops are drawn inside each image's valid
+region, with area and aspect ratio relative to that region, as torchvision's RandomResizedCrop takes
+them on the original image, and resampling never reads the padding around it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from trainers.data import Canvases
+
 CROP_RATIO = (3 / 4, 4 / 3)
 BLUR_SIGMA = (0.1, 2.0)
 LUMA = (0.299, 0.587, 0.114)
 RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)  # once, on the CPU: an inverse on a GPU would wait for its check
+# Sampling stops this far (in pixels) short of a valid region's last pixel centre: grid_sample's rounding
+# (about canvas side x 1e-7 pixels) must never give the padding beyond it a weight.
+EDGE_MARGIN = 1e-3
 
 
 @dataclass(frozen=True)
@@ -64,18 +73,30 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images - mean) / std
 
 
-def evaluation_view(images: torch.Tensor, size: int, mean, std) -> torch.Tensor:
-    """uint8 batch -> the deterministic normalised input used to extract features."""
-    x = to_unit_float(images)
-    if x.shape[-1] != size or x.shape[-2] != size:
+def evaluation_view(images: Canvases, size: int, mean, std) -> torch.Tensor:
+    """uint8 batch -> the deterministic normalised input used to extract features.
+
+    A whole canvas is resized to size x size. An image in part of its canvas gives the standard
+    evaluation crop: its shorter side resized to the canvas side (load_size), the centred size x size
+    square of that (at load_size 256 and size 224, ImageNet's Resize(256) and CenterCrop(224))."""
+    x = to_unit_float(images.pixels)
+    if images.sizes is not None:
+        heights, widths = images.sizes.to(x.dtype).unbind(1)
+        side = torch.minimum(heights, widths) * (size / x.shape[-1])  # the crop's side in the image's pixels
+        theta = torch.zeros(len(x), 2, 3, device=x.device)
+        theta[:, 0, 0] = side / widths
+        theta[:, 1, 1] = side / heights
+        x = resample_crops(x, theta, size, images.sizes)
+    elif x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return normalize(x, mean, std)
 
 
-def training_view(images: torch.Tensor, size: int, mean, std, generator: torch.Generator,
+def training_view(images: Canvases, size: int, mean, std, generator: torch.Generator,
                   recipe: Augmentation = NPIDV2) -> torch.Tensor:
     """uint8 batch B x C x H x W (on the training device) -> augmented normalised B x C x size x size."""
-    x = random_resized_crop_and_flip(to_unit_float(images), size, recipe.crop_scale, generator)
+    x = random_resized_crop_and_flip(to_unit_float(images.pixels), size, recipe.crop_scale, generator,
+                                     images.sizes)
     x = color_jitter(x, recipe, generator)
     if recipe.grayscale_probability > 0:
         x = random_grayscale(x, recipe.grayscale_probability, generator)
@@ -86,13 +107,16 @@ def training_view(images: torch.Tensor, size: int, mean, std, generator: torch.G
 
 
 def random_resized_crop_and_flip(x: torch.Tensor, size: int, scale: tuple[float, float],
-                                 generator: torch.Generator) -> torch.Tensor:
+                                 generator: torch.Generator, sizes: torch.Tensor | None = None) -> torch.Tensor:
+    """A crop of each image's valid region (`sizes`, B x 2 heights and widths; None: the whole canvas)
+    covering a uniform share `scale` of its area at a log-uniform aspect ratio, flipped with p 0.5."""
     n, device = x.shape[0], x.device
     area = _uniform(n, *scale, generator, device)
     aspect = torch.exp(_uniform(n, math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]), generator, device))
-    # Crop width and height as fractions of the image side; clamped when a tall/wide crop overflows.
-    width = torch.sqrt(area * aspect).clamp(max=1.0)
-    height = torch.sqrt(area / aspect).clamp(max=1.0)
+    region_aspect = 1.0 if sizes is None else sizes[:, 0].to(x.dtype) / sizes[:, 1].to(x.dtype)
+    # Crop width and height as fractions of the region's sides; clamped when a tall/wide crop overflows.
+    width = torch.sqrt(area * aspect * region_aspect).clamp(max=1.0)
+    height = torch.sqrt(area / aspect / region_aspect).clamp(max=1.0)
     centre_x = (1 - width) * _uniform(n, -1.0, 1.0, generator, device)
     centre_y = (1 - height) * _uniform(n, -1.0, 1.0, generator, device)
     flip = torch.where(_bernoulli(n, 0.5, generator, device), -1.0, 1.0)
@@ -101,7 +125,26 @@ def random_resized_crop_and_flip(x: torch.Tensor, size: int, scale: tuple[float,
     theta[:, 0, 2] = centre_x
     theta[:, 1, 1] = height
     theta[:, 1, 2] = centre_y
-    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    return resample_crops(x, theta, size, sizes)
+
+
+def resample_crops(x: torch.Tensor, theta: torch.Tensor, size: int, sizes: torch.Tensor | None) -> torch.Tensor:
+    """Each image's crop resampled bilinearly to size x size. theta (B x 2 x 3) maps the output square onto
+    the crop in coordinates normalised to the image's valid region ([-1, 1] spans it; None: the canvas).
+
+    Output pixels near a crop's edge can sample up to half a pixel past the region's last pixel centre;
+    they take that pixel's value, as grid_sample's clamping does at the canvas's own edge."""
+    n, channels, canvas_height, canvas_width = x.shape
+    if sizes is not None:
+        canvas = torch.tensor([canvas_width, canvas_height], device=x.device, dtype=x.dtype)
+        extent = sizes.flip(1).to(x.dtype)  # (width, height): the grid's (x, y) order
+        share = extent / canvas
+        theta = theta * share[:, :, None]
+        theta[:, :, 2] += share - 1  # the region's top-left corner is the canvas's
+    grid = F.affine_grid(theta, [n, channels, size, size], align_corners=False)
+    if sizes is not None:
+        last = (2 * (extent - 1 - EDGE_MARGIN) + 1) / canvas - 1  # normalised position of the last pixel centre
+        grid = torch.minimum(grid, last[:, None, None, :])
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 

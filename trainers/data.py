@@ -1,7 +1,10 @@
 """Datasets as uint8 image tensors: Fashion-MNIST, CIFAR-10, ImageFolder trees, and a synthetic set for tests.
 
-Every dataset yields `(images uint8 B x C x H x W, labels B, indices B)`; augmentation happens
-on whole batches on the training device (trainers.augment), so loading stays cheap.
+Every dataset's batches are `(Canvases, labels B, indices B)`; augmentation happens on whole batches
+on the training device (trainers.augment), so loading stays cheap. An ImageFolder image keeps its
+aspect ratio: resized so that its longer side is `load_size`, it sits at the top-left of a
+`load_size` square canvas, and its valid height and width travel with it, so crops are taken from
+the image as it was, never from the padding. The in-memory sets fill their canvases.
 Labels are used only for evaluation and analysis, never for training.
 """
 
@@ -20,6 +23,7 @@ from torch.utils.data import (
     Dataset,
     RandomSampler,
     SequentialSampler,
+    default_collate,
 )
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -30,10 +34,31 @@ FASHION_MNIST_FILES = {
 CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 CIFAR10_FOLDER = "cifar-10-batches-py"  # what torchvision's CIFAR10(root, download=True) unpacks under root
 SUBSET_SEED = 0  # fixed so every trial of every seed sees the same images
+EVALUATION_BATCH = 128  # images per batch when features are extracted
 
 
 class DataError(RuntimeError):
     """Data that cannot be found or read; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Canvases:
+    """A batch of uint8 images, each at the top-left of its square canvas: `pixels` B x C x S x S and
+    `sizes` B x 2, each image's valid (height, width); None when every image fills its canvas."""
+
+    pixels: torch.Tensor
+    sizes: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def to(self, device, non_blocking: bool = False) -> "Canvases":
+        sizes = None if self.sizes is None else self.sizes.to(device, non_blocking=non_blocking)
+        return Canvases(self.pixels.to(device, non_blocking=non_blocking), sizes)
+
+    def pin_memory(self) -> "Canvases":
+        """Called by a DataLoader with pin_memory=True, so the copy to the GPU can overlap compute."""
+        return Canvases(self.pixels.pin_memory(), None if self.sizes is None else self.sizes.pin_memory())
 
 
 class InMemoryImages(Dataset):
@@ -52,7 +77,8 @@ class InMemoryImages(Dataset):
 
 
 class ImageFolderImages(Dataset):
-    """`root/<class>/<image>` files, decoded and resized to a `load_size` square of uint8."""
+    """`root/<class>/<image>` files, decoded with torchvision.io; item i is (canvas uint8 3 x load_size x
+    load_size, valid (height, width), label, i), the image resized so its longer side is load_size."""
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], load_size: int):
         self.samples, self.classes, self.load_size = samples, classes, load_size
@@ -69,16 +95,18 @@ class ImageFolderImages(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from PIL import Image
+        from torchvision.transforms.v2.functional import resize
 
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB").resize((self.load_size, self.load_size), Image.BILINEAR)
-                array = np.asarray(image, dtype=np.uint8).copy()
-        except OSError as error:  # PIL's UnidentifiedImageError and truncated-file errors are OSErrors
-            raise DataError(_unreadable_image(path, error)) from None
-        return torch.from_numpy(array).permute(2, 0, 1), label, index
+        image = read_image(path)
+        height, width = image.shape[1:]
+        scale = self.load_size / max(height, width)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if size != (height, width):
+            image = resize(image, list(size), antialias=True)
+        canvas = torch.zeros(3, self.load_size, self.load_size, dtype=torch.uint8)
+        canvas[:, :size[0], :size[1]] = image
+        return canvas, torch.tensor(size), label, index
 
     def check_decodable(self) -> None:
         """Open every file's header (cheap: no pixel decoding) so a damaged tree fails before a run."""
@@ -90,6 +118,16 @@ class ImageFolderImages(Dataset):
                     image.verify()
             except (OSError, SyntaxError) as error:  # verify() raises SyntaxError for some broken PNGs
                 raise DataError(_unreadable_image(path, error)) from None
+
+
+def read_image(path: str) -> torch.Tensor:
+    """An image file decoded by torchvision.io (JPEG, PNG, GIF, WebP) as uint8 3 x H x W; raises DataError."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(path, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as error:  # what torchvision.io raises for damaged or unknown files
+        raise DataError(_unreadable_image(path, error)) from None
 
 
 def _unreadable_image(path: str, error: Exception) -> str:
@@ -279,9 +317,32 @@ def balanced_subset(dataset: Dataset, size: int, num_classes: int) -> Dataset:
 
 def batches(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
             num_workers: int = 0) -> DataLoader:
-    """Batches of (images, labels, indices); training drops the last partial batch."""
+    """Batches of (Canvases, labels, indices); training drops the last partial batch.
+
+    Each pass over a shuffled loader draws its order from `generator` alone, so one loader can serve a
+    whole trial and a resumed trial, its generator restored, sees the same orders. ImageFolder loaders
+    with workers keep them across passes."""
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     if isinstance(dataset, InMemoryImages):
-        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-        return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=shuffle), batch_size=None)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle, generator=generator,
-                      num_workers=num_workers, persistent_workers=False, pin_memory=torch.cuda.is_available())
+        return DataLoader(dataset, sampler=BatchSampler(order, batch_size, drop_last=shuffle), batch_size=None,
+                          collate_fn=_whole_canvases)
+    # The loader's own generator only seeds the workers' RNGs, which decoding never uses; drawn from the
+    # order generator it would shift the orders, since persistent workers draw it on the first pass only.
+    return DataLoader(dataset, batch_sampler=BatchSampler(order, batch_size, drop_last=shuffle),
+                      collate_fn=_canvases_of, num_workers=num_workers, persistent_workers=num_workers > 0,
+                      generator=torch.Generator().manual_seed(0), pin_memory=torch.cuda.is_available())
+
+
+def evaluation_batches(dataset: Dataset, num_workers: int = 0) -> DataLoader:
+    """Every image once, in dataset order, to extract features from."""
+    return batches(dataset, EVALUATION_BATCH, shuffle=False, num_workers=num_workers)
+
+
+def _whole_canvases(batch: tuple) -> tuple:
+    images, labels, indices = batch
+    return Canvases(images), labels, indices
+
+
+def _canvases_of(samples: list[tuple]) -> tuple:
+    pixels, sizes, labels, indices = default_collate(samples)
+    return Canvases(pixels, sizes), labels, indices

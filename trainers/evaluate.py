@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.augment import evaluation_view
-from trainers.data import balanced_indices, batches
+from trainers.data import balanced_indices
 
 SVM_COSTS = (0.01, 0.1, 1.0, 10.0, 100.0)
 SVM_FOLDS = 3
@@ -28,13 +28,13 @@ KNN_SIMILARITIES_PER_CHUNK = 2 ** 26  # test x train similarities held at once (
 
 
 @torch.no_grad()
-def extract(encoder, dataset, image_size: int, mean, std, device, batch_size: int = 128,
-            num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised backbone features N x F, embeddings N x D) of every image, in dataset order."""
+def extract(encoder, batches, image_size: int, mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised backbone features N x F, embeddings N x D) of every image of `batches`
+    (trainers.data.evaluation_batches), in dataset order."""
     was_training = encoder.training
     encoder.eval()
     features, embeddings = [], []
-    for images, _, _ in batches(dataset, batch_size, shuffle=False, num_workers=num_workers):
+    for images, _, _ in batches:
         x = evaluation_view(images.to(device, non_blocking=True), image_size, mean, std)
         backbone = encoder.backbone(x)
         features.append(F.normalize(backbone, dim=1))

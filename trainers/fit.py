@@ -112,6 +112,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
                 "config_hash": config.config_hash(), "device": device.type}
 
     machine = {"hostname": socket.gethostname(), "torch_version": torch.__version__}
+    splits = evaluation_splits(data, config)
     state = reporter.restore(config.config_hash())
     if state is not None:
         if state.get("device", device.type) != device.type:  # its random streams live on that device
@@ -128,20 +129,21 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
         rows, start = state["rows"], state["epoch"] + 1
     else:
         floors = FloorCache(floor_cache) if floor_cache else None
-        row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True, floors=floors)
+        row, embeddings = evaluate(method, data, splits, config, device, epoch=0, with_svm=True, floors=floors)
         row.update(method.start(embeddings, streams))
         row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows, start = [row], 1
         reporter.report(row, training_state(0, rows))
 
+    # One loader per trial: its workers live across epochs, and every epoch's order comes from streams.order.
+    train_batches = datasets.batches(data.train, config.batch_size, shuffle=True, generator=streams.order,
+                                     num_workers=config.num_workers)
     for epoch in range(start, config.epochs + 1):
         epoch_started = time.perf_counter()
         totals: dict = {}  # per-step logs summed on the device, read once at the end of the epoch
         timer = StepTimer(device)
         method.encoder.train()
-        for iteration, (images, labels, indices) in enumerate(
-                datasets.batches(data.train, config.batch_size, shuffle=True, generator=streams.order,
-                                 num_workers=config.num_workers)):
+        for iteration, (images, labels, indices) in enumerate(train_batches):
             images, labels, indices = (x.to(device, non_blocking=True) for x in (images, labels, indices))
             step = (epoch - 1) * iterations_per_epoch + iteration
             timer.start()
@@ -162,7 +164,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
         last = epoch == config.epochs
         extracted = method.take_train_extraction()  # taken every epoch, so it never outlives its epoch
         if last or epoch % config.eval_every == 0:
-            row, _ = evaluate(method, data, config, device, epoch, with_svm=last or config.svm_every_epoch,
+            row, _ = evaluate(method, data, splits, config, device, epoch, with_svm=last or config.svm_every_epoch,
                               train_extraction=extracted)
         else:
             row = {"epoch": epoch, **dict.fromkeys(METRICS, float("nan")), "eval_time_s": 0.0,
@@ -210,21 +212,26 @@ class StepTimer:
 METRICS = ("knn_top1", "svm_map", "linear_top1")
 
 
-def evaluate(method: Method, data, config, device, epoch: int, with_svm: bool,
+def evaluation_splits(data, config) -> tuple:
+    """The training and test sets' evaluation loaders, made once per trial so that their workers persist."""
+    return tuple(datasets.evaluation_batches(split, config.num_workers) for split in (data.train, data.test))
+
+
+def evaluate(method: Method, data, splits: tuple, config, device, epoch: int, with_svm: bool,
              train_extraction: tuple[torch.Tensor, torch.Tensor] | None = None,
              floors: FloorCache | None = None) -> tuple[dict, torch.Tensor]:
     """Metric row of the current encoder, and the training set's embeddings (to seed the bank).
 
-    `train_extraction`: the training set's (features, embeddings) by the current encoder, if the
-    method already has them. `floors`: where the metrics of this (initial) encoder may already be."""
+    `splits`: the loaders from evaluation_splits. `train_extraction`: the training set's (features,
+    embeddings) by the current encoder, if the method already has them. `floors`: where the metrics
+    of this (initial) encoder may already be."""
     started = time.perf_counter()
     args = (config.image_size, data.mean, data.std, device)
-    train_features, train_embeddings = train_extraction or extract(method.encoder, data.train, *args,
-                                                                   num_workers=config.num_workers)
+    train_features, train_embeddings = train_extraction or extract(method.encoder, splits[0], *args)
     train_labels, test_labels = data.train_labels(), data.test_labels()
 
     def measure() -> dict:
-        test_features, _ = extract(method.encoder, data.test, *args, num_workers=config.num_workers)
+        test_features, _ = extract(method.encoder, splits[1], *args)
         frozen = (train_features, train_labels, test_features, test_labels)
         metrics = {"knn_top1": knn_top1(*frozen, config.knn_k, config.knn_temperature),
                    "svm_map": float("nan"), "linear_top1": float("nan")}

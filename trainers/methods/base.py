@@ -29,7 +29,7 @@ import torch
 
 if TYPE_CHECKING:
     from trainers.config import TrialConfig
-    from trainers.data import ImageData
+    from trainers.data import Canvases, ImageData
     from trainers.randomness import RandomStreams
 
 
@@ -63,9 +63,9 @@ class Method:
         returns extra epoch-0 metrics."""
         return {}
 
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, step: int,
+    def training_step(self, images: "Canvases", labels: torch.Tensor, indices: torch.Tensor, step: int,
                       streams: "RandomStreams") -> tuple[torch.Tensor, dict[str, float]]:
-        """One batch: images B x C x H x W uint8 on the device, labels B true classes (for analysis only),
+        """One batch: images (trainers.data.Canvases) on the device, labels B true classes (for analysis only),
         indices B dataset positions. Returns the scalar loss and per-batch logs, summed over the epoch."""
         raise NotImplementedError
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from trainers.data import Canvases, evaluation_batches
 from trainers.evaluate import extract
 from trainers.inter_image import InterImageBranch
 from trainers.memory_bank import MemoryBank
@@ -35,7 +36,7 @@ class IntraImageMethod(Method):
     bank: MemoryBank | None = None  # the base's own memory bank, if it keeps one; the inter branch then shares it
     bank_encoder: Encoder  # the network whose embeddings the inter branch's bank holds
 
-    def intra_step(self, images: torch.Tensor, indices: torch.Tensor, streams: RandomStreams,
+    def intra_step(self, images: Canvases, indices: torch.Tensor, streams: RandomStreams,
                    with_loss: bool = True) -> IntraStep:
         raise NotImplementedError
 
@@ -79,8 +80,8 @@ class InterCLR(IntraImageMethod):
         totals = super().end_epoch(epoch)
         if self.inter.wants_offline_labels(epoch):
             c = self.config
-            features, embeddings = extract(self.bank_encoder, self.data.train, c.image_size, self.data.mean,
-                                           self.data.std, self.device, num_workers=c.num_workers)
+            features, embeddings = extract(self.bank_encoder, evaluation_batches(self.data.train, c.num_workers),
+                                           c.image_size, self.data.mean, self.data.std, self.device)
             totals["labels_changed"] = self.inter.relabel_offline(embeddings, epoch) * len(self.data.train)
             if self.bank_encoder is self.encoder:  # NPIDv2: the evaluation would extract the same again
                 self.train_extraction = (features, embeddings)

@@ -1,0 +1,81 @@
+"""Packing trials on a GPU: the share Ray is given, and the check that the trials sharing a GPU fit in
+its memory, on given numbers (no GPU needed)."""
+
+import pytest
+import torch
+
+from study import packing
+from trainers import data as datasets
+from trainers.config import ConfigError, TrialConfig
+from trainers.networks import Encoder
+
+GIB = 2 ** 30
+
+
+def test_trials_per_gpu_is_the_whole_number_of_shares():
+    assert [packing.trials_per_gpu(g) for g in (0.25, 1 / 3, 0.3, 0.5, 1, 2)] == [4, 3, 3, 2, 1, 1]
+
+
+def test_four_trials_fit_exactly_and_not_in_less():
+    trial = packing.TrialMemory(networks=1 * GIB, activations=2 * GIB, bank=1 * GIB)
+    assert trial.total() == 6 * GIB  # 1.25 x 4 GiB + 1 GiB of CUDA context
+    packing.check_fits(0.25, trial, 24 * GIB)
+    with pytest.raises(ConfigError, match=r"puts 4 trials on a GPU of 23\.9 GiB.*--gpus-per-trial 0\.3333 \(3 per GPU\)"):
+        packing.check_fits(0.25, trial, 24 * GIB - GIB // 10)
+    with pytest.raises(ConfigError, match="lower batch_size"):
+        packing.check_fits(1, trial, 5 * GIB)
+
+
+def test_shares_ray_cannot_schedule_are_refused():
+    for share in (-0.5, 1.5):
+        with pytest.raises(ConfigError, match="share of one GPU"):
+            packing.check_share(share, "cuda")
+    with pytest.raises(ConfigError, match="device=cpu"):
+        packing.check_share(0, "cuda")
+    packing.check_share(0, "cpu")
+    packing.check_share(2, "cuda")
+
+
+class TwoScalesThenRelu(torch.nn.Module):
+    """h = x * w1, y = relu(h * w2). Autograd keeps x (for w1's gradient), h and w2 (for each other's
+    gradients) and y (for the ReLU's): per image 3 x C x H x W floats, and w2 once per pass."""
+    bf16 = False
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.ones(3, 6, 6))
+        self.w2 = torch.nn.Parameter(torch.ones(3, 6, 6))
+
+    def forward(self, x):
+        return (x * self.w1 * self.w2).relu()
+
+
+def test_saved_activations_are_counted_per_image_without_the_weights():
+    assert packing.saved_bytes_per_image(TwoScalesThenRelu(), channels=3, image_size=6) == 3 * 3 * 6 * 6 * 4
+
+
+def test_estimate_counts_the_momentum_target_and_the_bank():
+    data = datasets.synthetic(seed=0)
+    config = TrialConfig.create(method="mocov2", dataset="synthetic", image_size=16, batch_size=32, queue_size=64,
+                                cnn_width=8, head_hidden=32, embedding_dim=16)
+    encoder_parameters = sum(p.numel() for p in Encoder("small-cnn", 1, 32, 16, cnn_width=8).parameters())
+    memory = packing.estimate(config, data)
+    assert memory.networks == (12 + 4) * encoder_parameters  # the query encoder trained, the key encoder not
+    assert memory.bank == 600 * (4 * 16 + 8) + 4 * 64 * 16  # features and labels of 600 images, and the queue
+    assert memory.activations > 0
+
+
+def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launch(monkeypatch, capsys, tmp_path):
+    import ray
+
+    from study import run
+
+    monkeypatch.setattr(packing, "visible_gpu_bytes", lambda: 4 * GIB)
+    cifar_on_synthetic = ["--set", "dataset=synthetic", "--set", "image_size=16", "--set", "batch_size=64",
+                          "--set", "num_negatives=16", "--set", "clusters_per_class=2", "--set", "min_cluster_size=5"]
+    code = run.main(["sampling", "--scale", "cifar", *cifar_on_synthetic, "--out", str(tmp_path / "out"),
+                     "--storage", str(tmp_path / "runs")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("error: --gpus-per-trial 0.25 puts 4 trials on a GPU of 4.0 GiB") and "per GPU)" in lines[0]
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
