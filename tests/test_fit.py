@@ -9,6 +9,7 @@ from trainers.config import ConfigError, TrialConfig
 from trainers.evaluate import extract, svm_map
 from trainers.fit import ConsoleReporter, fit
 from trainers.methods.registry import METHODS
+from trainers.randomness import RandomStreams
 
 SYNTHETIC = TrialConfig.create(dataset="synthetic", image_size=16, epochs=3, batch_size=64, num_negatives=16,
                         clusters_per_class=2, min_cluster_size=5, negative_sampling="semi-hard", seed=7)
@@ -114,15 +115,17 @@ def test_offline_relabelling_hands_its_features_to_the_evaluation():
     data = datasets.load(config)
     torch.manual_seed(0)
     method = METHODS[config.method](config, data, torch.device("cpu"))
-    _, embeddings = extract(method.encoder, data.train, config.image_size, data.mean, data.std, torch.device("cpu"))
-    method.start(embeddings, torch.Generator().manual_seed(0))
+    _, embeddings = extract(method.encoder, datasets.evaluation_batches(data.train), config.image_size, data.mean,
+                            data.std, torch.device("cpu"))
+    method.start(embeddings, RandomStreams.create(0, torch.device("cpu")))
     method.end_epoch(1)
     features, embeddings = method.take_train_extraction()
-    expected = extract(method.encoder, data.train, config.image_size, data.mean, data.std, torch.device("cpu"))
+    expected = extract(method.encoder, datasets.evaluation_batches(data.train), config.image_size, data.mean,
+                       data.std, torch.device("cpu"))
     assert torch.equal(features, expected[0]) and torch.equal(embeddings, expected[1])
     assert method.take_train_extraction() is None  # handed over once
     moco = METHODS["mocov2-interclr"](config.replace(method="mocov2-interclr"), data, torch.device("cpu"))
-    moco.start(embeddings, torch.Generator().manual_seed(0))
+    moco.start(embeddings, RandomStreams.create(0, torch.device("cpu")))
     moco.end_epoch(1)
     assert moco.take_train_extraction() is None  # its bank holds the key encoder's embeddings, not the evaluated one's
 
