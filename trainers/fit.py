@@ -1,6 +1,7 @@
 """One trial from start to finish, with no Ray: `python -m trainers.fit --set KEY=VALUE ...`.
 
-Epoch 0 evaluates the randomly initialised network (the floor every result is compared with);
+Epoch 0 evaluates the randomly initialised network, its batch-norm statistics calibrated on the
+training set (the floor every result is compared with; the same embeddings seed a memory bank);
 each later epoch trains once over the data and evaluates. After every evaluated epoch the
 reporter receives the metric row and the full training state, RNGs included, so a run that
 restores that state continues exactly as if it had never stopped.
@@ -23,7 +24,7 @@ import torch
 from trainers import data as datasets
 from trainers.checkpoint import CheckpointError, TrialState
 from trainers.config import ConfigError, TrialConfig, parse_assignment
-from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map
+from trainers.evaluate import calibrate_batch_norm, extract, knn_top1, linear_probe_top1, svm_map
 from trainers.methods.base import Method
 from trainers.methods.registry import METHODS
 from trainers.randomness import RandomStreams
@@ -122,6 +123,8 @@ def fit(config: TrialConfig, reporter: Reporter | None = None) -> list[dict]:
         torch.set_rng_state(state["torch_rng"])
         rows, start = state["rows"], state["epoch"] + 1
     else:
+        calibrate_batch_norm(method.encoder, data.train, config.image_size, data.mean, data.std, device,
+                             num_workers=config.num_workers)
         row, embeddings = evaluate(method, data, config, device, epoch=0, with_svm=True)
         row.update(method.start(embeddings, streams))
         row.update(peak_memory_mb=peak_memory_mb(device), **machine)
