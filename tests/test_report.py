@@ -67,3 +67,22 @@ def test_report_writes_table1_and_judges_claim_13(tmp_path):
     assert "## Table 1" in claims and "| npidv2-interclr |" in claims
     assert "[table1](methods/table1.png)" in claims
     assert list(pd.read_csv(tmp_path / "tiny" / "table1.csv")["method"]) == methods
+
+
+def test_diagnostics_draw_inter_loss_and_label_figures_and_refuse_a_table_without_losses(tmp_path):
+    margins = results_table([-0.5, 0.0], metrics=("loss_inter", "label_nmi", "labels_changed", "clusters_reseeded"))
+    margins.to_parquet(tmp_path / "trials.parquet")
+    run = [sys.executable, "-m", "analysis.diagnostics", "--before", str(tmp_path), "--after", str(tmp_path)]
+    drawn = subprocess.run([*run, "--out", str(tmp_path / "figures")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert drawn.returncode == 0, drawn.stderr
+    assert [Path(line).name for line in drawn.stdout.splitlines()] == ["inter_loss.png", "label_nmi.png"]
+    assert all(Path(line).read_bytes().startswith(b"\x89PNG") for line in drawn.stdout.splitlines())
+    absent = subprocess.run([*run, "--value", "0.25", "--out", str(tmp_path / "none")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert absent.returncode == 2 and absent.stderr.startswith("error: ") and "-0.5, 0" in absent.stderr
+    margins.drop(columns="loss_inter").to_parquet(tmp_path / "trials.parquet")
+    lacking = subprocess.run([*run, "--out", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert lacking.returncode == 2 and lacking.stderr.count("\n") == 1 and "loss_inter" in lacking.stderr
+    assert not (tmp_path / "none").exists()
