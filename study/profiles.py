@@ -12,10 +12,20 @@ svm_train_size), the probe has a fixed budget of epochs over the cached features
 every `eval_every` epochs (epoch 0 and the last always). At tiny that is every second epoch:
 re-embedding the training and test sets for kNN at every epoch was most of a trial's evaluation
 time, and dropping the odd epochs' kNN from the committed results moves no claim's verdict.
+
+MarginNCE margins are mapped, not copied. A margin m shifts the positive's logit by |m| / tau, and
+what that shift does depends on ln(K + 1), the loss of K + 1 indistinguishable candidates: in the
+paper |m| / tau = 5 nats at m = -0.5 (tau 0.1) against ln(4097) = 8.3, while with the tiny K = 16,
+ln(17) = 2.8, so m = -0.5 would drive the inter loss to ~0.15 and m = -1 to ~0.001, a branch
+without gradient. A trial therefore gets m * ln(K + 1) / ln(K_paper + 1), where K_paper is the
+paper's count of the same arm (K scaled by paper_negatives / the profile's K): the paper's balance
+between margin and negatives at every K, and the paper's margins at the paper's K. Studies and
+results keep the paper's values; only the trial configs hold the mapped ones.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trainers.config import DEFAULT_METHOD, TrialConfig
@@ -28,27 +38,44 @@ class ScaleProfile:
     settings: dict = field(default_factory=dict)  # TrialConfig keys
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    paper_negatives: int = 4096  # the paper's K (its ablations') that this profile's num_negatives stands for
 
     def config(self, **keys) -> TrialConfig:
         """A trial config at this scale: the method's defaults, then this profile's settings that the
-        method has keys for, then `keys` (flat, `method` among them)."""
+        method has keys for, then `keys` (flat, `method` among them); margins given in the paper's
+        values, mapped to this profile's K (see the module's docstring)."""
         own = TrialConfig.keys_of(keys.get("method", DEFAULT_METHOD))
-        return TrialConfig.create(**{**{k: v for k, v in self.settings.items() if k in own}, **keys})
+        config = TrialConfig.create(**{**{k: v for k, v in self.settings.items() if k in own}, **keys})
+        margins = {key: getattr(config, key) * self.margin_scale(config.num_negatives)
+                   for key in MAPPED_MARGINS if key in own}
+        return config.replace(**margins) if margins else config
+
+    def margin_scale(self, negatives: int) -> float:
+        """ln(K + 1) / ln(K_paper + 1) for a trial with K negatives (1 at the paper's own scale)."""
+        paper = negatives * self.paper_negatives / self.settings["num_negatives"]
+        return math.log(negatives + 1) / math.log(paper + 1)
+
+
+# MarginNCE margins, mapped by the profile; the truncated triplet's margin C bounds a distance, not a logit.
+MAPPED_MARGINS = ("intra_margin", "inter_margin")
 
 
 PROFILES = {p.name: p for p in [
     ScaleProfile(
-        "tiny", "2-core CPU: Fashion-MNIST 5k/1k class-balanced subsets, small CNN (width 16), 18 epochs",
+        "tiny", "2-core CPU: Fashion-MNIST 5k/1k class-balanced subsets, small CNN (width 16), 24 epochs",
+        # K = 16 stands for the paper's 4,096 (paper_negatives): margins x 0.341 (-0.5 -> -0.170), and
+        # x 0.430 at 4x K (64 for 16,384), x 0.500 at 16x K (256 for 65,536).
         {"dataset": "fashion-mnist", "network": "small-cnn", "cnn_width": 16, "image_size": 28,
-         "train_subset": 5000, "test_subset": 1000, "epochs": 18, "batch_size": 128, "lr": 0.03, "num_negatives": 16,
+         "train_subset": 5000, "test_subset": 1000, "epochs": 24, "batch_size": 128, "lr": 0.03, "num_negatives": 16,
          "head_hidden": 512, "clusters_per_class": 10.0, "min_cluster_size": 8, "threads": 1, "device": "cpu",
-         # MoCo's 0.999 averages over ~1,000 steps, more than the whole 702-step tiny run; 0.99 (~100 steps,
+         # MoCo's 0.999 averages over ~1,000 steps, more than the whole 936-step tiny run; 0.99 (~100 steps,
          # BYOL's base) keeps the key encoder a recent average of the query encoder, as at full scale.
          # The queue spans 4 batches (10% of an epoch; the paper's 16,384 span 64 batches, 1.3%).
          "encoder_momentum": 0.99, "queue_size": 512, "eval_every": 2},
         cpus_per_trial=1.0),
     ScaleProfile(
         "cifar", "a quarter GPU: CIFAR-10 python batches (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",
+        # K = 160 stands for the paper's 4,096: margins x 0.611 (-0.5 -> -0.305).
         # CIFAR-10 is held in memory as uint8, so no loader workers; the CPU share is torch's threads.
         # A trial needs about 4 GiB of GPU memory (study.packing), so four share one GPU.
         {"dataset": "cifar10", "network": "resnet18-cifar", "load_size": 32, "image_size": 32,
@@ -58,6 +85,7 @@ PROFILES = {p.name: p for p in [
         cpus_per_trial=4.0, gpus_per_trial=0.25),
     ScaleProfile(
         "imagenet", "GPU cluster: ImageNet ImageFolder (--set data_root=DIR), ResNet-50, the paper's settings",
+        # The paper's own K: margins as the paper gives them.
         {"dataset": "imagefolder", "network": "resnet50", "load_size": 256, "image_size": 224,
          "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 4096, "head_hidden": 2048,
          # Decoding JPEGs is the CPU's work: 6 loader workers, 2 torch threads, within the trial's 8 CPUs.

@@ -5,7 +5,10 @@ import torch
 import torch.nn.functional as F
 
 from trainers import evaluate
-from trainers.evaluate import knn_top1, linear_probe_top1, svm_map, svm_subset
+from trainers.evaluate import calibrate_batch_norm, knn_top1, linear_probe_top1, svm_map, svm_subset
+from trainers.augment import evaluation_view
+from trainers.data import batches, synthetic
+from trainers.networks import Encoder
 
 
 def test_knn_hand_example():
@@ -97,3 +100,28 @@ def test_svm_subset_is_fixed_class_balanced_and_whole_when_large():
     assert len(subset) == 40 and torch.equal(torch.bincount(labels[subset]), torch.full((4,), 10))
     assert len(set(subset.tolist())) == 40 and torch.equal(subset, svm_subset(labels, 40))
     assert torch.equal(svm_subset(labels, 120), torch.arange(120))
+
+
+def test_calibrated_batch_norm_makes_eval_mode_compute_what_training_computes():
+    data = synthetic(seed=0)  # 600 training images
+    torch.manual_seed(0)
+    encoder = Encoder("small-cnn", 1, head_hidden=32, embedding_dim=16, cnn_width=8)
+    images = evaluation_view(data.train.images, 16, data.mean, data.std)
+    with torch.no_grad():
+        first_conv_output = encoder.backbone[0](images)  # the first batch norm's input, independent of any BN
+        encoder.train()
+        trained_mode = encoder(images)  # normalised by the statistics of this one batch, the whole set
+        encoder.eval()
+        placeholder_stats = encoder(images)
+    # The placeholders (mean 0, variance 1) make eval mode another function: the premise of the fix.
+    assert F.cosine_similarity(placeholder_stats, trained_mode).mean() < 0.95
+
+    calibrate_batch_norm(encoder, batches(data.train, 100, shuffle=False), 16, data.mean, data.std, torch.device("cpu"))
+    first = encoder.backbone[1]
+    assert isinstance(first, torch.nn.BatchNorm2d)
+    # Six equal batches: their cumulative average is the per-channel mean over all 600 images.
+    assert torch.allclose(first.running_mean, first_conv_output.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert first.momentum == 0.1 and not encoder.training  # settings and mode as they were
+    with torch.no_grad():
+        calibrated = encoder(images)
+    assert F.cosine_similarity(calibrated, trained_mode).min() > 0.99

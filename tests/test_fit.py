@@ -132,3 +132,31 @@ def test_offline_relabelling_hands_its_features_to_the_evaluation():
 
 def test_resume_with_skipped_evaluations_continues_exactly(tmp_path):
     assert_resumes_exactly(SYNTHETIC.replace(eval_every=2), tmp_path)
+
+
+class StopAtStart:
+    """Keeps the epoch-0 state and stops the trial there."""
+
+    def restore(self, config_hash):
+        return None
+
+    def report(self, row, state):
+        self.state = state
+        raise KeyboardInterrupt
+
+
+def test_the_initial_bank_holds_what_the_network_computes_in_training():
+    """The bank is seeded with the embeddings training would write (un-augmented): batch-norm
+    statistics of the data, not PyTorch's placeholder mean 0 and variance 1."""
+    from trainers.augment import evaluation_view
+
+    reporter = StopAtStart()
+    with pytest.raises(KeyboardInterrupt):
+        fit(SYNTHETIC, reporter)
+    data = datasets.load(SYNTHETIC)
+    method = METHODS[SYNTHETIC.method](SYNTHETIC, data, torch.device("cpu"))
+    method.load_state_dict(reporter.state["method"])
+    with torch.no_grad():  # the whole training set as one batch: normalised by its own statistics
+        training_mode = method.encoder.train()(evaluation_view(datasets.Canvases(data.train.images), 16, data.mean, data.std))
+    bank = reporter.state["method"]["bank"]["features"]
+    assert torch.nn.functional.cosine_similarity(bank, training_mode).min() > 0.99

@@ -24,8 +24,8 @@ def run_blocked(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProc
 
 def test_analysis_imports_without_torch_or_the_runner():
     result = run_blocked(("torch", "ray", "trainers", "study.specs", "study.run"),
-                         "import analysis.report, analysis.figures, analysis.claims, analysis.tables, analysis.sequential; "
-                         "assert 'torch' not in sys.modules")
+                         "import analysis.report, analysis.figures, analysis.claims, analysis.tables, "
+                         "analysis.sequential, analysis.diagnostics; assert 'torch' not in sys.modules")
     assert result.returncode == 0, result.stderr
 
 

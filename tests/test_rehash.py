@@ -9,7 +9,7 @@ from study.specs import expand
 from trainers.config import ConfigError
 
 
-def stored_table(folder, seeds=2, epochs=18):
+def stored_table(folder, seeds=2, epochs=PROFILES["tiny"].settings["epochs"]):
     """A labels-study table as an older hash definition left it: every trial under a made-up hash."""
     rows = [{"study": "labels", "factor": "label_mode", "value": value, "seed": seed, "config_hash": f"old{value}{seed}",
              "scale": "tiny", "code_version": "abc", "epoch": epoch, "knn_top1": 50.0 + epoch + seed}
@@ -33,7 +33,7 @@ def test_rehash_gives_todays_hashes_and_keeps_the_metrics(tmp_path):
 
 
 def test_rehash_refuses_trials_that_are_not_todays_plan(tmp_path):
-    stored_table(tmp_path / "labels", epochs=5)  # the tiny profile trains 18 epochs
+    stored_table(tmp_path / "labels", epochs=5)  # the tiny profile trains more
     with pytest.raises(ConfigError, match="not today's plan"):
         rehash(tmp_path / "labels")
     assert main([str(tmp_path / "nothing")]) == 2

@@ -115,3 +115,24 @@ def test_knn_curve_joins_the_evaluated_epochs_when_eval_every_skips_some():
     curves = draw_study(table, STUDIES["labels"]).axes[1]
     for line in curves.get_lines():
         assert list(line.get_xdata()) == [0, 2] and not pd.isna(line.get_ydata()).any()
+
+
+
+
+def test_diagnostics_draw_inter_loss_and_label_figures_and_refuse_a_table_without_losses(tmp_path):
+    margins = results_table([-0.5, 0.0], metrics=("loss_inter", "label_nmi", "labels_changed", "clusters_reseeded"))
+    margins.to_parquet(tmp_path / "trials.parquet")
+    run = [sys.executable, "-m", "analysis.diagnostics", "--before", str(tmp_path), "--after", str(tmp_path)]
+    drawn = subprocess.run([*run, "--out", str(tmp_path / "figures")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert drawn.returncode == 0, drawn.stderr
+    assert [Path(line).name for line in drawn.stdout.splitlines()] == ["inter_loss.png", "label_nmi.png"]
+    assert all(Path(line).read_bytes().startswith(b"\x89PNG") for line in drawn.stdout.splitlines())
+    absent = subprocess.run([*run, "--value", "0.25", "--out", str(tmp_path / "none")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert absent.returncode == 2 and absent.stderr.startswith("error: ") and "-0.5, 0" in absent.stderr
+    margins.drop(columns="loss_inter").to_parquet(tmp_path / "trials.parquet")
+    lacking = subprocess.run([*run, "--out", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert lacking.returncode == 2 and lacking.stderr.count("\n") == 1 and "loss_inter" in lacking.stderr
+    assert not (tmp_path / "none").exists()

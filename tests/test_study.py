@@ -41,8 +41,10 @@ EXPECTED_GRIDS = {  # study: (factor, recorded values, {key: value} the study fi
                                                                     "negative_sampling": "semi-hard"}),
     "margin-inter": ("inter_margin", [-1.0, -0.5, -0.25, 0.0, 0.25, 0.5], {"intra_margin": 0.0}),
     "lambda": ("loss_lambda", [0.0, 0.25, 0.5, 0.75, 1.0], {"negative_sampling": "random"}),
-    "clusters": ("clusters_per_class", [1.0, 5.0, 10.0, 20.0], {"inter_margin": -0.5, "num_negatives": 64}),
-    "negatives": ("num_negatives", [1, 4, 16], {"inter_margin": -0.5, "negative_sampling": "semi-hard"}),
+    # The final recipe's inter margin -0.5 at K = 64, mapped: -0.5 ln(65) / ln(16385) = -0.5 x 4.1744 / 9.7041.
+    "clusters": ("clusters_per_class", [1.0, 5.0, 10.0, 20.0], {"inter_margin": pytest.approx(-0.21508, abs=1e-5),
+                                                                "num_negatives": 64}),
+    "negatives": ("num_negatives", [1, 4, 16], {"negative_sampling": "semi-hard"}),
     "rank-k": ("deputy", ["rank-1", "rank-5", "median", "smoothed-5"], {"method": "truncated-triplet"}),
     "triplet-margin": ("triplet_margin", [-0.3, -1.2, -100.0], {"method": "truncated-triplet", "deputy": "median"}),
     "overclustering": ("deputy", ["rank-1", "rank-5", "median"], {"method": "truncated-triplet"}),
@@ -60,14 +62,30 @@ def test_every_study_expands_to_its_grid(name):
     for trial in trials:
         for key, value in fixed.items():
             assert getattr(trial.config, key) == value, key
-    if name == "negatives":  # recorded as multiples of the profile's K = 16
+    if name == "negatives":  # recorded as multiples of the profile's K = 16; the margin -0.5 mapped per K
         assert [t.config.num_negatives for t in trials[::3]] == [16, 64, 256]
+        assert [t.config.inter_margin for t in trials[::3]] == pytest.approx([-0.17031, -0.21508, -0.25018], abs=1e-5)
+    elif name in ("margin-intra", "margin-inter"):  # the paper's margins as values, x ln(17) / ln(4097) in the trials
+        assert [getattr(t.config, factor) for t in trials[::3]] == pytest.approx([0.340612 * v for v in values])
     elif name == "methods":  # the final recipe's 4x negatives where a method takes them; MoCo's queue is its own
         assert [t.config.to_dict().get("num_negatives") for t in trials[::3]] == [64, 64, None, 64, None, 64]
         assert [t.config.to_dict().get("queue_size") for t in trials[::3]] == [None, None, 512, 512, None, None]
     else:
         assert [getattr(t.config, factor) for t in trials[::3]] == values
     assert set(STUDIES) == set(EXPECTED_GRIDS)
+
+
+def test_profiles_map_margins_to_their_negatives():
+    """m -> m ln(K + 1) / ln(K_paper + 1), K_paper = K x 4096 / the profile's K (hand-computed logarithms)."""
+    tiny, imagenet = PROFILES["tiny"], PROFILES["imagenet"]
+    config = tiny.config(method="npidv2-interclr", inter_margin=-0.5, intra_margin=0.25)
+    assert config.inter_margin == pytest.approx(-0.5 * 2.833213 / 8.318010)  # K = 16 for the paper's 4,096
+    assert config.intra_margin == pytest.approx(0.25 * 2.833213 / 8.318010)
+    assert tiny.config(method="npidv2-interclr", num_negatives=256).inter_margin == pytest.approx(
+        -0.5 * 5.549076 / 11.090370)  # 16x K: 65,536 in the paper
+    assert tiny.config(method="npidv2-interclr", inter_margin=0.0).inter_margin == 0.0
+    assert imagenet.config(method="npidv2-interclr", inter_margin=-0.5).inter_margin == -0.5  # the paper's own K
+    assert tiny.config(method="truncated-triplet", triplet_margin=-0.3).triplet_margin == -0.3  # not a MarginNCE
 
 
 def test_list_and_dry_run_of_all():

@@ -44,6 +44,33 @@ def extract(encoder, batches, image_size: int, mean, std, device) -> tuple[torch
 
 
 @torch.no_grad()
+def calibrate_batch_norm(encoder, batches, image_size: int, mean, std, device) -> None:
+    """Set every batch-norm layer's running statistics to the average over the un-augmented training set.
+
+    A new network's running statistics are PyTorch's placeholders (mean 0, variance 1), so in eval
+    mode it computes a different function from the one training runs, which normalises by batch
+    statistics: at the tiny scale a random network's eval-mode embedding of an image has cosine
+    0.67 with its train-mode one, and all eval-mode embeddings sit in a cone of mean cosine 0.98.
+    A memory bank initialised from those embeddings holds features unlike every feature later
+    written into it. Calibrating first makes the epoch-0 evaluation and the initial bank use the
+    network as training uses it. Deterministic: `batches` (trainers.data.evaluation_batches) in dataset
+    order, no augmentation.
+    """
+    layers = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    was_training = encoder.training
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average over all batches
+    encoder.train()
+    for images, _, _ in batches:
+        encoder(evaluation_view(images.to(device, non_blocking=True), image_size, mean, std))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    encoder.train(was_training)
+
+
+@torch.no_grad()
 def knn_top1(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
              test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1) -> float:
     """NPID's weighted kNN: the k most cosine-similar training samples vote with weight exp(s / T).

@@ -1,6 +1,7 @@
 """One trial from start to finish, with no Ray: `python -m trainers.fit --set KEY=VALUE ...`.
 
-Epoch 0 evaluates the randomly initialised network (the floor every result is compared with;
+Epoch 0 evaluates the randomly initialised network, its batch-norm statistics calibrated on the
+training set (the floor every result is compared with; the same embeddings seed a memory bank;
 with a floor cache, trials that start from the same network share one measurement of it); each
 later epoch trains once over the data and evaluates every `eval_every` epochs and at the last
 (rows of the others carry NaN metrics). After every epoch the reporter receives the metric row
@@ -25,7 +26,7 @@ import torch
 from trainers import data as datasets
 from trainers.checkpoint import CheckpointError, TrialState
 from trainers.config import ConfigError, TrialConfig, parse_assignment
-from trainers.evaluate import extract, knn_top1, linear_probe_top1, svm_map, svm_subset
+from trainers.evaluate import calibrate_batch_norm, extract, knn_top1, linear_probe_top1, svm_map, svm_subset
 from trainers.floors import FloorCache, floor_key
 from trainers.methods.base import Method
 from trainers.methods.registry import METHODS
@@ -128,6 +129,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
         torch.set_rng_state(state["torch_rng"])
         rows, start = state["rows"], state["epoch"] + 1
     else:
+        calibrate_batch_norm(method.encoder, splits[0], config.image_size, data.mean, data.std, device)
         floors = FloorCache(floor_cache) if floor_cache else None
         row, embeddings = evaluate(method, data, splits, config, device, epoch=0, with_svm=True, floors=floors)
         row.update(method.start(embeddings, streams))
