@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from trainers import evaluate
 from trainers.evaluate import calibrate_batch_norm, knn_top1, linear_probe_top1, svm_map, svm_subset
 from trainers.augment import evaluation_view
-from trainers.data import batches, synthetic
+from trainers.data import Canvases, batches, synthetic
 from trainers.networks import Encoder
 
 
@@ -106,7 +106,7 @@ def test_calibrated_batch_norm_makes_eval_mode_compute_what_training_computes():
     data = synthetic(seed=0)  # 600 training images
     torch.manual_seed(0)
     encoder = Encoder("small-cnn", 1, head_hidden=32, embedding_dim=16, cnn_width=8)
-    images = evaluation_view(data.train.images, 16, data.mean, data.std)
+    images = evaluation_view(Canvases(data.train.images), 16, data.mean, data.std)
     with torch.no_grad():
         first_conv_output = encoder.backbone[0](images)  # the first batch norm's input, independent of any BN
         encoder.train()
