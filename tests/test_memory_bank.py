@@ -75,6 +75,9 @@ def test_rebalance_dissolves_small_clusters_and_splits_the_largest():
     assert bool((bank.counts >= 10).all()), bank.counts.tolist()
     assert torch.equal(bank.counts, torch.bincount(bank.labels, minlength=5))
     assert torch.allclose(bank.centroids, brute_force_centroids(bank.features, bank.labels, 5).float(), atol=1e-5)
+    # The sums moved with the members (no recount): still float64 sums of exactly the current members.
+    member_sums = torch.stack([bank.features[bank.labels == c].double().sum(0) for c in range(5)])
+    assert torch.allclose(bank.sums, member_sums, rtol=0, atol=1e-12)
     # The three members of cluster 2 first joined their nearest other live cluster (0, 1 or 3).
     assert all(int(torch.cdist(features[i:i + 1], centroids[[0, 1, 3]]).argmin()) in (0, 1, 2) for i in range(90, 93))
 
