@@ -100,7 +100,8 @@ class MemoryBank:
             donors = torch.nonzero(self.labels == largest).flatten()
             points = self.features[donors]
             centred = points - points.mean(dim=0)
-            direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+            # The principal direction: the scatter matrix's top eigenvector (half the cost of an SVD of the members).
+            direction = torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -1]
             projection = centred @ direction
             upper = projection > projection.median()
             self._move(donors[upper], cluster)
