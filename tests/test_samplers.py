@@ -63,7 +63,8 @@ def test_pools_of_unequal_clusters_are_drawn_uniformly(strategy):
     70 eligible): one query per cluster, each replicated 600 times in one batch, so every pool member
     should be drawn K / pool size of the time. Similarities are a shuffled ladder, unrelated to index or label."""
     sizes, k, replicas = [5, 20, 45, 130], 5, 600
-    labels = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))[torch.randperm(N, generator=torch.Generator().manual_seed(3))]
+    shuffle = torch.randperm(N, generator=torch.Generator().manual_seed(3))
+    labels = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))[shuffle]
     similarity = 1 - torch.randperm(N, generator=torch.Generator().manual_seed(4)).float() / N
     query, features = bank_on_a_circle(similarity)
     query_labels = torch.arange(4).repeat_interleave(replicas)

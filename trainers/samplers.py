@@ -53,15 +53,15 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
     if strategy not in NEGATIVE_SAMPLING:
         raise ValueError(f"unknown negative sampling {strategy!r}; one of {NEGATIVE_SAMPLING}")
     bank_size = len(clusters.labels)
-    pool_of_cluster = pool_size(bank_size - clusters.sizes, strategy, num_negatives, pool_fraction)
-    sizes = pool_of_cluster[query_clusters]
-    eligible_counts = bank_size - clusters.sizes[query_clusters]
+    eligible_of_cluster = bank_size - clusters.sizes  # a query's eligible entries: all but its cluster's
+    pool_of_cluster = pool_size(eligible_of_cluster, strategy, num_negatives, pool_fraction)
+    sizes, eligible_counts = pool_of_cluster[query_clusters], eligible_of_cluster[query_clusters]
     torch._assert_async(((sizes >= num_negatives) & (eligible_counts >= sizes)).all(),
                         f"a query's {strategy} pool holds fewer than num_negatives={num_negatives} entries; lower "
                         f"num_negatives, raise pool_fraction, or use fewer clusters")
-    # Entries are ranked in cluster order (the bank grouped by pseudo-label): a query's similarities then
+    # Columns are bank entries in cluster order (grouped by pseudo-label): a query's similarities then
     # come in runs of alike values, whose comparisons the top-k's partitioning predicts far better than
-    # values in dataset order (measured about 1.5x faster on a CPU at tiny). It selects the same sets.
+    # values in dataset order (its top-k ran about 1.5x faster on a CPU at tiny). It selects the same sets.
     own = clusters.labels[clusters.order][None, :] == query_clusters[:, None]  # B x N: never a query's negative
     if strategy == "random":
         keys = torch.rand(own.shape, generator=generator, device=own.device).masked_fill_(own, -1.0)
