@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -75,8 +76,31 @@ def test_rebalance_dissolves_small_clusters_and_splits_the_largest():
     assert bool((bank.counts >= 10).all()), bank.counts.tolist()
     assert torch.equal(bank.counts, torch.bincount(bank.labels, minlength=5))
     assert torch.allclose(bank.centroids, brute_force_centroids(bank.features, bank.labels, 5).float(), atol=1e-5)
+    # The sums moved with the members (no recount): still float64 sums of exactly the current members.
+    member_sums = torch.stack([bank.features[bank.labels == c].double().sum(0) for c in range(5)])
+    assert torch.allclose(bank.sums, member_sums, rtol=0, atol=1e-12)
     # The three members of cluster 2 first joined their nearest other live cluster (0, 1 or 3).
     assert all(int(torch.cdist(features[i:i + 1], centroids[[0, 1, 3]]).argmin()) in (0, 1, 2) for i in range(90, 93))
+
+
+def test_rebalance_splits_the_largest_cluster_at_the_median_of_its_principal_direction():
+    generator = torch.Generator().manual_seed(1)
+    spread = torch.tensor([1.0, 3.0, 0.3, 0.2])  # cluster 0 is stretched along a direction near the second axis
+    features = torch.cat([F.normalize(torch.randn(60, 4, generator=generator) * spread + torch.tensor([4.0, 0, 0, 0]),
+                                      dim=1),
+                          F.normalize(torch.randn(30, 4, generator=generator) - torch.tensor([4.0, 0, 0, 0]), dim=1)])
+    labels = torch.cat([torch.zeros(60, dtype=torch.long), torch.ones(30, dtype=torch.long)])  # cluster 2 is empty
+    bank = MemoryBank(features, 0.5)
+    bank.label(labels, 3)
+    assert bank.rebalance(min_size=10) == 1
+    # The expected halves from numpy's SVD of the centred members (the principal direction's sign is arbitrary).
+    members = features[:60].double().numpy()
+    centred = members - members.mean(axis=0)
+    projection = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+    upper = set(np.flatnonzero(projection > np.median(projection)).tolist())
+    lower = set(range(60)) - upper
+    assert set(torch.nonzero(bank.labels == 2).flatten().tolist()) in (upper, lower)
+    assert len(upper) == 30
 
 
 def test_state_round_trip_is_exact():

@@ -2,10 +2,18 @@ import math
 
 import pytest
 import torch
+from scipy.stats import chi2
 
-from trainers.samplers import same_cluster_positives, sample_negatives
+from trainers.samplers import Clusters, same_cluster_positives, sample_negatives
 
 N, B = 200, 8
+
+
+def bank_on_a_circle(similarity_of_entry: torch.Tensor):
+    """Unit bank features whose cosine to the query (1, 0) is exactly `similarity_of_entry`."""
+    cosine = similarity_of_entry.float()
+    features = torch.stack([cosine, (1 - cosine ** 2).clamp(min=0).sqrt()], dim=1)
+    return torch.tensor([1.0, 0.0]), features
 
 
 def bank_with_known_order():
@@ -14,59 +22,108 @@ def bank_with_known_order():
     Labels cycle over 4 clusters; each query has the label b % 4, so its eligible entries are
     the 150 with another label, and its pools are known exactly.
     """
-    similarity = (1 - torch.arange(N).float() / N).repeat(B, 1)
+    query, features = bank_on_a_circle(1 - torch.arange(N).float() / N)
     labels = torch.arange(N) % 4
-    query_labels = torch.arange(B) % 4
-    eligible = labels[None, :] != query_labels[:, None]
-    return similarity, eligible, labels, query_labels
+    return query.repeat(B, 1), features, labels, torch.arange(B) % 4
 
 
-def expected_pool(b, strategy, k, fraction):
-    _, eligible, _, _ = bank_with_known_order()
-    ordered = torch.nonzero(eligible[b]).flatten().tolist()  # most similar first, by construction
+def expected_pool(similarity, labels, query_label, strategy, k, fraction):
+    """The pool by brute force: the query's eligible entries in order of similarity, cut by the rule."""
+    eligible = [j for j in range(len(labels)) if labels[j] != query_label]
+    ordered = sorted(eligible, key=lambda j: -float(similarity[j]))  # most similar first
     size = {"hard": k, "random": len(ordered)}.get(strategy, math.ceil(fraction * len(ordered)))
     return set(ordered[-size:] if strategy == "semi-easy" else ordered[:size])
 
 
 @pytest.mark.parametrize("strategy", ["hard", "semi-hard", "random", "semi-easy"])
 def test_draws_only_from_the_pool_never_the_query_label(strategy):
-    similarity, eligible, labels, query_labels = bank_with_known_order()
+    queries, features, labels, query_labels = bank_with_known_order()
+    similarity = 1 - torch.arange(N).float() / N
+    clusters = Clusters(labels, 4)
     generator = torch.Generator().manual_seed(1)
     seen = [set() for _ in range(B)]
     for _ in range(30):
-        picked = sample_negatives(similarity, eligible, 5, strategy, 0.1, generator)
+        picked = sample_negatives(queries, features, clusters, query_labels, 5, strategy, 0.1, generator)
         assert picked.shape == (B, 5)
         for b in range(B):
             row = picked[b].tolist()
             assert len(set(row)) == 5, "negatives must be distinct"
             assert all(labels[j] != query_labels[b] for j in row)
-            assert set(row) <= expected_pool(b, strategy, 5, 0.1)
+            assert set(row) <= expected_pool(similarity, labels, int(query_labels[b]), strategy, 5, 0.1)
             seen[b] |= set(row)
     for b in range(B):
-        pool = expected_pool(b, strategy, 5, 0.1)
+        pool = expected_pool(similarity, labels, int(query_labels[b]), strategy, 5, 0.1)
         # Uniform over the pool: 30 draws of 5 cover a 15-entry pool, and reach far into a 150 one.
         assert len(seen[b]) == len(pool) if len(pool) <= 15 else len(seen[b]) > 60
 
 
+@pytest.mark.parametrize("strategy", ["semi-hard", "semi-easy"])
+def test_pools_of_unequal_clusters_are_drawn_uniformly(strategy):
+    """Clusters of 5, 20, 45 and 130 entries give pools of 20, 18, 16 and 7 (10% of 195, 180, 155 and
+    70 eligible): one query per cluster, each replicated 600 times in one batch, so every pool member
+    should be drawn K / pool size of the time. Similarities are a shuffled ladder, unrelated to index or label."""
+    sizes, k, replicas = [5, 20, 45, 130], 5, 600
+    shuffle = torch.randperm(N, generator=torch.Generator().manual_seed(3))
+    labels = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))[shuffle]
+    similarity = 1 - torch.randperm(N, generator=torch.Generator().manual_seed(4)).float() / N
+    query, features = bank_on_a_circle(similarity)
+    query_labels = torch.arange(4).repeat_interleave(replicas)
+    picked = sample_negatives(query.repeat(len(query_labels), 1), features, Clusters(labels, 4), query_labels, k,
+                              strategy, 0.1, torch.Generator().manual_seed(5))
+    for cluster, pool_length in zip(range(4), [20, 18, 16, 7]):
+        pool = expected_pool(similarity, labels, cluster, strategy, k, 0.1)
+        assert len(pool) == pool_length
+        rows = picked[query_labels == cluster]
+        assert all(len(set(row)) == k for row in rows.tolist()), "negatives must be distinct"
+        assert set(rows.flatten().tolist()) == pool, "exactly the pool, every member of it"
+        counts = torch.bincount(rows.flatten(), minlength=N)[sorted(pool)].double()
+        expected = replicas * k / len(pool)
+        statistic = float(((counts - expected) ** 2 / expected).sum())
+        assert statistic < chi2.ppf(0.999, len(pool) - 1), f"cluster {cluster}: draw counts {counts.tolist()}"
+
+
 def test_hard_takes_exactly_the_k_most_similar_eligible():
-    similarity, eligible, _, _ = bank_with_known_order()
-    picked = sample_negatives(similarity, eligible, 7, "hard", 0.1, torch.Generator().manual_seed(0))
+    queries, features, labels, query_labels = bank_with_known_order()
+    similarity = 1 - torch.arange(N).float() / N
+    picked = sample_negatives(queries, features, Clusters(labels, 4), query_labels, 7, "hard", 0.1,
+                              torch.Generator().manual_seed(0))
     for b in range(B):
-        assert set(picked[b].tolist()) == expected_pool(b, "hard", 7, 0.1)
+        assert set(picked[b].tolist()) == expected_pool(similarity, labels, int(query_labels[b]), "hard", 7, 0.1)
 
 
 def test_pool_smaller_than_k_is_an_error():
-    similarity, eligible, _, _ = bank_with_known_order()
-    with pytest.raises(RuntimeError, match="fewer than num_negatives"):
-        sample_negatives(similarity, eligible, 16, "semi-hard", 0.1, torch.Generator())  # pool is 15
+    queries, features, labels, query_labels = bank_with_known_order()
+    with pytest.raises(RuntimeError, match="fewer than num_negatives"):  # the pool is 15
+        sample_negatives(queries, features, Clusters(labels, 4), query_labels, 16, "semi-hard", 0.1, torch.Generator())
+
+
+def test_clusters_group_the_bank_by_label():
+    labels = torch.tensor([2, 0, 2, 1, 0, 2, 4])  # cluster 3 is empty
+    clusters = Clusters(labels, 5)
+    assert clusters.sizes.tolist() == [2, 1, 3, 0, 1]
+    assert clusters.order.tolist() == [1, 4, 3, 0, 2, 5, 6]
+    assert clusters.starts.tolist() == [0, 2, 3, 6, 6]
+    # The j-th member (in index order) of its cluster has rank j.
+    assert clusters.rank.tolist() == [0, 0, 1, 0, 1, 2, 0]
 
 
 def test_same_cluster_positive_is_another_member():
     labels = torch.tensor([0, 1, 0, 2, 1, 0, 3, 1])  # cluster 3 holds only sample 6
     queries = torch.arange(8)
+    clusters = Clusters(labels, int(labels.max()) + 1)
     generator = torch.Generator().manual_seed(0)
-    drawn = torch.stack([same_cluster_positives(labels, queries, int(labels.max()) + 1, generator) for _ in range(200)])
+    drawn = torch.stack([same_cluster_positives(clusters, queries, generator) for _ in range(200)])
     for q in range(8):
         members = {j for j in range(8) if labels[j] == labels[q] and j != q}
         got = set(drawn[:, q].tolist())
         assert got == (members or {q})  # every other member appears; a singleton falls back to itself
+
+
+def test_same_cluster_positive_is_uniform_over_the_other_members():
+    labels = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1, 0])  # cluster 1: samples 0, 2, 3, 5, 6, 7
+    queries = torch.full((6000,), 3)
+    drawn = same_cluster_positives(Clusters(labels, 2), queries, torch.Generator().manual_seed(0))
+    counts = torch.bincount(drawn, minlength=len(labels))[[0, 2, 5, 6, 7]].double()
+    assert int(torch.bincount(drawn, minlength=len(labels)).sum() - counts.sum()) == 0  # nothing else, never 3
+    statistic = float(((counts - 1200) ** 2 / 1200).sum())
+    assert statistic < chi2.ppf(0.999, 4), counts.tolist()

@@ -23,7 +23,7 @@ from trainers.losses import margin_nce
 from trainers.memory_bank import MemoryBank
 from trainers.methods.base import MethodSettings
 from trainers.randomness import RandomStreams
-from trainers.samplers import NEGATIVE_SAMPLING, pool_size, same_cluster_positives, sample_negatives
+from trainers.samplers import NEGATIVE_SAMPLING, Clusters, pool_size, same_cluster_positives, sample_negatives
 
 LABEL_MODES = ("online", "offline")
 
@@ -106,11 +106,10 @@ class InterImageBranch:
         s, bank = self.settings, self.bank
         # The record_function labels name the parts of a step in a profile (study.benchmark); free otherwise.
         with torch.no_grad(), record_function("samplers"):
-            similarity = torch.mm(query, bank.features.t())  # B x N, only to rank the bank for the samplers
-            eligible = bank.labels[None, :] != bank.labels[indices][:, None]
-            negatives = sample_negatives(similarity, eligible, s.num_negatives, s.negative_sampling,
-                                         s.pool_fraction, streams.inter_negatives)
-            positives = same_cluster_positives(bank.labels, indices, bank.num_clusters, streams.inter_positives)
+            clusters = Clusters(bank.labels, bank.num_clusters)
+            negatives = sample_negatives(query, bank.features, clusters, bank.labels[indices], s.num_negatives,
+                                         s.negative_sampling, s.pool_fraction, streams.inter_negatives)
+            positives = same_cluster_positives(clusters, indices, streams.inter_positives)
         return margin_nce(cosine(query, bank.features[positives]), cosine_many(query, bank.features[negatives]),
                           s.inter_margin, s.temperature)
 

@@ -3,9 +3,10 @@ cluster centroids (InterCLR's inter branch labels it; NPIDv2 alone uses only the
 
 Online label maintenance (the paper's mini-batch k-means): every write relabels the written
 samples to their nearest centroid, and the centroids move with it. Centroids are kept as exact
-per-cluster sums and counts (float64), updated incrementally by each write, so they always equal
-the mean of the current members, without rescanning the bank. Every few iterations clusters that
-fell below a minimum size are dissolved and re-seeded by splitting the largest cluster in two.
+per-cluster sums and counts (float64), updated incrementally by each write and each re-seeding,
+so they always equal the mean of the current members, without rescanning the bank. Every few
+iterations clusters that fell below a minimum size are dissolved and re-seeded by splitting the
+largest cluster in two.
 """
 
 from __future__ import annotations
@@ -63,12 +64,22 @@ class MemoryBank:
             return torch.zeros((), dtype=torch.long, device=self.features.device)
         old_labels = self.labels[indices]
         new_labels = self.assign(updated) if relabel else old_labels
-        self.sums.index_add_(0, old_labels, -old.double())
-        self.sums.index_add_(0, new_labels, updated.double())
-        self.counts.index_add_(0, old_labels, -torch.ones_like(old_labels))
-        self.counts.index_add_(0, new_labels, torch.ones_like(new_labels))
+        self._tally(old_labels, old, -1)
+        self._tally(new_labels, updated, +1)
         self.labels[indices] = new_labels
         return (new_labels != old_labels).sum()
+
+    def _tally(self, labels: torch.Tensor, points: torch.Tensor, sign: int) -> None:
+        """Add (+1) or remove (-1) points as members of the given clusters in the sums and counts."""
+        self.sums.index_add_(0, labels, points.double(), alpha=sign)
+        self.counts.index_add_(0, labels, torch.full_like(labels, sign))
+
+    def _move(self, members: torch.Tensor, clusters: torch.Tensor | int) -> None:
+        """Relabel bank entries, moving their features between the clusters' sums and counts."""
+        points = self.features[members]
+        self._tally(self.labels[members], points, -1)
+        self.labels[members] = clusters
+        self._tally(self.labels[members], points, +1)
 
     def rebalance(self, min_size: int) -> int:
         """Dissolve clusters smaller than min_size; each is re-seeded with half of the largest cluster.
@@ -81,19 +92,19 @@ class MemoryBank:
         for cluster in torch.nonzero(self.counts < min_size).flatten().tolist():
             members = torch.nonzero(self.labels == cluster).flatten()
             if len(members):
-                self.labels[members] = self.assign(self.features[members], excluded=torch.tensor(cluster))
-                self.recount()
+                self._move(members, self.assign(self.features[members], excluded=torch.tensor(cluster)))
+                self.sums[cluster] = 0.0  # empty now: exactly, not up to the rounding of the subtractions
             largest = int(self.counts.argmax())
             if self.counts[largest] < 2 * min_size:
                 break
             donors = torch.nonzero(self.labels == largest).flatten()
             points = self.features[donors]
             centred = points - points.mean(dim=0)
-            direction = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+            # The principal direction: the scatter matrix's top eigenvector (half the cost of an SVD of the members).
+            direction = torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -1]
             projection = centred @ direction
             upper = projection > projection.median()
-            self.labels[donors[upper]] = cluster
-            self.recount()
+            self._move(donors[upper], cluster)
             reseeded += 1
         return reseeded
 
