@@ -13,6 +13,7 @@ Every check here runs before anything is launched, and raises ConfigError naming
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from study.lock import LOCK_FILE
 from study.specs import Trial
 from trainers.checkpoint import TrialState
 from trainers.config import ConfigError
@@ -40,9 +42,7 @@ class Manifest:
 
     def save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        partial = out / f"{MANIFEST}.partial"
-        partial.write_text(json.dumps(asdict(self), indent=1) + "\n")
-        partial.replace(out / MANIFEST)
+        replace_file(out / MANIFEST, json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod
     def load(cls, out: Path) -> "Manifest | None":
@@ -106,7 +106,7 @@ def check_output(out: Path, trials: list[Trial], resume: bool) -> Manifest | Non
             raise ConfigError(f"{table} is unreadable ({type(error).__name__}); move it away, or give --out NEW_DIR") \
                 from None
         held_study, held = str(columns["study"].iloc[0]) if len(columns) else study, set(columns["config_hash"])
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise ConfigError(f"output {out} holds files that are not study results; give an empty or new --out")
     else:
         held_study, held = study, None
@@ -161,8 +161,27 @@ def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> tu
     return table, left
 
 
+def replace_file(path: Path, data: str | bytes) -> None:
+    """Write a file whole or not at all: a reader (or a crash, or a full disk) never sees half of it."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def table_files(table: pd.DataFrame) -> dict[str, bytes]:
+    """The result table as the files it is stored in: parquet for programs, CSV for people."""
+    parquet = io.BytesIO()
+    table.to_parquet(parquet, index=False)
+    return {f"{RESULT_TABLE}.parquet": parquet.getvalue(), f"{RESULT_TABLE}.csv": table.to_csv(index=False).encode()}
+
+
+def table_bytes(table: pd.DataFrame) -> int:
+    return sum(len(data) for data in table_files(table).values()) if not table.empty else 0
+
+
 def write_table(table: pd.DataFrame, out: Path) -> None:
-    for suffix, write in ((".parquet", table.to_parquet), (".csv", table.to_csv)):
-        partial = out / f"{RESULT_TABLE}{suffix}.partial"
-        write(partial, index=False)
-        os.replace(partial, out / f"{RESULT_TABLE}{suffix}")
+    for name, data in table_files(table).items():
+        replace_file(out / name, data)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import ledger
+from study import ledger, lock
 from study.catalogue import STUDIES, Times
 from study.profiles import PROFILES
 from study.specs import Trial, expand
@@ -77,6 +77,30 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     return RunOptions(**parsed, settings=settings)
 
 
+@dataclass(frozen=True)
+class TrialFailure:
+    """A trial that failed every retry, as the user needs to see it."""
+    trial: str
+    cause: str  # "Type: message": the last line of the worker's traceback
+    log: str  # the file holding the whole traceback
+    resumable: bool  # a lost process or a full disk; an exception the trial raised would repeat on --resume
+
+    def __str__(self) -> str:
+        return f"{self.trial}: {self.cause} (full log: {self.log})"
+
+
+def failure_of(name: str, error: Exception, trial_dir: str) -> TrialFailure:
+    """What Tune reports for a failed trial, reduced to its cause."""
+    from ray.exceptions import RayTaskError
+
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if isinstance(error, RayTaskError):  # the trial raised: its traceback ends with "Type: message"
+        cause, resumable = (lines[-1] if lines else type(error.cause).__name__), isinstance(error.cause, OSError)
+    else:  # its process or node died
+        cause, resumable = f"{type(error).__name__}: {lines[0] if lines else 'the trial process died'}", True
+    return TrialFailure(name, cause, str(Path(trial_dir) / "error.txt"), resumable)
+
+
 def plan(options: RunOptions, study: str) -> list[Trial]:
     """A study's trials, with every setting checked; raises ConfigError."""
     if options.scale not in PROFILES:
@@ -105,6 +129,9 @@ def output_folder(options: RunOptions, study: str, several: bool) -> Path:
 
 
 def studies_named(name: str | None) -> list[str]:
+    if name is None:
+        raise ConfigError(f"no study given; name one of: {', '.join(STUDIES)}, or all (python -m study.run --list "
+                          f"shows them)")
     if name == "all":
         return list(STUDIES)
     if name not in STUDIES:
@@ -152,6 +179,30 @@ def print_plan(trials: list[Trial], options: RunOptions) -> None:
         print(f"  {spec.factor}={trial.value!s:<10} seed={trial.seed}  config {trial.config.config_hash()}")
 
 
+def check_options(options: RunOptions) -> None:
+    """Options that name no file: an empty path would quietly mean the current folder or the default."""
+    for flag, value in (("--out", options.out), ("--storage", options.storage)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty; give a folder, or leave {flag} out for the default")
+    if options.seeds < 1:
+        raise ConfigError(f"--seeds {options.seeds}: need at least 1 seed")
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A cluster address must answer before Ray is started: Ray itself retries for many minutes."""
+    if address is None or address == "auto":  # auto: Ray finds the local cluster, or fails at once
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({error.strerror or type(error).__name__} "
+                          f"within {timeout_s:.0f} s); start it with `ray start --head`, or give its head's "
+                          f"HOST:PORT") from None
+
+
 def start_ray(address: str | None) -> None:
     # Each trial prints its own per-epoch line: that is the progress output, and Ray must not fold
     # lines of different trials that look alike into "repeated Nx".
@@ -165,8 +216,8 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, configure_logging=False, log_to_driver=True)
 
 
-def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list[str]:
-    """Run the given trials with Ray Tune; returns the errors of trials that failed every retry."""
+def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list[TrialFailure]:
+    """Run the given trials with Ray Tune; returns the trials that failed every retry."""
     from ray import tune
 
     from study.progress import StudyProgress
@@ -196,13 +247,13 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             callbacks=[StudyProgress(len(trials), epochs_to_go)],
             verbose=0))
-    return [f"{result.config['trial']['name']}: {type(result.error).__name__}: {result.error}".splitlines()[0]
+    return [failure_of(result.config["trial"]["name"], result.error, result.path)
             for result in tuner.fit() if result.error is not None]
 
 
 def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.Manifest, options: RunOptions,
-                  seconds: float, left: list[Trial], errors: list[str]) -> list[str]:
-    """The result table, figures and RUN.md; returns the figures drawn."""
+                  seconds: float, left: list[Trial], failures: list[TrialFailure]) -> list[str]:
+    """The result table, figures and RUN.md; returns the figures drawn. Raises OSError (a full disk)."""
     import ray
     import torch
 
@@ -221,11 +272,10 @@ def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.M
              f"- figures: {', '.join(Path(f).name for f in figures) or 'none'}",
              f"- trial states: {manifest.run_folder}"]
     if left:
-        lines += ["", f"## Unfinished trials ({len(left)}; continue with --resume)",
-                  *[f"- {ledger.trial_name(t)}" for t in left]]
-    if errors:
-        lines += ["", "## Failed trials", *[f"- {e}" for e in errors]]
-    (out / "RUN.md").write_text("\n".join(lines) + "\n")
+        lines += ["", f"## Unfinished trials ({len(left)})", *[f"- {ledger.trial_name(t)}" for t in left]]
+    if failures:
+        lines += ["", "## Failed trials", *[f"- {failure}" for failure in failures]]
+    ledger.replace_file(out / "RUN.md", "\n".join(lines) + "\n")
     return figures
 
 
@@ -253,40 +303,61 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
     manifest.status = "running"
     manifest.save(out)
     started = time.perf_counter()
-    errors = run_tune(pending, options, run_folder) if pending else []
+    failures = run_tune(pending, options, run_folder) if pending else []
     seconds = time.perf_counter() - started
     provenance = {"scale": options.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
     table, left = ledger.collect(trials, run_folder, provenance)
-    figures = write_results(name, table, out, manifest, options, seconds, left, errors)
-    manifest.status = "unfinished" if left else "finished"
-    manifest.save(out)
+    for failure in failures:
+        print(f"failed trial {failure}", file=sys.stderr)
+    try:
+        figures = write_results(name, table, out, manifest, options, seconds, left, failures)
+        manifest.status = "unfinished" if left else "finished"
+        manifest.save(out)
+    except OSError as error:  # a full or vanished disk: the trial states keep every finished epoch
+        print(f"error: cannot write the results to {out} ({error.strerror or error}; about "
+              f"{ledger.table_bytes(table) / 2 ** 20:.1f} MB needed); free space there, then rerun with "
+              f"--resume", file=sys.stderr)
+        return False
     drawn = f" and {', '.join(Path(f).name for f in figures)}" if figures else ""
     print(f"wrote {len(table)} rows{drawn} to {out} in {seconds:.0f} s")
-    for error in errors:
-        print(f"failed trial: {error}", file=sys.stderr)
     if left:
-        again = " ".join(shlex.quote(a) for a in [*sys.argv[1:], *([] if options.resume else ["--resume"])])
-        print(f"{len(left)} of {len(trials)} trials unfinished; continue with: python -m study.run {again}",
-              file=sys.stderr)
+        print(f"{len(left)} of {len(trials)} trials unfinished; {next_step(failures)}", file=sys.stderr)
     return not left
+
+
+def next_step(failures: list[TrialFailure]) -> str:
+    """What to do about unfinished trials: --resume finishes interrupted ones, not ones that raised."""
+    if any(not failure.resumable for failure in failures):
+        return "fix the cause above and run again (--resume would fail the same way)"
+    again = " ".join(shlex.quote(a) for a in [*sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])])
+    return f"continue with: python -m study.run {again}"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(argv)
     if options.list:
+        try:
+            check_options(options)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         print_list(options.seeds)
         return 0
+    locks: list[lock.OutputLock] = []
     try:
+        check_options(options)
         names = studies_named(options.study)
         plans = {name: plan(options, name) for name in names}
         if options.dry_run:
             for trials in plans.values():
                 print_plan(trials, options)
             return 0
+        outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
+        for name in names:  # before anything is checked or written: a second driver stops here
+            locks.append(lock.acquire(outs[name]))
         for trials in plans.values():
             check_data(trials)
-        outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
         resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
         for name, manifest in resumed.items():
             ledger.check_writable(outs[name], "output folder")
@@ -295,20 +366,31 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ledger.check_writable(Path(manifest.run_folder), "run folder")
                 ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
+        check_reachable(options.address)
     except (ConfigError, datasets.DataError) as error:
+        for held in locks:
+            held.release(remove_created=True)
         print(f"error: {error}", file=sys.stderr)
         return 2
-    version = code_version()
-    command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
-    start_ray(options.address)
-    finished = True
-    for name, trials in plans.items():
-        manifest = resumed[name] or ledger.Manifest(
-            study=name, scale=options.scale, run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
-            config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
-            code_version=version)
-        finished = run_study(trials, outs[name], manifest, options) and finished
-    return 0 if finished else 1
+    try:
+        for held in locks:
+            if held.previous:
+                print(f"took over the lock of {held.out} left by a run that has ended ({lock.describe(held.previous)})")
+        version = code_version()
+        command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
+        start_ray(options.address)
+        finished = True
+        for name, trials in plans.items():
+            manifest = resumed[name] or ledger.Manifest(
+                study=name, scale=options.scale,
+                run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
+                config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
+                code_version=version)
+            finished = run_study(trials, outs[name], manifest, options) and finished
+        return 0 if finished else 1
+    finally:
+        for held in locks:
+            held.release()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""One driver per output folder: an exclusive lock held for the whole run.
+
+The lock is an flock on `<out>/.lock`, which names its holder (host, pid, start time). The
+kernel drops an flock when its process dies however it dies, so a lock file left by a killed
+driver is free to take over; its stale holder is only reported. On NFS, Linux maps flock to
+POSIX locks, which the server arbitrates between machines.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+
+from trainers.config import ConfigError
+
+LOCK_FILE = ".lock"
+
+
+class OutputLock:
+    """Taken by `acquire`; `release` unlocks and removes the lock file, and with `created` also the
+    folders that acquiring made (a refused run leaves no trace)."""
+
+    def __init__(self, out: Path, descriptor: int, created: list[Path], previous: dict | None):
+        self.out, self.descriptor, self.created, self.previous = out, descriptor, created, previous
+
+    @property
+    def path(self) -> Path:
+        return self.out / LOCK_FILE
+
+    def release(self, remove_created: bool = False) -> None:
+        if self.descriptor < 0:
+            return
+        # Unlink while still holding the lock: a waiting process then finds a different file at the
+        # path and retries, instead of locking the unlinked one (see acquire).
+        self.path.unlink(missing_ok=True)
+        os.close(self.descriptor)
+        self.descriptor = -1
+        if remove_created:
+            for folder in reversed(self.created):
+                try:
+                    folder.rmdir()
+                except OSError:  # something else was put there meanwhile: keep it
+                    break
+
+
+def acquire(out: Path) -> OutputLock:
+    """Lock `out` for this process, creating it if needed; raises ConfigError naming the holder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file; give a folder with --out")
+    created = [p for p in reversed([out, *out.parents]) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _remove_folders(created)
+        raise ConfigError(f"cannot write to output folder {out} ({error.strerror or type(error).__name__}); "
+                          f"give a writable output folder") from None
+    path = out / LOCK_FILE
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            _remove_folders(created)
+            raise ConfigError(f"cannot write to output folder {out} ({error.strerror}); give a writable output "
+                              f"folder") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(descriptor)
+            os.close(descriptor)
+            raise ConfigError(f"{out} is in use by another study.run ({describe(holder)}); wait for it to end, "
+                              f"or give --out NEW_DIR") from None
+        try:  # the holder may have released and unlinked the file between our open and flock
+            same_file = os.fstat(descriptor).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        os.close(descriptor)
+    previous = _read_holder(descriptor)
+    holder = {"host": socket.gethostname(), "pid": os.getpid(),
+              "started": datetime.datetime.now().isoformat(timespec="seconds")}
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
+    return OutputLock(out, descriptor, created, previous or None)
+
+
+def describe(holder: dict | None) -> str:
+    if not holder:
+        return "holder unknown"
+    return f"host {holder.get('host')}, pid {holder.get('pid')}, started {holder.get('started')}"
+
+
+def _read_holder(descriptor: int) -> dict:
+    try:
+        holder = json.loads(os.pread(descriptor, 4096, 0) or b"{}")
+    except ValueError:  # a holder that is just writing it
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _remove_folders(created: list[Path]) -> None:
+    for folder in reversed(created):
+        if folder.exists():
+            folder.rmdir()
