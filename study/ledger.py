@@ -69,23 +69,6 @@ def new_run_folder(storage: str, scale: str, study: str) -> Path:
     return Path(storage).resolve() / f"{scale}-{study}-{stamp}"
 
 
-def check_writable(folder: Path, what: str) -> None:
-    """Create the folder and a file in it, then remove what this made; raises ConfigError."""
-    made = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"cannot write to {what} {folder} ({error.strerror or type(error).__name__}); "
-                          f"give a writable {what}") from None
-    finally:
-        for path in reversed(made):
-            if path.exists():
-                path.rmdir()
-
-
 def check_output(out: Path, trials: list[Trial], resume: bool) -> Manifest | None:
     """Refuse an output folder that holds something this run must not overwrite or mix with.
 

@@ -28,6 +28,7 @@ from study.catalogue import STUDIES, Times
 from study.profiles import PROFILES
 from study.specs import Trial, expand
 from trainers import data as datasets
+from trainers.checkpoint import check_writable
 from trainers.config import ConfigError, parse_assignment
 
 
@@ -186,6 +187,28 @@ def check_options(options: RunOptions) -> None:
             raise ConfigError(f"{flag} is empty; give a folder, or leave {flag} out for the default")
     if options.seeds < 1:
         raise ConfigError(f"--seeds {options.seeds}: need at least 1 seed")
+
+
+def check_devices(trials: list[Trial], options: RunOptions) -> None:
+    """Trials that need a GPU must find one here: else Ray waits for it forever, or every trial fails.
+    On a cluster (--address) the nodes' GPUs are checked once Ray is up (check_cluster_gpus)."""
+    import torch
+
+    config, profile = trials[0].config, PROFILES[options.scale]
+    if options.address is None and (config.device == "cuda" or profile.gpus_per_trial > 0) \
+            and not torch.cuda.is_available():
+        why = "device=cuda" if config.device == "cuda" else f"the {options.scale} profile gives each trial a GPU"
+        raise ConfigError(f"{why}, but no CUDA device is visible here; run on a GPU machine, give --address of a "
+                          f"cluster with GPUs, or use --scale tiny / --set device=cpu")
+
+
+def check_cluster_gpus(trials: list[Trial], options: RunOptions) -> None:
+    import ray
+
+    config, profile = trials[0].config, PROFILES[options.scale]
+    if (config.device == "cuda" or profile.gpus_per_trial > 0) and not ray.cluster_resources().get("GPU", 0):
+        raise ConfigError(f"the Ray cluster at {options.address} has no GPU, but these trials need one; add GPU "
+                          f"nodes, or use --scale tiny / --set device=cpu")
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
@@ -357,14 +380,15 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:  # before anything is checked or written: a second driver stops here
             locks.append(lock.acquire(outs[name]))
         for trials in plans.values():
+            check_devices(trials, options)
             check_data(trials)
         resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
         for name, manifest in resumed.items():
-            ledger.check_writable(outs[name], "output folder")
+            check_writable(outs[name], "output folder")
             if manifest is None:
-                ledger.check_writable(Path(options.storage), "--storage folder")
+                check_writable(Path(options.storage), "--storage folder")
             else:
-                ledger.check_writable(Path(manifest.run_folder), "run folder")
+                check_writable(Path(manifest.run_folder), "run folder")
                 ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
         check_reachable(options.address)
     except (ConfigError, datasets.DataError) as error:
@@ -379,6 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         version = code_version()
         command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
         start_ray(options.address)
+        if options.address is not None:
+            try:
+                for trials in plans.values():
+                    check_cluster_gpus(trials, options)
+            except ConfigError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
         finished = True
         for name, trials in plans.items():
             manifest = resumed[name] or ledger.Manifest(

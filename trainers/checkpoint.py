@@ -50,3 +50,20 @@ class TrialState:
         partial = self.path.with_suffix(".partial")
         torch.save(state, partial)
         partial.replace(self.path)  # a crash mid-write leaves the previous state whole
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create the folder and a file in it, then remove what this made; raises ConfigError."""
+    made = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to {what} {folder} ({error.strerror or type(error).__name__}); "
+                          f"give a writable {what}") from None
+    finally:
+        for path in reversed(made):
+            if path.exists():
+                path.rmdir()
