@@ -21,30 +21,35 @@ LOCK_FILE = ".lock"
 
 
 class OutputLock:
-    """Taken by `acquire`; `release` unlocks and removes the lock file, and with `created` also the
-    folders that acquiring made (a refused run leaves no trace)."""
+    """Taken by `acquire`. `release` unlocks and removes the lock file; `release(refused=True)` leaves the
+    folder as it was before acquiring: a stale lock file restored, the folders acquiring made removed."""
 
-    def __init__(self, out: Path, descriptor: int, created: list[Path], previous: dict | None):
-        self.out, self.descriptor, self.created, self.previous = out, descriptor, created, previous
+    def __init__(self, out: Path, descriptor: int, created: list[Path], stale: bytes | None):
+        self.out, self.descriptor, self.created, self.stale = out, descriptor, created, stale
 
     @property
     def path(self) -> Path:
         return self.out / LOCK_FILE
 
-    def release(self, remove_created: bool = False) -> None:
+    @property
+    def previous(self) -> dict | None:
+        """The holder named by a lock file that a run which has ended left behind."""
+        return _parse_holder(self.stale) if self.stale else None
+
+    def release(self, refused: bool = False) -> None:
         if self.descriptor < 0:
             return
-        # Unlink while still holding the lock: a waiting process then finds a different file at the
-        # path and retries, instead of locking the unlinked one (see acquire).
-        self.path.unlink(missing_ok=True)
+        if refused and self.stale is not None:
+            os.ftruncate(self.descriptor, 0)
+            os.pwrite(self.descriptor, self.stale, 0)
+        else:
+            # Unlink while still holding the lock: a process waiting for it then finds another file at
+            # the path and retries, instead of locking the unlinked one (see acquire).
+            self.path.unlink(missing_ok=True)
         os.close(self.descriptor)
         self.descriptor = -1
-        if remove_created:
-            for folder in reversed(self.created):
-                try:
-                    folder.rmdir()
-                except OSError:  # something else was put there meanwhile: keep it
-                    break
+        if refused:
+            _remove_folders(self.created)
 
 
 def acquire(out: Path) -> OutputLock:
@@ -60,6 +65,7 @@ def acquire(out: Path) -> OutputLock:
                           f"give a writable output folder") from None
     path = out / LOCK_FILE
     while True:
+        created_file = not path.exists()
         try:
             descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
@@ -69,8 +75,9 @@ def acquire(out: Path) -> OutputLock:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_holder(descriptor)
+            holder = _parse_holder(os.pread(descriptor, 4096, 0))
             os.close(descriptor)
+            _remove_folders(created)
             raise ConfigError(f"{out} is in use by another study.run ({describe(holder)}); wait for it to end, "
                               f"or give --out NEW_DIR") from None
         try:  # the holder may have released and unlinked the file between our open and flock
@@ -80,12 +87,12 @@ def acquire(out: Path) -> OutputLock:
         if same_file:
             break
         os.close(descriptor)
-    previous = _read_holder(descriptor)
+    stale = None if created_file else os.pread(descriptor, 4096, 0)
     holder = {"host": socket.gethostname(), "pid": os.getpid(),
               "started": datetime.datetime.now().isoformat(timespec="seconds")}
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
-    return OutputLock(out, descriptor, created, previous or None)
+    return OutputLock(out, descriptor, created, stale)
 
 
 def describe(holder: dict | None) -> str:
@@ -94,9 +101,9 @@ def describe(holder: dict | None) -> str:
     return f"host {holder.get('host')}, pid {holder.get('pid')}, started {holder.get('started')}"
 
 
-def _read_holder(descriptor: int) -> dict:
+def _parse_holder(text: bytes) -> dict:
     try:
-        holder = json.loads(os.pread(descriptor, 4096, 0) or b"{}")
+        holder = json.loads(text or b"{}")
     except ValueError:  # a holder that is just writing it
         return {}
     return holder if isinstance(holder, dict) else {}

@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         check_reachable(options.address)
     except (ConfigError, datasets.DataError) as error:
         for held in locks:
-            held.release(remove_created=True)
+            held.release(refused=True)
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

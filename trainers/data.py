@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +197,8 @@ def find_fashion_mnist(data_root: str) -> Path:
             if all((folder / name).exists() for pair in FASHION_MNIST_FILES.values() for name in pair):
                 return folder
     download_root = Path(data_root) if data_root else Path.home() / ".cache" / "interclr-harness"
+    raw = download_root / "FashionMNIST" / "raw"
+    made = [p for p in reversed([raw, *raw.parents]) if not p.exists()]  # outermost first
     try:
         from torchvision.datasets import FashionMNIST
 
@@ -203,6 +206,8 @@ def find_fashion_mnist(data_root: str) -> Path:
         FashionMNIST(str(download_root), train=False, download=True)
         return download_root / "FashionMNIST" / "raw"
     except Exception as error:  # no network, no disk: the message below says what to do
+        if made:  # a failed lookup leaves no folders behind; all under the first one is the download's
+            shutil.rmtree(made[0], ignore_errors=True)
         raise DataError(
             f"Fashion-MNIST not found in {candidates[0]} and the torchvision download to {download_root} failed "
             f"({type(error).__name__}); fix: `apt-get install dataset-fashion-mnist` (installs to "
