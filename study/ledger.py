@@ -16,6 +16,7 @@ import datetime
 import io
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import pandas as pd
 
 from study.lock import LOCK_FILE
 from study.specs import Trial
-from trainers.checkpoint import TrialState
+from trainers.checkpoint import STATE_FILE, TrialState
 from trainers.config import ConfigError
 
 MANIFEST = "run.json"
@@ -125,6 +126,25 @@ def last_epochs(trials: list[Trial], run_folder: str | Path) -> dict[str, int]:
 def unfinished(trials: list[Trial], run_folder: str | Path) -> list[Trial]:
     epochs = last_epochs(trials, run_folder)
     return [t for t in trials if epochs[trial_name(t)] < t.config.epochs]
+
+
+def free_space(run_folder: str | Path) -> int:
+    folder = Path(run_folder)
+    while not folder.exists():  # a run folder not made yet: its disk is its nearest existing parent's
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def space_needed(run_folder: str | Path, trials: list[Trial]) -> int:
+    """About what the trials' next saves take: each writes a state beside its previous one, so the
+    largest state in the run folder per trial."""
+    sizes = [path.stat().st_size for path in (Path(run_folder) / "trials").glob(f"*/{STATE_FILE}")]
+    return max(sizes, default=0) * len(trials)
+
+
+def space_shortage(run_folder: str | Path, trials: list[Trial]) -> bool:
+    """Whether the run folder's disk lacks the space its unfinished trials' next saves need."""
+    return bool(trials) and space_needed(run_folder, trials) > free_space(run_folder)
 
 
 def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> tuple[pd.DataFrame, list[Trial]]:

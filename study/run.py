@@ -323,37 +323,63 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
     pending = ledger.unfinished(trials, run_folder)
     if options.resume:
         print(f"resuming {run_folder}: {len(trials) - len(pending)} of {len(trials)} trials already finished")
-    manifest.status = "running"
-    manifest.save(out)
+    try:
+        manifest.status = "running"
+        manifest.save(out)
+    except OSError as error:
+        print(f"error: cannot write {out / ledger.MANIFEST} ({error.strerror or error}); free space there, or give "
+              f"--out NEW_DIR", file=sys.stderr)
+        return False
     started = time.perf_counter()
-    failures = run_tune(pending, options, run_folder) if pending else []
+    try:
+        failures = run_tune(pending, options, run_folder) if pending else []
+    except Exception:  # Tune could not keep its own records: re-raised unless the run folder's disk is full
+        if not ledger.space_shortage(run_folder, pending):
+            raise
+        failures = []
     seconds = time.perf_counter() - started
     provenance = {"scale": options.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
     table, left = ledger.collect(trials, run_folder, provenance)
+    shortage = ledger.space_shortage(run_folder, left) or any(f.cause.startswith(DISK_FULL) for f in failures)
     for failure in failures:
-        print(f"failed trial {failure}", file=sys.stderr)
+        if not (shortage and failure.cause.startswith(DISK_FULL)):  # said once, below
+            print(f"failed trial {failure}", file=sys.stderr)
     try:
         figures = write_results(name, table, out, manifest, options, seconds, left, failures)
         manifest.status = "unfinished" if left else "finished"
         manifest.save(out)
     except OSError as error:  # a full or vanished disk: the trial states keep every finished epoch
         print(f"error: cannot write the results to {out} ({error.strerror or error}; about "
-              f"{ledger.table_bytes(table) / 2 ** 20:.1f} MB needed); free space there, then rerun with "
-              f"--resume", file=sys.stderr)
+              f"{ledger.table_bytes(table) / 2 ** 20:.1f} MB needed); free space there, then "
+              f"{resume_command(manifest.command)}",
+              file=sys.stderr)
         return False
     drawn = f" and {', '.join(Path(f).name for f in figures)}" if figures else ""
     print(f"wrote {len(table)} rows{drawn} to {out} in {seconds:.0f} s")
-    if left:
-        print(f"{len(left)} of {len(trials)} trials unfinished; {next_step(failures)}", file=sys.stderr)
+    if shortage:
+        needed = ledger.space_needed(run_folder, left)
+        amounts = (f": its {len(left)} unfinished trials need about {needed / 2 ** 20:.1f} MB, "
+                   f"{ledger.free_space(run_folder) / 2 ** 20:.1f} MB are free") if needed else ""
+        print(f"error: no space left in {run_folder}{amounts}; free space there, then "
+              f"{resume_command(manifest.command)}", file=sys.stderr)
+    elif left:
+        print(f"{len(left)} of {len(trials)} trials unfinished; {next_step(failures, manifest.command)}",
+              file=sys.stderr)
     return not left
 
 
-def next_step(failures: list[TrialFailure]) -> str:
+DISK_FULL = "trainers.checkpoint.DiskFullError"  # how a trial's full disk reads in its traceback
+
+
+def next_step(failures: list[TrialFailure], command: str) -> str:
     """What to do about unfinished trials: --resume finishes interrupted ones, not ones that raised."""
     if any(not failure.resumable for failure in failures):
         return "fix the cause above and run again (--resume would fail the same way)"
-    again = " ".join(shlex.quote(a) for a in [*sys.argv[1:], *([] if "--resume" in sys.argv else ["--resume"])])
-    return f"continue with: python -m study.run {again}"
+    return resume_command(command)
+
+
+def resume_command(command: str) -> str:
+    return f"continue with: {command}" + ("" if " --resume" in command else " --resume")
 
 
 def main(argv: list[str] | None = None) -> int:
