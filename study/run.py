@@ -141,11 +141,13 @@ def studies_named(name: str | None) -> list[str]:
     return [name]
 
 
-def print_list(seeds: int) -> None:
-    for spec in STUDIES.values():
+def print_list(plans: dict[str, list[Trial]]) -> None:
+    for name, trials in plans.items():
+        spec = STUDIES[name]
         values = ", ".join(f"{v.multiple}x" if isinstance(v, Times) else str(v) for v in spec.values)
+        seeds = len({t.seed for t in trials})
         print(f"{spec.name:<13} {spec.paper} {spec.figure:<6} {spec.factor} in [{values}]: "
-              f"{len(spec.values)} values x {seeds} seeds = {len(spec.values) * seeds} trials; metric {spec.metric}")
+              f"{len(spec.values)} values x {seeds} seeds = {len(trials)} trials; metric {spec.metric}")
 
 
 def check_data(trials: list[Trial]) -> None:
@@ -185,8 +187,6 @@ def check_options(options: RunOptions) -> None:
     for flag, value in (("--out", options.out), ("--storage", options.storage)):
         if value is not None and not value.strip():
             raise ConfigError(f"{flag} is empty; give a folder, or leave {flag} out for the default")
-    if options.seeds < 1:
-        raise ConfigError(f"--seeds {options.seeds}: need at least 1 seed")
 
 
 def check_devices(trials: list[Trial], options: RunOptions) -> None:
@@ -382,20 +382,41 @@ def resume_command(command: str) -> str:
     return f"continue with: {command}" + ("" if " --resume" in command else " --resume")
 
 
+def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[str, Path]) -> dict:
+    """Every check that needs the data, the folders or the cluster; returns each study's manifest when
+    --resume continues it. Raises ConfigError or DataError."""
+    for trials in plans.values():
+        check_devices(trials, options)
+        check_data(trials)
+    resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
+    for name, manifest in resumed.items():
+        check_writable(outs[name], "output folder")
+        if manifest is None:
+            check_writable(Path(options.storage), "--storage folder")
+        else:
+            check_writable(Path(manifest.run_folder), "run folder")
+            ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
+    check_reachable(options.address)
+    return resumed
+
+
+def refuse(error: Exception, locks: list[lock.OutputLock]) -> int:
+    """Bad input: one line, exit 2, and the output folders left as they were."""
+    for held in locks:
+        held.release(refused=True)
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(argv)
-    if options.list:
-        try:
-            check_options(options)
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        print_list(options.seeds)
-        return 0
     locks: list[lock.OutputLock] = []
     try:
         check_options(options)
+        if options.list:
+            print_list({name: plan(options, name) for name in STUDIES})
+            return 0
         names = studies_named(options.study)
         plans = {name: plan(options, name) for name in names}
         if options.dry_run:
@@ -405,23 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
         for name in names:  # before anything is checked or written: a second driver stops here
             locks.append(lock.acquire(outs[name]))
-        for trials in plans.values():
-            check_devices(trials, options)
-            check_data(trials)
-        resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
-        for name, manifest in resumed.items():
-            check_writable(outs[name], "output folder")
-            if manifest is None:
-                check_writable(Path(options.storage), "--storage folder")
-            else:
-                check_writable(Path(manifest.run_folder), "run folder")
-                ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
-        check_reachable(options.address)
+        resumed = check_launch(options, plans, outs)
     except (ConfigError, datasets.DataError) as error:
-        for held in locks:
-            held.release(refused=True)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refuse(error, locks)
     try:
         for held in locks:
             if held.previous:
@@ -434,8 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                 for trials in plans.values():
                     check_cluster_gpus(trials, options)
             except ConfigError as error:
-                print(f"error: {error}", file=sys.stderr)
-                return 2
+                return refuse(error, locks)
         finished = True
         for name, trials in plans.items():
             manifest = resumed[name] or ledger.Manifest(

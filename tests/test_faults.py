@@ -260,3 +260,9 @@ def test_a_full_disk_stops_the_run_in_one_line_and_resume_completes_it(tmp_path)
         assert_same_as_uninterrupted(table, trials[0])
     finally:
         subprocess.run(["umount", "--lazy", str(disk)], capture_output=True)
+
+
+def test_two_drivers_started_together_into_one_folder_one_runs_the_other_is_refused(tmp_path):
+    from race_two_drivers import attempt  # the same attempt that `python tests/race_two_drivers.py 20` repeats
+
+    assert attempt(tmp_path) == ""

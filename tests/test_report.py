@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,3 +68,19 @@ def test_report_writes_table1_and_judges_claim_13(tmp_path):
     assert "## Table 1" in claims and "| npidv2-interclr |" in claims
     assert "[table1](methods/table1.png)" in claims
     assert list(pd.read_csv(tmp_path / "tiny" / "table1.csv")["method"]) == methods
+
+
+def test_a_read_only_folder_is_one_line_and_exit_2(tmp_path):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root); root ignores file modes, so a mount it must be")
+    try:
+        results_table(["online", "offline"]).to_parquet(folder / "trials.parquet")
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        result = redraw("--study", "labels", "--folder", str(folder))
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr.startswith(f"error: cannot write into {folder}") and result.stderr.count("\n") == 1
+        assert sorted(p.name for p in folder.iterdir()) == ["trials.parquet"]
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
