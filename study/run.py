@@ -24,11 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 from study import ledger, lock
+from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
+from study.preflight import check_cluster_gpus, check_launch, check_options
 from study.catalogue import STUDIES, Times
 from study.profiles import PROFILES
 from study.specs import Trial, expand
 from trainers import data as datasets
-from trainers.checkpoint import check_writable
 from trainers.config import ConfigError, parse_assignment
 
 
@@ -76,30 +77,6 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     parsed = vars(parser.parse_args(argv))
     settings = tuple(parsed.pop("set"))
     return RunOptions(**parsed, settings=settings)
-
-
-@dataclass(frozen=True)
-class TrialFailure:
-    """A trial that failed every retry, as the user needs to see it."""
-    trial: str
-    cause: str  # "Type: message": the last line of the worker's traceback
-    log: str  # the file holding the whole traceback
-    resumable: bool  # a lost process or a full disk; an exception the trial raised would repeat on --resume
-
-    def __str__(self) -> str:
-        return f"{self.trial}: {self.cause} (full log: {self.log})"
-
-
-def failure_of(name: str, error: Exception, trial_dir: str) -> TrialFailure:
-    """What Tune reports for a failed trial, reduced to its cause."""
-    from ray.exceptions import RayTaskError
-
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if isinstance(error, RayTaskError):  # the trial raised: its traceback ends with "Type: message"
-        cause, resumable = (lines[-1] if lines else type(error.cause).__name__), isinstance(error.cause, OSError)
-    else:  # its process or node died
-        cause, resumable = f"{type(error).__name__}: {lines[0] if lines else 'the trial process died'}", True
-    return TrialFailure(name, cause, str(Path(trial_dir) / "error.txt"), resumable)
 
 
 def plan(options: RunOptions, study: str) -> list[Trial]:
@@ -150,15 +127,6 @@ def print_list(plans: dict[str, list[Trial]]) -> None:
               f"{len(spec.values)} values x {seeds} seeds = {len(trials)} trials; metric {spec.metric}")
 
 
-def check_data(trials: list[Trial]) -> None:
-    """Load the dataset once in the driver, so a missing or too-small dataset fails before launch."""
-    config = trials[0].config
-    data = datasets.load(config)
-    datasets.check_decodable(data)
-    for trial in trials:
-        trial.config.check_against_data(len(data.train), data.num_classes)
-
-
 def code_version() -> str:
     """git describe of the checkout; a job on a cluster runs from a copy without .git and is told it."""
     if os.environ.get("STUDY_CODE_VERSION"):
@@ -180,50 +148,6 @@ def print_plan(trials: list[Trial], options: RunOptions) -> None:
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     for trial in trials:
         print(f"  {spec.factor}={trial.value!s:<10} seed={trial.seed}  config {trial.config.config_hash()}")
-
-
-def check_options(options: RunOptions) -> None:
-    """Options that name no file: an empty path would quietly mean the current folder or the default."""
-    for flag, value in (("--out", options.out), ("--storage", options.storage)):
-        if value is not None and not value.strip():
-            raise ConfigError(f"{flag} is empty; give a folder, or leave {flag} out for the default")
-
-
-def check_devices(trials: list[Trial], options: RunOptions) -> None:
-    """Trials that need a GPU must find one here: else Ray waits for it forever, or every trial fails.
-    On a cluster (--address) the nodes' GPUs are checked once Ray is up (check_cluster_gpus)."""
-    import torch
-
-    config, profile = trials[0].config, PROFILES[options.scale]
-    if options.address is None and (config.device == "cuda" or profile.gpus_per_trial > 0) \
-            and not torch.cuda.is_available():
-        why = "device=cuda" if config.device == "cuda" else f"the {options.scale} profile gives each trial a GPU"
-        raise ConfigError(f"{why}, but no CUDA device is visible here; run on a GPU machine, give --address of a "
-                          f"cluster with GPUs, or use --scale tiny / --set device=cpu")
-
-
-def check_cluster_gpus(trials: list[Trial], options: RunOptions) -> None:
-    import ray
-
-    config, profile = trials[0].config, PROFILES[options.scale]
-    if (config.device == "cuda" or profile.gpus_per_trial > 0) and not ray.cluster_resources().get("GPU", 0):
-        raise ConfigError(f"the Ray cluster at {options.address} has no GPU, but these trials need one; add GPU "
-                          f"nodes, or use --scale tiny / --set device=cpu")
-
-
-def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A cluster address must answer before Ray is started: Ray itself retries for many minutes."""
-    if address is None or address == "auto":  # auto: Ray finds the local cluster, or fails at once
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        raise ConfigError(f"cannot reach the Ray cluster at {address} ({error.strerror or type(error).__name__} "
-                          f"within {timeout_s:.0f} s); start it with `ray start --head`, or give its head's "
-                          f"HOST:PORT") from None
 
 
 def start_ray(address: str | None) -> None:
@@ -366,38 +290,6 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
         print(f"{len(left)} of {len(trials)} trials unfinished; {next_step(failures, manifest.command)}",
               file=sys.stderr)
     return not left
-
-
-DISK_FULL = "trainers.checkpoint.DiskFullError"  # how a trial's full disk reads in its traceback
-
-
-def next_step(failures: list[TrialFailure], command: str) -> str:
-    """What to do about unfinished trials: --resume finishes interrupted ones, not ones that raised."""
-    if any(not failure.resumable for failure in failures):
-        return "fix the cause above and run again (--resume would fail the same way)"
-    return resume_command(command)
-
-
-def resume_command(command: str) -> str:
-    return f"continue with: {command}" + ("" if " --resume" in command else " --resume")
-
-
-def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[str, Path]) -> dict:
-    """Every check that needs the data, the folders or the cluster; returns each study's manifest when
-    --resume continues it. Raises ConfigError or DataError."""
-    for trials in plans.values():
-        check_devices(trials, options)
-        check_data(trials)
-    resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
-    for name, manifest in resumed.items():
-        check_writable(outs[name], "output folder")
-        if manifest is None:
-            check_writable(Path(options.storage), "--storage folder")
-        else:
-            check_writable(Path(manifest.run_folder), "run folder")
-            ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
-    check_reachable(options.address)
-    return resumed
 
 
 def refuse(error: Exception, locks: list[lock.OutputLock]) -> int:

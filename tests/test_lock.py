@@ -12,7 +12,7 @@ import pytest
 from ray.exceptions import RayTaskError, WorkerCrashedError
 
 from study import lock
-from study.run import failure_of, next_step
+from study.failures import failure_of, next_step
 from trainers.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
