@@ -25,15 +25,18 @@ def check_options(options: RunOptions) -> None:
             raise ConfigError(f"{flag} is empty; give a folder, or leave {flag} out for the default")
 
 
+def needs_gpu(trials: list[Trial], options: RunOptions) -> bool:
+    return trials[0].config.device == "cuda" or PROFILES[options.scale].gpus_per_trial > 0
+
+
 def check_devices(trials: list[Trial], options: RunOptions) -> None:
     """Trials that need a GPU must find one here: else Ray waits for it forever, or every trial fails.
     On a cluster (--address) the nodes' GPUs are checked once Ray is up (check_cluster_gpus)."""
     import torch
 
-    config, profile = trials[0].config, PROFILES[options.scale]
-    if options.address is None and (config.device == "cuda" or profile.gpus_per_trial > 0) \
-            and not torch.cuda.is_available():
-        why = "device=cuda" if config.device == "cuda" else f"the {options.scale} profile gives each trial a GPU"
+    if options.address is None and needs_gpu(trials, options) and not torch.cuda.is_available():
+        why = ("device=cuda" if trials[0].config.device == "cuda"
+               else f"the {options.scale} profile gives each trial a GPU")
         raise ConfigError(f"{why}, but no CUDA device is visible here; run on a GPU machine, give --address of a "
                           f"cluster with GPUs, or use --scale tiny / --set device=cpu")
 
@@ -41,8 +44,7 @@ def check_devices(trials: list[Trial], options: RunOptions) -> None:
 def check_cluster_gpus(trials: list[Trial], options: RunOptions) -> None:
     import ray
 
-    config, profile = trials[0].config, PROFILES[options.scale]
-    if (config.device == "cuda" or profile.gpus_per_trial > 0) and not ray.cluster_resources().get("GPU", 0):
+    if needs_gpu(trials, options) and not ray.cluster_resources().get("GPU", 0):
         raise ConfigError(f"the Ray cluster at {options.address} has no GPU, but these trials need one; add GPU "
                           f"nodes, or use --scale tiny / --set device=cpu")
 
