@@ -76,8 +76,7 @@ def acquire(out: Path) -> OutputLock:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _parse_holder(os.pread(descriptor, 4096, 0))
-            os.close(descriptor)
-            _remove_folders(created)
+            os.close(descriptor)  # the folders are the holder's now, even if this process made them
             raise ConfigError(f"{out} is in use by another study.run ({describe(holder)}); wait for it to end, "
                               f"or give --out NEW_DIR") from None
         try:  # the holder may have released and unlinked the file between our open and flock
@@ -110,6 +109,11 @@ def _parse_holder(text: bytes) -> dict:
 
 
 def _remove_folders(created: list[Path]) -> None:
+    """The folders this process made, innermost first; one that holds something is another's, and kept."""
     for folder in reversed(created):
-        if folder.exists():
+        try:
             folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty: a driver started at the same moment made it too, and uses it
+            return
