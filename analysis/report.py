@@ -24,7 +24,7 @@ import pandas as pd
 from analysis.bernoulli import PAPER_STATED, scientific, tail_probability
 from analysis.claims import VERDICT_RULE, evaluate_claims, left_out_trials
 from analysis.figures import plot_forest, plot_label_quality, plot_overclustering, plot_study
-from analysis.results import load_trials
+from analysis.results import ResultsError, load_trials
 from analysis.sequential import study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
@@ -38,7 +38,7 @@ PAPER_TABLES = {"methods": ("table1", table1, "Table 1: base methods without and
 
 
 def load_all(scale_folder: Path) -> dict[str, pd.DataFrame]:
-    return {name: load_trials(scale_folder / name) for name in STUDIES
+    return {name: load_trials(scale_folder / name, name) for name in STUDIES
             if (scale_folder / name / "trials.parquet").exists()}
 
 
@@ -130,7 +130,7 @@ def table_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[
     exact = {k: scientific(tail_probability(104, paper_p, k)) for k in (5, 52)}
     stated = PAPER_STATED[(104, paper_p)]
     lines += ["", "## Claim 12: the Bernoulli bound", "",
-              f"**contradicted** (exact arithmetic, no seeds involved): for m = 104, p = 1/1000 the paper's formula "
+              f"**contradicted** (40-digit arithmetic, no seeds involved): for m = 104, p = 1/1000 the paper's formula "
               f"gives {exact[52]} for k = 52 and {exact[5]} for k = 5, not the stated {stated[52]} and {stated[5]} "
               "(`python -m analysis.bernoulli --m 104 --p 0.001 --k 1 5 52`)."]
     triplet = next((tables[s] for s in ("overclustering", "rank-k") if s in tables), None)
@@ -158,20 +158,25 @@ def redraw_study(name: str, folder: Path) -> int:
     """`--study NAME --folder DIR`: one study's figures from DIR/trials.parquet, their PNG paths on stdout."""
     if name not in STUDIES:
         return fail(f"unknown study {name!r}; give --study one of {', '.join(STUDIES)}")
-    path, rerun = folder / "trials.parquet", f"`python -m study.run {name} --out {folder}`"
     try:
-        table = pd.read_parquet(path)
-    except FileNotFoundError:
-        return fail(f"no results table at {path}; run {rerun} first")
-    except (OSError, ValueError) as error:  # pyarrow's read errors subclass these
-        return fail(f"cannot read {path} ({str(error).splitlines()[0]}); rerun {rerun}")
-    lacking = {"value", "seed", "epoch", "config_hash", "knn_top1", STUDIES[name].metric} - set(table.columns)
-    if lacking or table.empty:
-        what = f"no column {', '.join(sorted(lacking))}" if lacking else "no rows"
-        return fail(f"{path} has {what}; is it a {name} table? rerun {rerun}")
-    for figure in study_figures(name, table, folder).values():
+        table = load_trials(folder, name)
+    except ResultsError as error:
+        return fail(str(error))
+    metric = STUDIES[name].metric
+    if metric not in table.columns:
+        return fail(f"{folder / 'trials.parquet'} has no column {metric}; is it a {name} table? rerun "
+                    f"`python -m study.run {name} --out {folder}`")
+    try:
+        figures = study_figures(name, table, folder)
+    except OSError as error:
+        return fail(unwritable(folder, error))
+    for figure in figures.values():
         print(figure)
     return 0
+
+
+def unwritable(folder: Path, error: OSError) -> str:
+    return f"cannot write into {folder} ({error.strerror or type(error).__name__}); make it writable, or free space there"
 
 
 def fail(message: str) -> int:
@@ -191,16 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.study is not None:
         return redraw_study(args.study, args.folder)
     scale_folder = Path(args.results) / args.scale
-    tables = load_all(scale_folder)
+    try:
+        tables = load_all(scale_folder)
+    except ResultsError as error:
+        return fail(str(error))
     if not tables:
         return fail(f"no study results under {scale_folder}; run `python -m study.run STUDY` first")
-    figures = draw_figures(tables, scale_folder)
-    levels = study_levels(scale_folder)
-    claims = evaluate_claims(tables, CLAIMS, levels)
-    figures["forest"] = plot_forest(claims, scale_folder / "forest")
-    (scale_folder / "CLAIMS.md").write_text(claims_markdown(claims, figures, tables, scale_folder, args.scale,
-                                                            levels))
-    claims.drop(columns=["text"]).to_csv(scale_folder / "claims.csv", index=False)
+    try:
+        figures = draw_figures(tables, scale_folder)
+        levels = study_levels(scale_folder)
+        claims = evaluate_claims(tables, CLAIMS, levels)
+        figures["forest"] = plot_forest(claims, scale_folder / "forest")
+        (scale_folder / "CLAIMS.md").write_text(claims_markdown(claims, figures, tables, scale_folder, args.scale,
+                                                                levels))
+        claims.drop(columns=["text"]).to_csv(scale_folder / "claims.csv", index=False)
+    except OSError as error:
+        return fail(unwritable(scale_folder, error))
     print(f"{len(figures)} figure(s) and CLAIMS.md written under {scale_folder}")
     for number, part in claims.groupby("claim", sort=False):
         print(f"  claim {number}: {part['claim_verdict'].iloc[0]}")

@@ -9,12 +9,39 @@ import pandas as pd
 from scipy.special import stdtrit
 
 
-def load_trials(folder: str | Path) -> pd.DataFrame:
-    """A study's results table, from the parquet file `study.run` wrote (the CSV is for people)."""
+# What every table study.run writes has, whatever the study.
+REQUIRED_COLUMNS = ("value", "seed", "epoch", "config_hash", "knn_top1")
+
+
+class ResultsError(ValueError):
+    """A results table that cannot be used; the message names the problem and the fix."""
+
+
+def load_trials(folder: str | Path, study: str | None = None) -> pd.DataFrame:
+    """A study's results table, from the parquet file `study.run` wrote (the CSV is for people).
+
+    Raises ResultsError for a missing, unreadable, empty or foreign table (another study's, or no
+    study's: lacking the columns study.run writes)."""
     path = Path(folder) / "trials.parquet"
+    rerun = f"`python -m study.run {study or 'STUDY'} --out {Path(folder)}`"
     if not path.exists():
-        raise FileNotFoundError(f"no results table at {path}; run `python -m study.run STUDY` first")
-    return pd.read_parquet(path)
+        raise ResultsError(f"no results table at {path}; run {rerun} first")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for a damaged or foreign file
+        raise ResultsError(f"cannot read {path} ({type(error).__name__}); rerun {rerun}, or move the file "
+                           f"away") from None
+    lacking = sorted(set(REQUIRED_COLUMNS) - set(table.columns))
+    if lacking:
+        raise ResultsError(f"{path} has no column {', '.join(lacking)}, so it is not a study.run results table; "
+                           f"rerun {rerun}, or move the file away")
+    if table.empty:
+        raise ResultsError(f"{path} has no rows; rerun {rerun}")
+    held = set(table["study"].astype(str)) - {study} if study is not None and "study" in table.columns else set()
+    if held:
+        raise ResultsError(f"{path} holds results of study {', '.join(sorted(held))}, not {study}; give the "
+                           f"folder of {study}'s results")
+    return table
 
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:

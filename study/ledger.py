@@ -13,15 +13,18 @@ Every check here runs before anything is launched, and raises ConfigError naming
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from study.lock import LOCK_FILE
 from study.specs import Trial
-from trainers.checkpoint import TrialState
+from trainers.checkpoint import STATE_FILE, TrialState
 from trainers.config import ConfigError
 
 MANIFEST = "run.json"
@@ -40,9 +43,7 @@ class Manifest:
 
     def save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        partial = out / f"{MANIFEST}.partial"
-        partial.write_text(json.dumps(asdict(self), indent=1) + "\n")
-        partial.replace(out / MANIFEST)
+        replace_file(out / MANIFEST, json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod
     def load(cls, out: Path) -> "Manifest | None":
@@ -74,23 +75,6 @@ def new_run_folder(storage: str, scale: str, study: str) -> Path:
     return Path(storage).resolve() / f"{scale}-{study}-{stamp}"
 
 
-def check_writable(folder: Path, what: str) -> None:
-    """Create the folder and a file in it, then remove what this made; raises ConfigError."""
-    made = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"cannot write to {what} {folder} ({error.strerror or type(error).__name__}); "
-                          f"give a writable {what}") from None
-    finally:
-        for path in reversed(made):
-            if path.exists():
-                path.rmdir()
-
-
 def check_output(out: Path, trials: list[Trial], resume: bool) -> Manifest | None:
     """Refuse an output folder that holds something this run must not overwrite or mix with.
 
@@ -111,7 +95,7 @@ def check_output(out: Path, trials: list[Trial], resume: bool) -> Manifest | Non
             raise ConfigError(f"{table} is unreadable ({type(error).__name__}); move it away, or give --out NEW_DIR") \
                 from None
         held_study, held = str(columns["study"].iloc[0]) if len(columns) else study, set(columns["config_hash"])
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise ConfigError(f"output {out} holds files that are not study results; give an empty or new --out")
     else:
         held_study, held = study, None
@@ -149,6 +133,25 @@ def unfinished(trials: list[Trial], run_folder: str | Path) -> list[Trial]:
     return [t for t in trials if epochs[trial_name(t)] < t.config.epochs]
 
 
+def free_space(run_folder: str | Path) -> int:
+    folder = Path(run_folder)
+    while not folder.exists():  # a run folder not made yet: its disk is its nearest existing parent's
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def space_needed(run_folder: str | Path, trials: list[Trial]) -> int:
+    """About what the trials' next saves take: each writes a state beside its previous one, so the
+    largest state in the run folder per trial."""
+    sizes = [path.stat().st_size for path in (Path(run_folder) / "trials").glob(f"*/{STATE_FILE}")]
+    return max(sizes, default=0) * len(trials)
+
+
+def space_shortage(run_folder: str | Path, trials: list[Trial]) -> bool:
+    """Whether the run folder's disk lacks the space its unfinished trials' next saves need."""
+    return bool(trials) and space_needed(run_folder, trials) > free_space(run_folder)
+
+
 def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> tuple[pd.DataFrame, list[Trial]]:
     """One row per (finished trial, epoch), identity and provenance first; and the unfinished trials.
 
@@ -166,8 +169,27 @@ def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> tu
     return table, left
 
 
+def replace_file(path: Path, data: str | bytes) -> None:
+    """Write a file whole or not at all: a reader (or a crash, or a full disk) never sees half of it."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def table_files(table: pd.DataFrame) -> dict[str, bytes]:
+    """The result table as the files it is stored in: parquet for programs, CSV for people."""
+    parquet = io.BytesIO()
+    table.to_parquet(parquet, index=False)
+    return {f"{RESULT_TABLE}.parquet": parquet.getvalue(), f"{RESULT_TABLE}.csv": table.to_csv(index=False).encode()}
+
+
+def table_bytes(table: pd.DataFrame) -> int:
+    return sum(len(data) for data in table_files(table).values()) if not table.empty else 0
+
+
 def write_table(table: pd.DataFrame, out: Path) -> None:
-    for suffix, write in ((".parquet", table.to_parquet), (".csv", table.to_csv)):
-        partial = out / f"{RESULT_TABLE}{suffix}.partial"
-        write(partial, index=False)
-        os.replace(partial, out / f"{RESULT_TABLE}{suffix}")
+    for name, data in table_files(table).items():
+        replace_file(out / name, data)

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import ledger, packing, rounds
+from study import ledger, lock, packing, rounds
 from study.catalogue import FIRST_ROUND, STUDIES, Times
+from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
+from study.preflight import check_cluster_gpus, check_launch, check_options, gpus_per_trial
 from study.profiles import PROFILES
 from study.specs import Trial, expand
 from trainers import data as datasets
@@ -122,8 +124,6 @@ def plan_round(options: RunOptions, study: str, seeds: int) -> list[Trial]:
     return plan(replace(options, seeds=seeds, max_seeds=0), study)
 
 
-def gpus_per_trial(options: RunOptions) -> float:
-    return PROFILES[options.scale].gpus_per_trial if options.gpus_per_trial is None else options.gpus_per_trial
 
 
 def output_folder(options: RunOptions, study: str, several: bool) -> Path:
@@ -134,6 +134,9 @@ def output_folder(options: RunOptions, study: str, several: bool) -> Path:
 
 
 def studies_named(name: str | None) -> list[str]:
+    if name is None:
+        raise ConfigError(f"no study given; name one of: {', '.join(STUDIES)}, or all (python -m study.run --list "
+                          f"shows them)")
     if name == "all":
         return list(STUDIES)
     if name not in STUDIES:
@@ -142,37 +145,13 @@ def studies_named(name: str | None) -> list[str]:
     return [name]
 
 
-def print_list(seeds: int) -> None:
-    for spec in STUDIES.values():
+def print_list(plans: dict[str, list[Trial]]) -> None:
+    for name, trials in plans.items():
+        spec = STUDIES[name]
         values = ", ".join(f"{v.multiple}x" if isinstance(v, Times) else str(v) for v in spec.values)
+        seeds = len({t.seed for t in trials})
         print(f"{spec.name:<13} {spec.paper} {spec.figure:<6} {spec.factor} in [{values}]: "
-              f"{len(spec.values)} values x {seeds} seeds = {len(spec.values) * seeds} trials; metric {spec.metric}")
-
-
-def check_data(trials: list[Trial]) -> datasets.ImageData:
-    """Load the dataset once in the driver, so a missing or too-small dataset fails before launch."""
-    config = trials[0].config
-    data = datasets.load(config)
-    datasets.check_decodable(data)
-    for trial in trials:
-        trial.config.check_against_data(len(data.train), data.num_classes)
-    return data
-
-
-def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: RunOptions) -> None:
-    """The trials that share a GPU fit in the memory of the GPU this driver sees; raises ConfigError."""
-    share = gpus_per_trial(options)
-    if share == 0 or trials[0].config.device == "cpu":
-        return
-    gpu_bytes = packing.visible_gpu_bytes()
-    count = packing.trials_per_gpu(share)
-    if gpu_bytes is None:
-        print(f"no GPU visible to this driver: not checked that {count} trial(s) fit in one GPU's memory")
-        return
-    largest = max((packing.estimate(t.config, data) for t in {t.config.method: t for t in trials}.values()),
-                  key=packing.TrialMemory.total)
-    packing.check_fits(share, largest, gpu_bytes)
-    print(f"{count} trial(s) per GPU of {gpu_bytes / packing.GIB:.1f} GiB, each {largest.describe()}")
+              f"{len(spec.values)} values x {seeds} seeds = {len(trials)} trials; metric {spec.metric}")
 
 
 def code_version() -> str:
@@ -211,8 +190,8 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, configure_logging=False, log_to_driver=True)
 
 
-def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list[str]:
-    """Run the given trials with Ray Tune; returns the errors of trials that failed every retry."""
+def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list[TrialFailure]:
+    """Run the given trials with Ray Tune; returns the trials that failed every retry."""
     from ray import tune
 
     from study.progress import StudyProgress
@@ -243,13 +222,13 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             callbacks=[StudyProgress(len(trials), epochs_to_go)],
             verbose=0))
-    return [f"{result.config['trial']['name']}: {type(result.error).__name__}: {result.error}".splitlines()[0]
+    return [failure_of(result.config["trial"]["name"], result.error, result.path)
             for result in tuner.fit() if result.error is not None]
 
 
 def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.Manifest, options: RunOptions,
-                  seconds: float, left: list[Trial], errors: list[str]) -> list[str]:
-    """The result table, figures and RUN.md; returns the figures drawn."""
+                  seconds: float, left: list[Trial], failures: list[TrialFailure]) -> list[str]:
+    """The result table, figures and RUN.md; returns the figures drawn. Raises OSError (a full disk)."""
     import ray
     import torch
 
@@ -268,11 +247,10 @@ def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.M
              f"- figures: {', '.join(Path(f).name for f in figures) or 'none'}",
              f"- trial states: {manifest.run_folder}"]
     if left:
-        lines += ["", f"## Unfinished trials ({len(left)}; continue with --resume)",
-                  *[f"- {ledger.trial_name(t)}" for t in left]]
-    if errors:
-        lines += ["", "## Failed trials", *[f"- {e}" for e in errors]]
-    (out / "RUN.md").write_text("\n".join(lines) + "\n")
+        lines += ["", f"## Unfinished trials ({len(left)})", *[f"- {ledger.trial_name(t)}" for t in left]]
+    if failures:
+        lines += ["", "## Failed trials", *[f"- {failure}" for failure in failures]]
+    ledger.replace_file(out / "RUN.md", "\n".join(lines) + "\n")
     return figures
 
 
@@ -297,34 +275,68 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
     pending = ledger.unfinished(trials, run_folder)
     if options.resume:
         print(f"resuming {run_folder}: {len(trials) - len(pending)} of {len(trials)} trials already finished")
-    manifest.status = "running"
-    manifest.save(out)
+    try:
+        manifest.status = "running"
+        manifest.save(out)
+    except OSError as error:
+        print(f"error: cannot write {out / ledger.MANIFEST} ({error.strerror or error}); free space there, or give "
+              f"--out NEW_DIR", file=sys.stderr)
+        return False
     started = time.perf_counter()
-    errors = run_tune(pending, options, run_folder) if pending else []
+    try:
+        failures = run_tune(pending, options, run_folder) if pending else []
+    except Exception:  # Tune could not keep its own records: re-raised unless the run folder's disk is full
+        if not ledger.space_shortage(run_folder, pending):
+            raise
+        failures = []
     seconds = time.perf_counter() - started
     provenance = {"scale": options.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
     table, left = ledger.collect(trials, run_folder, provenance)
-    figures = write_results(name, table, out, manifest, options, seconds, left, errors)
-    manifest.status = "unfinished" if left else "finished"
-    manifest.save(out)
+    shortage = ledger.space_shortage(run_folder, left) or any(f.cause.startswith(DISK_FULL) for f in failures)
+    for failure in failures:
+        if not (shortage and failure.cause.startswith(DISK_FULL)):  # said once, below
+            print(f"failed trial {failure}", file=sys.stderr)
+    try:
+        figures = write_results(name, table, out, manifest, options, seconds, left, failures)
+        manifest.status = "unfinished" if left else "finished"
+        manifest.save(out)
+    except OSError as error:  # a full or vanished disk: the trial states keep every finished epoch
+        print(f"error: cannot write the results to {out} ({error.strerror or error}; about "
+              f"{ledger.table_bytes(table) / 2 ** 20:.1f} MB needed); free space there, then "
+              f"{resume_command(manifest.command)}",
+              file=sys.stderr)
+        return False
     drawn = f" and {', '.join(Path(f).name for f in figures)}" if figures else ""
     print(f"wrote {len(table)} rows{drawn} to {out} in {seconds:.0f} s")
-    for error in errors:
-        print(f"failed trial: {error}", file=sys.stderr)
-    if left:
-        again = " ".join(shlex.quote(a) for a in [*sys.argv[1:], *([] if options.resume else ["--resume"])])
-        print(f"{len(left)} of {len(trials)} trials unfinished; continue with: python -m study.run {again}",
+    if shortage:
+        needed = ledger.space_needed(run_folder, left)
+        amounts = (f": its {len(left)} unfinished trials need about {needed / 2 ** 20:.1f} MB, "
+                   f"{ledger.free_space(run_folder) / 2 ** 20:.1f} MB are free") if needed else ""
+        print(f"error: no space left in {run_folder}{amounts}; free space there, then "
+              f"{resume_command(manifest.command)}", file=sys.stderr)
+    elif left:
+        print(f"{len(left)} of {len(trials)} trials unfinished; {next_step(failures, manifest.command)}",
               file=sys.stderr)
     return not left
+
+
+def refuse(error: Exception, locks: list[lock.OutputLock]) -> int:
+    """Bad input: one line, exit 2, and the output folders left as they were."""
+    for held in locks:
+        held.release(refused=True)
+    print(f"error: {error}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = parse_args(argv)
-    if options.list:
-        print_list(FIRST_ROUND if options.seeds == "auto" else options.seeds)
-        return 0
+    locks: list[lock.OutputLock] = []
     try:
+        check_options(options)
+        if options.list:
+            print_list({name: plan(options, name) for name in STUDIES})
+            return 0
         names = studies_named(options.study)
         plans = {name: plan(options, name) for name in names}
         if options.seeds == "auto":
@@ -335,35 +347,41 @@ def main(argv: list[str] | None = None) -> int:
             for trials in plans.values():
                 print_plan(trials, options)
             return 0
-        for trials in plans.values():
-            check_gpu_packing(trials, check_data(trials), options)
         outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
-        resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
-        for name, manifest in resumed.items():
-            ledger.check_writable(outs[name], "output folder")
-            if manifest is None:
-                ledger.check_writable(Path(options.storage), "--storage folder")
-            else:
-                ledger.check_writable(Path(manifest.run_folder), "run folder")
-                ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
+        for name in names:  # before anything is checked or written: a second driver stops here
+            locks.append(lock.acquire(outs[name]))
+        resumed = check_launch(options, plans, outs)
     except (ConfigError, datasets.DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    version = code_version()
-    command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
-    start_ray(options.address)
-    finished = True
-    for name, trials in plans.items():
-        manifest = resumed[name] or ledger.Manifest(
-            study=name, scale=options.scale, run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
-            config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
-            code_version=version)
-        if options.seeds == "auto":
-            finished = rounds.run_rounds(trials, outs[name], manifest, options, partial(plan_round, options, name),
-                                         run_study) and finished
-        else:
-            finished = run_study(trials, outs[name], manifest, options) and finished
-    return 0 if finished else 1
+        return refuse(error, locks)
+    try:
+        for held in locks:
+            if held.previous:
+                print(f"took over the lock of {held.out} left by a run that has ended ({lock.describe(held.previous)})")
+        version = code_version()
+        command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
+        start_ray(options.address)
+        if options.address is not None:
+            try:
+                for trials in plans.values():
+                    check_cluster_gpus(trials, options)
+            except ConfigError as error:
+                return refuse(error, locks)
+        finished = True
+        for name, trials in plans.items():
+            manifest = resumed[name] or ledger.Manifest(
+                study=name, scale=options.scale,
+                run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
+                config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
+                code_version=version)
+            if options.seeds == "auto":
+                finished = rounds.run_rounds(trials, outs[name], manifest, options, partial(plan_round, options, name),
+                                             run_study) and finished
+            else:
+                finished = run_study(trials, outs[name], manifest, options) and finished
+        return 0 if finished else 1
+    finally:
+        for held in locks:
+            held.release()
 
 
 if __name__ == "__main__":

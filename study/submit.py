@@ -69,6 +69,9 @@ def submit_when_ready(client, entrypoint: str, runtime_env: dict, wait_s: float 
 def main(argv: list[str] | None = None) -> int:
     options, study_argv = parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        if options.address is not None and not options.address.startswith(("http://", "https://")):
+            raise ConfigError(f"--address {options.address!r} is not the dashboard's URL; give "
+                              f"http://HEAD_IP:8265 (study.run --address takes the HEAD_IP:6379 form)")
         arguments = job_arguments(study_argv)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

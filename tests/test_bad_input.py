@@ -1,9 +1,14 @@
 """The bad-input catalogue: every case gives one line naming the problem and the fix, exit code 2,
-launches nothing, and changes no file."""
+launches nothing, prints no traceback, and changes no file or folder."""
 
+import fcntl
 import gzip
+import json
+import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +17,9 @@ import ray
 import torch
 from PIL import Image
 
-from study import ledger, submit
+from analysis import bernoulli
+from analysis import report as analysis_report
+from study import ledger, lock, submit
 from study import run as study_run
 from study.profiles import PROFILES
 from study.catalogue import STUDIES
@@ -64,15 +71,59 @@ def other_config_state(tmp):
     torch.save({"epoch": 0, "rows": [{"epoch": 0}], "config_hash": "0123456789ab"}, state_file(tmp))
 
 
-def image_tree(tmp, corrupt=False, mismatched=False):
+def image_tree(tmp, corrupt=False, mismatched=False, classes=("a", "b"), per_class=3):
     for split in ("train", "test"):
-        for label in ("a", "b") if not (mismatched and split == "test") else ("a", "c"):
+        for label in classes if not (mismatched and split == "test") else ("a", "c"):
             folder = tmp / "images" / split / label
             folder.mkdir(parents=True)
-            for i in range(3):
+            for i in range(per_class):
                 Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(folder / f"{i}.png")
     if corrupt:
         (tmp / "images" / "train" / "a" / "1.png").write_bytes(b"\x89PNG\r\n garbage")
+
+
+def tree_with(tmp, change):
+    image_tree(tmp)
+    change(tmp / "images" / "train")
+
+
+def truncated_jpeg(train):
+    path = train / "a" / "0.jpg"
+    Image.effect_noise((64, 64), 60).convert("RGB").save(path, quality=95)
+    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])  # header intact, scan data cut
+
+
+def declared_size(width, height):
+    """A PNG whose header declares width x height pixels, with one row of data: opening it costs nothing."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * (3 * width + 1)))
+            + chunk(b"IEND", b""))
+
+
+def no_class_folders(tmp):
+    image_tree(tmp)
+    for folder in (tmp / "images" / "train").iterdir():
+        for image in folder.iterdir():
+            image.rename(tmp / "images" / "train" / f"{folder.name}-{image.name}")
+        folder.rmdir()
+
+
+HELD = []  # open lock files of other "drivers", closed after each case
+
+
+def held_lock(tmp, then=None):
+    """Another process's lock on the output folder: an flock on its own open file, as a second driver holds."""
+    if then:
+        then(tmp)
+    out = tmp / "out"
+    out.mkdir(exist_ok=True)
+    descriptor = os.open(out / lock.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    os.write(descriptor, json.dumps({"host": "other-host", "pid": 4242, "started": "2026-01-01T00:00:00"}).encode())
+    HELD.append(descriptor)
 
 
 def corrupt_idx(tmp):
@@ -145,31 +196,171 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
                          lambda t: (t / "out").mkdir() or (t / "out" / "run.json").write_text("{")),
     "corrupt trial checkpoint": (["sampling", *SYNTHETIC, "--resume"], "unreadable", corrupt_state),
     "checkpoint of another config": (["sampling", *SYNTHETIC, "--resume"], "different config", other_config_state),
+    # command line, further
+    "no study named": ([], "no study given", None),
+    "empty --out": (["sampling", "--out", ""], "--out is empty", None),
+    "empty --storage": (["sampling", "--storage", ""], "--storage is empty", None),
+    "negative concurrency": (["sampling", "--max-concurrent", "-1"], "--max-concurrent", None),
+    "listing with negative seeds": (["--list", "--seeds", "-1"], "--seeds -1", None),
+    # non-finite and meaningless floats
+    "infinite lr": (["sampling", "--set", "lr=inf"], "lr=inf is not a finite number", None),
+    "nan lr": (["sampling", "--set", "lr=nan"], "lr=nan is not a finite number", None),
+    "huge lr": (["sampling", "--set", "lr=100"], "lr=100.0 must be in (0, 10]", None),
+    "infinite momentum": (["sampling", "--set", "momentum=inf"], "momentum=inf", None),
+    "weight decay of 2": (["sampling", "--set", "weight_decay=2"], "weight_decay", None),
+    "near-zero kNN temperature": (["sampling", "--set", "knn_temperature=1e-9"], "knn_temperature=1e-09 is below", None),
+    "infinite kNN temperature": (["sampling", "--set", "knn_temperature=inf"], "knn_temperature=inf", None),
+    "near-zero temperature": (["sampling", "--set", "temperature=1e-6"], "temperature=1e-06 is below", None),
+    "nan temperature": (["sampling", "--set", "temperature=nan"], "temperature=nan", None),
+    "inter margin beyond the cosine range": (["sampling", "--set", "inter_margin=5"], "inter_margin=5.0 is outside",
+                                             None),
+    "infinite inter margin": (["sampling", "--set", "inter_margin=-inf"], "inter_margin=-inf", None),
+    "nan intra margin": (["sampling", "--set", "intra_margin=nan"], "intra_margin=nan", None),
+    "infinite triplet margin": (["rank-k", "--set", "triplet_margin=inf"], "triplet_margin=inf", None),
+    "zero triplet gamma": (["rank-k", "--set", "triplet_gamma=0"], "triplet_gamma=0.0 must be > 0", None),
+    "infinite clusters per class": (["sampling", "--set", "clusters_per_class=inf"], "clusters_per_class=inf", None),
+    "nan bank momentum": (["sampling", "--set", "bank_momentum=nan"], "bank_momentum=nan", None),
+    "infinite MoCo momentum": (["methods", "--set", "encoder_momentum=inf"], "encoder_momentum=inf", None),
+    "nan BYOL momentum": (["methods", "--set", "target_momentum=nan"], "target_momentum=nan", None),
+    "zero threads": (["sampling", "--set", "threads=0"], "threads=0", None),
+    "zero batch": (["sampling", "--set", "batch_size=0"], "batch_size=0", None),
+    # image trees, further
+    "data root is a file": (["sampling", *IMAGEFOLDER], "imagefolder needs data_root",
+                            lambda t: (t / "images").write_text("x")),
+    "no test split": (["sampling", *IMAGEFOLDER], "imagefolder needs data_root",
+                      lambda t: (t / "images" / "train" / "a").mkdir(parents=True)),
+    "one class": (["sampling", *IMAGEFOLDER], "at least 2 classes", lambda t: image_tree(t, classes=("a",), per_class=6)),
+    "empty class folder": (["sampling", *IMAGEFOLDER], "holds no images",
+                           lambda t: tree_with(t, lambda train: [p.unlink() for p in (train / "b").iterdir()])),
+    "train without class folders": (["sampling", *IMAGEFOLDER], "has no class folders", no_class_folders),
+    "symlink loop": (["sampling", *IMAGEFOLDER], "through a symbolic link",
+                     lambda t: tree_with(t, lambda train: (train / "a" / "loop").symlink_to(train / "a"))),
+    "class folder linked into another": (["sampling", *IMAGEFOLDER], "through a symbolic link",
+                                         lambda t: tree_with(t, lambda train: (train / "b" / "more").symlink_to(
+                                             train / "a"))),
+    "image linked under two classes": (["sampling", *IMAGEFOLDER], "is the same file as",
+                                       lambda t: tree_with(t, lambda train: (train / "b" / "x.png").symlink_to(
+                                           train / "a" / "0.png"))),
+    "truncated JPEG with an intact header": (["sampling", *IMAGEFOLDER], "cannot read image",
+                                             lambda t: tree_with(t, truncated_jpeg)),
+    "image declaring 30000 x 30000 pixels": (["sampling", *IMAGEFOLDER], "over the budget",
+                                             lambda t: tree_with(t, lambda train: (train / "a" / "big.png")
+                                                                 .write_bytes(declared_size(30000, 30000)))),
+    "image over the pixel budget": (["sampling", *IMAGEFOLDER], "declares 9000 x 9000 pixels",
+                                    lambda t: tree_with(t, lambda train: (train / "a" / "big.png")
+                                                        .write_bytes(declared_size(9000, 9000)))),
+    # devices and clusters
+    "device=cuda without a GPU": (["sampling", *SYNTHETIC, "--set", "device=cuda"], "no CUDA device", None),
+    "a GPU profile without a GPU": (["sampling", *SYNTHETIC, "--scale", "cifar", "--set", "device=auto"],
+                                    "no CUDA device", None),
+    "unreachable --address": (["sampling", *SYNTHETIC, "--address", "127.0.0.1:1"], "cannot reach the Ray cluster",
+                              None),
+    "--address not HOST:PORT": (["sampling", *SYNTHETIC, "--address", "somewhere"], "is not HOST:PORT", None),
+    # a folder in use
+    "output folder in use": (["sampling", *SYNTHETIC], "in use by another study.run (host other-host, pid 4242",
+                             held_lock),
+    "--resume while the run goes on": (["sampling", *SYNTHETIC, "--resume"], "in use by another study.run",
+                                       lambda t: held_lock(t, unfinished_run)),
 }
 
 
 def files_under(root: Path) -> dict:
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+    """Every file with its content, every folder and link: what a refused command must leave as it was."""
+    entries = {}
+    for path in root.rglob("*"):  # rglob does not descend into linked folders, so a loop is listed once
+        if path.is_symlink():
+            entries[path] = ("link", os.readlink(path))
+        elif path.is_dir():
+            entries[path] = ("folder",)
+        else:
+            entries[path] = (path.stat().st_size, path.stat().st_mtime_ns, path.read_bytes())
+    return entries
+
+
+def assert_refused(code, captured, words):
+    assert code == 2, captured.out + captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], captured.err
+    assert "Traceback" not in captured.out + captured.err
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(tmp_path, capsys, name):
     args, words, setup = CASES[name]
+    if "GPU" in name and torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    try:
+        if setup:
+            setup(tmp_path)
+        args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+        defaults = []
+        for flag, value in (("--out", tmp_path / "out"), ("--storage", tmp_path / "storage")):
+            if flag not in args:
+                defaults += [flag, str(value)]
+        before = files_under(tmp_path)
+        code = study_run.main([*args, *defaults])
+        assert_refused(code, capsys.readouterr(), words)
+        assert files_under(tmp_path) == before
+        assert not ray.is_initialized()
+    finally:
+        while HELD:
+            os.close(HELD.pop())
+
+
+def results_table(tmp, frame):
+    (tmp / "res").mkdir()
+    frame.to_parquet(tmp / "res" / "trials.parquet")
+
+
+SAMPLING_ROWS = pd.DataFrame({"study": ["sampling"] * 2, "value": ["hard", "random"], "seed": [0, 0],
+                              "epoch": [1, 1], "config_hash": ["a", "b"], "knn_top1": [1.0, 2.0],
+                              "svm_map": [1.0, 2.0]})
+
+OTHER_TOOLS = {  # name: (main function, arguments, words the error must contain, set-up of the tmp folder)
+    "report: corrupt table": (analysis_report.main, ["--study", "sampling", "--folder", "{tmp}/res"],
+                              "cannot read", lambda t: (t / "res").mkdir() or (t / "res" / "trials.parquet")
+                              .write_bytes(b"PAR1 not really")),
+    "report: empty table": (analysis_report.main, ["--study", "sampling", "--folder", "{tmp}/res"], "has no rows",
+                            lambda t: results_table(t, SAMPLING_ROWS.iloc[:0])),
+    "report: foreign table": (analysis_report.main, ["--study", "sampling", "--folder", "{tmp}/res"],
+                              "not a study.run results table",
+                              lambda t: results_table(t, pd.DataFrame({"price": [1.0], "item": ["x"]}))),
+    "report: another study's table": (analysis_report.main, ["--study", "labels", "--folder", "{tmp}/res"],
+                                      "holds results of study sampling, not labels",
+                                      lambda t: results_table(t, SAMPLING_ROWS)),
+    "report: a corrupt table among the studies": (
+        analysis_report.main, ["--results", "{tmp}/results"], "cannot read",
+        lambda t: (t / "results" / "tiny" / "sampling").mkdir(parents=True)
+        or (t / "results" / "tiny" / "sampling" / "trials.parquet").write_bytes(b"")),
+    "bernoulli: m over 10^6": (bernoulli.main, ["--m", "2000000"], "outside 0..1000000", None),
+    "bernoulli: negative k": (bernoulli.main, ["--k", "-3"], "--k -3 is negative", None),
+    "bernoulli: p over 1": (bernoulli.main, ["--p", "2"], "need 0 <= p <= 1", None),
+    "fit: --json-out under a file": (trainers_fit.main, ["--set", "dataset=synthetic", "--json-out",
+                                                         "{tmp}/blocker/rows.json"], "cannot write to --json-out",
+                                     lambda t: (t / "blocker").write_text("x")),
+    "fit: --json-out is a folder": (trainers_fit.main, ["--set", "dataset=synthetic", "--json-out", "{tmp}"],
+                                    "is a folder", None),
+    "fit: --checkpoint-dir is a file": (trainers_fit.main, ["--set", "dataset=synthetic", "--checkpoint-dir",
+                                                            "{tmp}/state"], "cannot write to --checkpoint-dir",
+                                        lambda t: (t / "state").write_text("x")),
+    "fit: non-finite lr": (trainers_fit.main, ["--set", "lr=inf"], "lr=inf is not a finite number", None),
+    "submit: --address without a scheme": (submit.main, ["--address", "127.0.0.1:8265", "sampling"],
+                                           "is not the dashboard's URL", None),
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_TOOLS))
+def test_other_tools_refuse_bad_input_in_one_line(tmp_path, capsys, name):
+    main, args, words, setup = OTHER_TOOLS[name]
     if setup:
         setup(tmp_path)
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    defaults = []
-    for flag, value in (("--out", tmp_path / "out"), ("--storage", tmp_path / "storage")):
-        if flag not in args:
-            defaults += [flag, str(value)]
     before = files_under(tmp_path)
-    code = study_run.main([*args, *defaults])
-    captured = capsys.readouterr()
-    assert code == 2, captured.out + captured.err
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], captured.err
+    assert_refused(main([a.replace("{tmp}", str(tmp_path)) for a in args]), capsys.readouterr(), words)
     assert files_under(tmp_path) == before
-    assert not ray.is_initialized()
+
+
+def test_the_catalogue_holds_at_least_70_cases():
+    assert len(CASES) + len(OTHER_TOOLS) >= 70
 
 
 def test_fit_refuses_a_corrupt_checkpoint(tmp_path, capsys):

@@ -20,6 +20,32 @@ def test_design_values_for_the_paper_setting():
     assert scientific(tail_probability(104, p, 1)) == scientific(1 - Fraction(999, 1000) ** 104)
 
 
+def exact_tail(m, p, k):
+    from math import comb
+
+    return sum((comb(m, j) * p ** j * (1 - p) ** (m - j) for j in range(max(k, 0), m + 1)), Fraction(0))
+
+
+def test_tail_matches_exact_rational_arithmetic_to_35_digits():
+    import mpmath
+
+    for m, p in [(104, Fraction(1, 1000)), (1500, Fraction(1, 10)), (301, Fraction(1, 2)), (50, Fraction(9, 10))]:
+        for k in sorted({1, 2, 5, m // 10, m // 3, m // 2, m // 2 + 1, m - 1, m, m + 1}):
+            exact = exact_tail(m, p, k)
+            with mpmath.workdps(60):
+                reference = mpmath.mpf(exact.numerator) / exact.denominator
+                error = abs(tail_probability(m, p, k) - reference)
+                assert error <= reference * mpmath.mpf(10) ** -35, (m, p, k)
+
+
+def test_large_m_keeps_precision_where_floats_underflow():
+    # Pr[X >= m] = p^m and Pr[X >= 1] = 1 - (1 - p)^m in closed form; 2^-1e6 = 1.0099e-301030
+    assert scientific(tail_probability(10 ** 6, Fraction(1, 2), 10 ** 6)) == "1.01e-301030"
+    assert scientific(tail_probability(10 ** 6, Fraction(1, 2), 1)) == "1.00e+00"
+    assert scientific(tail_probability(10 ** 6, Fraction(1, 2), 500001)) == scientific(
+        1 - tail_probability(10 ** 6, Fraction(1, 2), 500000))  # symmetry: Pr[X > n/2] = Pr[X < n/2]
+
+
 def test_scientific_formatting():
     assert scientific(Fraction(12345, 10 ** 130)) == "1.23e-126"
     assert scientific(Fraction(9999, 1000)) == "1.00e+01"
@@ -31,3 +57,6 @@ def test_cli_prints_exact_and_stated(capsys):
     out = capsys.readouterr().out
     assert "1.50e-126" in out and "6.53e-121" in out and "8.47e-08" in out and "3.03e-94" in out
     assert main(["--p", "abc"]) == 2
+    assert main(["--m", "1500", "--p", "0.1", "--k", "1500"]) == 0  # once a 4,300-digit int conversion
+    assert "1.00e-1500" in capsys.readouterr().out
+    assert main(["--m", "1000001"]) == 2 and main(["--k", "-1"]) == 2

@@ -244,3 +244,35 @@ def test_cifar10_missing_or_damaged_is_one_clear_error(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"not a pickle")
     with pytest.raises(datasets.DataError, match="test_batch"):
         datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))
+
+
+def test_image_folder_scan_matches_torchvision_order_and_follows_a_link_once(tmp_path):
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "train"
+    for folder in ("b", "a/x-1", "a/x/y", "a"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in ("2.png", "10.jpg", "note.txt"):
+            Image.new("RGB", (4, 4)).save(root / folder / name, format="PNG") if name != "note.txt" else \
+                (root / folder / name).write_text("not an image")
+    (tmp_path / "elsewhere").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "elsewhere" / "3.png")
+    (root / "b" / "linked").symlink_to(tmp_path / "elsewhere")  # a link out of the tree: followed, once
+    samples, classes = datasets.scan_image_folder(root)
+    reference = ImageFolder(str(root))
+    assert classes == reference.classes == ["a", "b"]
+    assert samples == reference.samples and len(samples) == 4 * 2 + 1  # 2 images in each of 4 folders, 1 linked
+
+
+def test_full_decode_accepts_whole_images_of_several_formats(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls, suffix in (("a", "jpg"), ("b", "png")):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.effect_noise((64, 48), 50).convert("RGB").save(tmp_path / split / cls / f"0.{suffix}")
+    data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(tmp_path), load_size=16,
+                                            image_size=16))
+    datasets.check_decodable(data)  # raises DataError for a damaged file (the catalogue's cases)
+    assert len(data.train) == 2 and data.num_classes == 2

@@ -215,3 +215,55 @@ def test_cluster_loses_a_worker_node_and_the_study_completes_on_the_head(tmp_pat
         stop_node(head)
         for folder in (head_dir, worker_dir):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def fill(folder: Path) -> Path:
+    """Write zeros into folder until its disk is full; returns the file, to free the space again."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 2 ** 20)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_resume_completes_it(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out, storage = tmp_path / "labels", disk / "runs"
+        args = ["labels", "--seeds", "1", "--epochs", "3", "--max-concurrent", "1", "--max-failures", "1", *SYNTHETIC,
+                "--out", str(out), "--storage", str(storage)]
+        trials = planned("labels", seeds=1, epochs=3)
+        driver = subprocess.Popen(study_command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        wait_for(lambda: saved_epoch(out, trials[0]) >= 0, driver)
+        filler = fill(disk)  # the disk fills up mid-run, after the first trial saved its epoch 0
+        _, stderr = driver.communicate(timeout=600)
+        assert driver.returncode == 1, stderr[-3000:]
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and f"no space left in {storage}" in errors[0], stderr[-3000:]
+        print(errors[0])
+        assert " MB" in errors[0] and "--resume" in errors[0]
+        assert json.loads((out / "run.json").read_text())["status"] != "finished"
+
+        filler.unlink()
+        resumed = subprocess.run(study_command(*args, "--resume"), cwd=ROOT, capture_output=True, text=True,
+                                 timeout=600)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        table = assert_every_row_once(out, trials)
+        assert_same_as_uninterrupted(table, trials[0])
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], capture_output=True)
+
+
+def test_two_drivers_started_together_into_one_folder_one_runs_the_other_is_refused(tmp_path):
+    from race_two_drivers import attempt  # the same attempt that `python tests/race_two_drivers.py 20` repeats
+
+    assert attempt(tmp_path) == ""

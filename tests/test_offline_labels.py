@@ -9,7 +9,7 @@ from trainers.inter_image import InterImageBranch
 from trainers.memory_bank import MemoryBank
 
 CONFIG = TrialConfig.create(dataset="synthetic", image_size=16, clusters_per_class=0.4, min_cluster_size=5,
-                            kmeans_backend="torch", label_mode="offline")
+                            num_negatives=16, kmeans_backend="torch", label_mode="offline")
 
 
 def blob_embeddings(n=600, k=4, dim=8, seed=0):
@@ -62,3 +62,28 @@ def test_linear_probe_separable_and_chance():
     assert linear_probe_top1(features, labels, features, labels, epochs=20) == 100.0
     noise = torch.randn(400, 4, generator=generator)
     assert linear_probe_top1(noise[:200], labels[:200], noise[200:], labels[200:], epochs=20) < 45  # chance is 25
+
+
+def branch_with_labels(labels, **keys):
+    config = TrialConfig.create(**keys)
+    bank = MemoryBank(F.normalize(torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0)), dim=1), 0.5)
+    bank.label(torch.tensor(labels), int(max(labels)) + 1)
+    return InterImageBranch(config.settings, bank, bank.num_clusters, seed=0, threads=1)
+
+
+def test_negatives_are_checked_against_the_largest_cluster_k_means_made():
+    import pytest
+
+    from trainers.config import ConfigError
+
+    labels = [0] * 90 + [1] * 5 + [2] * 5  # 100 samples; a query of cluster 0 has only 10 others to draw from
+    branch_with_labels(labels, negative_sampling="random", num_negatives=10).check_pools()
+    with pytest.raises(ConfigError, match=r"num_negatives=11 exceeds the 10 bank entries .* largest initial "
+                                          r"cluster \(90 of 100"):
+        branch_with_labels(labels, negative_sampling="random", num_negatives=11).check_pools()
+    # semi-hard: the pool is ceil(0.1 x 10) = 1 entry, so K = 2 cannot be drawn without repeats
+    branch_with_labels(labels, negative_sampling="semi-hard", num_negatives=1).check_pools()
+    with pytest.raises(ConfigError, match="exceeds the 1 bank entries"):
+        branch_with_labels(labels, negative_sampling="semi-hard", num_negatives=2).check_pools()
+    # balanced clusters of the same data would allow 66 (= 100 - 34) random negatives
+    branch_with_labels([i % 3 for i in range(100)], negative_sampling="random", num_negatives=66).check_pools()

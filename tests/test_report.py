@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from study.catalogue import CLAIMS
 
@@ -117,8 +118,6 @@ def test_knn_curve_joins_the_evaluated_epochs_when_eval_every_skips_some():
         assert list(line.get_xdata()) == [0, 2] and not pd.isna(line.get_ydata()).any()
 
 
-
-
 def test_diagnostics_draw_inter_loss_and_label_figures_and_refuse_a_table_without_losses(tmp_path):
     margins = results_table([-0.5, 0.0], metrics=("loss_inter", "label_nmi", "labels_changed", "clusters_reseeded"))
     margins.to_parquet(tmp_path / "trials.parquet")
@@ -136,3 +135,19 @@ def test_diagnostics_draw_inter_loss_and_label_figures_and_refuse_a_table_withou
                              timeout=300)
     assert lacking.returncode == 2 and lacking.stderr.count("\n") == 1 and "loss_inter" in lacking.stderr
     assert not (tmp_path / "none").exists()
+
+
+def test_a_read_only_folder_is_one_line_and_exit_2(tmp_path):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root); root ignores file modes, so a mount it must be")
+    try:
+        results_table(["online", "offline"]).to_parquet(folder / "trials.parquet")
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        result = redraw("--study", "labels", "--folder", str(folder))
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr.startswith(f"error: cannot write into {folder}") and result.stderr.count("\n") == 1
+        assert sorted(p.name for p in folder.iterdir()) == ["trials.parquet"]
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)

@@ -7,6 +7,9 @@ assembled from these files, which is how no row is lost or counted twice across 
 
 from __future__ import annotations
 
+import errno
+import io
+import shutil
 from pathlib import Path
 
 import torch
@@ -48,5 +51,57 @@ class TrialState:
     def save(self, state: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
-        torch.save(state, partial)
+        try:
+            torch.save(state, partial)
+        except (OSError, RuntimeError):  # torch's zip writer reports a full disk as "unexpected pos"
+            # torch's writer may still hold the partial file open, so its blocks count as used until then
+            held = partial.stat().st_blocks * 512 if partial.exists() else 0
+            partial.unlink(missing_ok=True)
+            needed, free = _serialized_size(state), shutil.disk_usage(self.path.parent).free + held
+            if needed <= free:
+                raise
+            raise DiskFullError(errno.ENOSPC, f"no space to save the trial state in {self.path.parent}: it needs "
+                                              f"{needed / 2 ** 20:.1f} MB, {free / 2 ** 20:.1f} MB are free; free "
+                                              f"space there, then continue with --resume") from None
         partial.replace(self.path)  # a crash mid-write leaves the previous state whole
+
+
+def _serialized_size(state: dict) -> int:
+    counter = _ByteCounter()
+    torch.save(state, counter)
+    return counter.size
+
+
+class DiskFullError(OSError):
+    """A trial state that could not be written; the message names the folder and the space needed."""
+
+
+class _ByteCounter(io.RawIOBase):
+    """A file that keeps only the count of bytes written: the size of a state without writing it."""
+
+    def __init__(self):
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Create the folder and a file in it, then remove what this made; raises ConfigError."""
+    made = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"cannot write to {what} {folder} ({error.strerror or type(error).__name__}); "
+                          f"give a writable {what}") from None
+    finally:
+        for path in reversed(made):
+            if path.exists():
+                path.rmdir()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from trainers.errors import ConfigError
 from trainers.evaluate import SVM_FOLDS
 from trainers.methods.registry import METHODS
-from trainers.methods.base import MethodSettings
+from trainers.methods.base import MethodSettings, check_finite, check_temperature
 
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 NETWORKS = ("small-cnn", "resnet18-cifar", "resnet50")
@@ -31,6 +31,7 @@ CHOICES = {"dataset": DATASETS, "network": NETWORKS, "device": DEVICES, "method"
            "precision": PRECISIONS}
 EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads", "deterministic")
 DEFAULT_METHOD = "npidv2-interclr"
+MAX_LR = 10.0  # twice BYOL's largest rate (LARS, 0.3 x 4096 / 256 = 4.8); plain SGD here diverges far below it
 
 __all__ = ["ConfigError", "TrialConfig", "parse_assignment", "EXECUTION_KEYS"]
 
@@ -198,6 +199,7 @@ def _check_shared(c: TrialConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
+    check_finite(c)
     for key, allowed in CHOICES.items():
         value = getattr(c, key)
         require(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
@@ -206,8 +208,9 @@ def _check_shared(c: TrialConfig) -> None:
     for key in ("batch_size", "cnn_width", "image_size", "load_size", "head_hidden", "embedding_dim", "knn_k",
                 "threads", "eval_every", "svm_train_size", "probe_epochs"):
         require(getattr(c, key) >= 1, f"{key}={getattr(c, key)} must be >= 1")
-    require(c.knn_temperature > 0, f"knn_temperature={c.knn_temperature} must be > 0")
-    require(c.lr > 0 and c.weight_decay >= 0 and 0 <= c.momentum < 1,
-            "need lr > 0, weight_decay >= 0 and momentum in [0, 1)")
+    check_temperature("knn_temperature", c.knn_temperature)
+    require(0 < c.lr <= MAX_LR, f"lr={c.lr} must be in (0, {MAX_LR:g}]; the profiles use 0.03")
+    require(0 <= c.weight_decay < 1 and 0 <= c.momentum < 1, f"need weight_decay in [0, 1) (got {c.weight_decay}) "
+                                                             f"and momentum in [0, 1) (got {c.momentum})")
     require(c.image_size <= c.load_size or c.dataset != "imagefolder",
             f"image_size={c.image_size} is larger than load_size={c.load_size}; raise load_size")

@@ -11,7 +11,9 @@ Labels are used only for evaluation and analysis, never for training.
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,10 +88,8 @@ class ImageFolderImages(Dataset):
 
     @classmethod
     def from_root(cls, root: Path, load_size: int) -> "ImageFolderImages":
-        from torchvision.datasets import ImageFolder
-
-        folder = ImageFolder(str(root))
-        return cls(folder.samples, folder.classes, load_size)
+        samples, classes = scan_image_folder(root)
+        return cls(samples, classes, load_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -109,15 +109,20 @@ class ImageFolderImages(Dataset):
         return canvas, torch.tensor(size), label, index
 
     def check_decodable(self) -> None:
-        """Open every file's header (cheap: no pixel decoding) so a damaged tree fails before a run."""
+        """Decode every file whole (a truncated JPEG has an intact header), within the pixel budget,
+        so a damaged tree fails before a run rather than a trial hours in."""
         from PIL import Image
 
         for path, _ in self.samples:
             try:
-                with Image.open(path) as image:
-                    image.verify()
-            except (OSError, SyntaxError) as error:  # verify() raises SyntaxError for some broken PNGs
+                with Image.open(path) as image:  # the header alone: the size, before anything is decoded
+                    if image.width * image.height > MAX_IMAGE_PIXELS:
+                        raise DataError(_too_large(path, image.width, image.height))
+            except Image.DecompressionBombError:  # PIL's own limit, checked on opening
+                raise DataError(_too_large(path, None, None)) from None
+            except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
                 raise DataError(_unreadable_image(path, error)) from None
+            read_image(path)  # then the whole file, by the decoder the trials use
 
 
 def read_image(path: str) -> torch.Tensor:
@@ -130,8 +135,52 @@ def read_image(path: str) -> torch.Tensor:
         raise DataError(_unreadable_image(path, error)) from None
 
 
+# 64 megapixels, 5 times ImageNet's largest training image: one decoded RGB image of this size is 192 MB.
+MAX_IMAGE_PIXELS = 8000 * 8000
+# What torchvision.io, the trials' decoder, reads.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".webp")
+
+
+def scan_image_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, class index) of every image under root/<class>/, in torchvision ImageFolder's order, and
+    the sorted class names. Links are followed once: a folder reached twice (a link back up the tree,
+    or into another class) or a file reached by two paths is refused, since it would repeat images,
+    possibly under the wrong class."""
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not classes:
+        raise DataError(f"{root} has no class folders; put each class's images in {root}/<class>/")
+    folders_seen: dict[str, str] = {}
+    files_seen: dict[str, str] = {}
+    samples = []
+    for label, name in enumerate(classes):
+        found = []
+        for folder, subfolders, files in os.walk(root / name, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in folders_seen:
+                raise DataError(f"{folder} is {folders_seen[real]} again, through a symbolic link (a loop or a "
+                                f"duplicate); remove the link")
+            folders_seen[real] = folder
+            found += [os.path.join(folder, file) for file in files if file.lower().endswith(IMAGE_SUFFIXES)]
+        if not found:
+            raise DataError(f"class folder {root / name} holds no images ({', '.join(IMAGE_SUFFIXES)}); add its "
+                            f"images or remove the folder")
+        for path in sorted(found, key=lambda p: (os.path.dirname(p), os.path.basename(p))):
+            real = os.path.realpath(path)
+            if real in files_seen:
+                raise DataError(f"{path} is the same file as {files_seen[real]} (a link); remove one of them")
+            files_seen[real] = path
+            samples.append((path, label))
+    return samples, classes
+
+
 def _unreadable_image(path: str, error: Exception) -> str:
-    return f"cannot read image {path} ({type(error).__name__}); remove or replace the file"
+    return f"cannot read image {path} ({type(error).__name__}: {error}); remove or replace the file"
+
+
+def _too_large(path: str, width: int | None, height: int | None) -> str:
+    size = f"declares {width} x {height} pixels" if width else "declares too many pixels"
+    return (f"image {path} {size}, over the budget of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; downscale it or "
+            f"remove it")
 
 
 @dataclass
@@ -186,6 +235,8 @@ def find_fashion_mnist(data_root: str) -> Path:
             if all((folder / name).exists() for pair in FASHION_MNIST_FILES.values() for name in pair):
                 return folder
     download_root = Path(data_root) if data_root else Path.home() / ".cache" / "interclr-harness"
+    raw = download_root / "FashionMNIST" / "raw"
+    made = [p for p in reversed([raw, *raw.parents]) if not p.exists()]  # outermost first
     try:
         from torchvision.datasets import FashionMNIST
 
@@ -193,6 +244,8 @@ def find_fashion_mnist(data_root: str) -> Path:
         FashionMNIST(str(download_root), train=False, download=True)
         return download_root / "FashionMNIST" / "raw"
     except Exception as error:  # no network, no disk: the message below says what to do
+        if made:  # a failed lookup leaves no folders behind; all under the first one is the download's
+            shutil.rmtree(made[0], ignore_errors=True)
         raise DataError(
             f"Fashion-MNIST not found in {candidates[0]} and the torchvision download to {download_root} failed "
             f"({type(error).__name__}); fix: `apt-get install dataset-fashion-mnist` (installs to "
@@ -267,6 +320,9 @@ def load_image_folder(data_root: str, load_size: int) -> ImageData:
     test = ImageFolderImages.from_root(root / "test", load_size)
     if train.classes != test.classes:
         raise DataError(f"{root}: train and test class folders differ; make them the same")
+    if len(train.classes) < 2:
+        raise DataError(f"{root} has {len(train.classes)} class folder; the evaluation's classifiers need at "
+                        f"least 2 classes in train/ and test/")
     # ImageNet statistics: the usual choice for natural RGB images at every scale.
     return ImageData(train, test, len(train.classes), 3, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 

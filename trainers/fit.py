@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 
 from trainers import data as datasets
-from trainers.checkpoint import CheckpointError, TrialState
+from trainers.checkpoint import CheckpointError, TrialState, check_writable
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.evaluate import calibrate_batch_norm, extract, knn_top1, linear_probe_top1, svm_map, svm_subset
 from trainers.floors import FloorCache, floor_key
@@ -282,11 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         keys = dict(parse_assignment(text) for text in args.set)
         config = TrialConfig.create(**keys)
+        if args.json_out:  # checked now, not after the whole training
+            if Path(args.json_out).is_dir():
+                raise ConfigError(f"--json-out {args.json_out} is a folder; give a file path")
+            check_writable(Path(args.json_out).parent, "--json-out folder")
+        if args.checkpoint_dir:
+            check_writable(Path(args.checkpoint_dir), "--checkpoint-dir")
         rows = fit(config, ConsoleReporter(args.checkpoint_dir), args.floor_cache)
     except (ConfigError, datasets.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"config": config.to_dict(), "rows": rows}, indent=1))
     return 0
 

@@ -21,7 +21,7 @@ from trainers.errors import ConfigError
 from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
 from trainers.losses import margin_nce
 from trainers.memory_bank import MemoryBank
-from trainers.methods.base import MethodSettings
+from trainers.methods.base import MethodSettings, check_margin, check_temperature
 from trainers.randomness import RandomStreams
 from trainers.samplers import NEGATIVE_SAMPLING, Clusters, pool_size, same_cluster_positives, sample_negatives
 
@@ -62,9 +62,9 @@ class InterBranchSettings(MethodSettings):
                  f"pool_fraction={self.pool_fraction} must be in (0, 1]; the paper uses 0.1")
         _require(0.0 <= self.loss_lambda <= 1.0, f"loss_lambda={self.loss_lambda} must be in [0, 1] (1 = intra only)")
         _require(0.0 < self.bank_momentum <= 1.0, f"bank_momentum={self.bank_momentum} must be in (0, 1]")
-        _require(self.temperature > 0, f"temperature={self.temperature} must be > 0")
+        check_temperature("temperature", self.temperature)
+        check_margin("inter_margin", self.inter_margin)
         _require(self.clusters_per_class > 0, f"clusters_per_class={self.clusters_per_class} must be > 0")
-        _require(math.isfinite(self.inter_margin), "inter_margin must be a finite number")
 
     def check_against_data(self, trial, train_size: int, num_classes: int) -> None:
         """Eligible inter negatives are the bank entries outside the query's cluster; with balanced
@@ -100,6 +100,24 @@ class InterImageBranch:
         """Label the bank by global k-means over its features (the paper's initialisation)."""
         self.bank.label(self.global_labels(self.bank.features, self.seed), self.num_clusters)
         self.bank.rebalance(self.settings.min_cluster_size)
+        self.check_pools()
+
+    def check_pools(self) -> None:
+        """Refuse K when a query of the largest cluster would draw from a pool smaller than K. The launch
+        check (check_against_data) knows only the data and assumes balanced clusters; this reads the
+        clusters k-means made (once, before training)."""
+        s = self.settings
+        if s.loss_lambda == 1.0:
+            return
+        largest = int(torch.bincount(self.bank.labels, minlength=self.num_clusters).max())
+        eligible = len(self.bank.labels) - largest
+        pool = min(eligible, int(pool_size(torch.tensor([eligible]), s.negative_sampling, s.num_negatives,
+                                           s.pool_fraction)[0]))
+        if s.num_negatives > pool:
+            raise ConfigError(f"num_negatives={s.num_negatives} exceeds the {pool} bank entries a query of the "
+                              f"largest initial cluster ({largest} of {len(self.bank.labels)} samples) can draw "
+                              f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}); lower num_negatives "
+                              f"or raise pool_fraction")
 
     def loss(self, query: torch.Tensor, indices: torch.Tensor, streams: RandomStreams) -> torch.Tensor:
         """Inter MarginNCE of B x D unit-norm queries whose samples sit at bank `indices`."""

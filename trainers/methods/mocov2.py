@@ -22,7 +22,7 @@ from trainers.augment import MOCOV2, training_view
 from trainers.errors import ConfigError
 from trainers.inter_image import InterBranchSettings, cosine
 from trainers.losses import margin_nce
-from trainers.methods.base import MethodSettings
+from trainers.methods.base import MethodSettings, check_temperature
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.momentum import ema_update
 from trainers.networks import Encoder, build_encoder
@@ -37,9 +37,9 @@ class MoCov2Settings(MethodSettings):
 
     def check(self, trial) -> None:
         super().check(trial)
-        if not (self.temperature > 0 and 0 <= self.encoder_momentum <= 1):
-            raise ConfigError(f"need temperature > 0 (got {self.temperature}) and encoder_momentum in [0, 1] "
-                              f"(got {self.encoder_momentum})")
+        check_temperature("temperature", self.temperature)
+        if not 0 <= self.encoder_momentum <= 1:
+            raise ConfigError(f"need encoder_momentum in [0, 1] (got {self.encoder_momentum})")
         if self.queue_size < trial.batch_size:
             raise ConfigError(f"queue_size={self.queue_size} is shorter than a batch of {trial.batch_size}, so the "
                               f"queue could not hold earlier batches' keys; raise queue_size to a multiple of "

@@ -8,7 +8,6 @@ NPIDv2-InterCLR the inter branch labels and draws from this same bank (w = 0.5).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +17,7 @@ from trainers.errors import ConfigError
 from trainers.inter_image import InterBranchSettings, cosine, cosine_many
 from trainers.losses import margin_nce
 from trainers.memory_bank import MemoryBank
-from trainers.methods.base import MethodSettings
+from trainers.methods.base import MethodSettings, check_margin, check_temperature
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.networks import build_encoder
 
@@ -32,11 +31,11 @@ class NPIDv2Settings(MethodSettings):
 
     def check(self, trial) -> None:
         super().check(trial)
-        if not (self.temperature > 0 and self.num_negatives >= 1 and 0 < self.bank_momentum <= 1
-                and math.isfinite(self.intra_margin)):
-            raise ConfigError(f"need temperature > 0 (got {self.temperature}), num_negatives >= 1 (got "
-                              f"{self.num_negatives}), bank_momentum in (0, 1] (got {self.bank_momentum}) and a "
-                              f"finite intra_margin (got {self.intra_margin})")
+        check_temperature("temperature", self.temperature)
+        check_margin("intra_margin", self.intra_margin)
+        if not (self.num_negatives >= 1 and 0 < self.bank_momentum <= 1):
+            raise ConfigError(f"need num_negatives >= 1 (got {self.num_negatives}) and bank_momentum in (0, 1] "
+                              f"(got {self.bank_momentum})")
 
 
 class NPIDv2(IntraImageMethod):

@@ -18,7 +18,6 @@ about `same_class_probability` for a single deputy.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -46,8 +45,9 @@ class TruncatedTripletSettings(BYOLSettings):
         if not 1 <= deepest <= negatives:
             raise ConfigError(f"deputy={self.deputy} needs rank {deepest}, but a batch of {trial.batch_size} has "
                               f"{negatives} negatives; lower the rank or raise batch_size")
-        if not (math.isfinite(self.triplet_gamma) and math.isfinite(self.triplet_margin)):
-            raise ConfigError("triplet_gamma and triplet_margin must be finite numbers; the paper's C = -100 never binds")
+        if not self.triplet_gamma > 0:
+            raise ConfigError(f"triplet_gamma={self.triplet_gamma} must be > 0: it weighs the positive's distance, "
+                              f"which the loss must shrink; the paper uses 2")
 
 
 class TruncatedTriplet(Method):

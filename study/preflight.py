@@ -1,0 +1,113 @@
+"""The checks study.run makes before it starts Ray or launches a trial; each raises ConfigError or
+DataError naming the fix, so bad input costs one line and changes nothing."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from study import ledger, packing
+from study.profiles import PROFILES
+from study.specs import Trial
+from trainers import data as datasets
+from trainers.checkpoint import check_writable
+from trainers.config import ConfigError
+
+if TYPE_CHECKING:
+    from study.run import RunOptions
+
+
+def check_options(options: RunOptions) -> None:
+    """Options that name no file: an empty path would quietly mean the current folder or the default."""
+    for flag, value in (("--out", options.out), ("--storage", options.storage)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{flag} is empty; give a folder, or leave {flag} out for the default")
+
+
+def gpus_per_trial(options: RunOptions) -> float:
+    """The GPU share each trial asks Ray for: --gpus-per-trial, else the profile's."""
+    return PROFILES[options.scale].gpus_per_trial if options.gpus_per_trial is None else options.gpus_per_trial
+
+
+def needs_gpu(trials: list[Trial], options: RunOptions) -> bool:
+    return trials[0].config.device == "cuda" or gpus_per_trial(options) > 0
+
+
+def check_devices(trials: list[Trial], options: RunOptions) -> None:
+    """Trials that need a GPU must find one here: else Ray waits for it forever, or every trial fails.
+    On a cluster (--address) the nodes' GPUs are checked once Ray is up (check_cluster_gpus)."""
+    import torch
+
+    if options.address is None and needs_gpu(trials, options) and not torch.cuda.is_available():
+        why = ("device=cuda" if trials[0].config.device == "cuda"
+               else f"the {options.scale} profile gives each trial a GPU")
+        raise ConfigError(f"{why}, but no CUDA device is visible here; run on a GPU machine, give --address of a "
+                          f"cluster with GPUs, or use --scale tiny / --set device=cpu")
+
+
+def check_cluster_gpus(trials: list[Trial], options: RunOptions) -> None:
+    import ray
+
+    if needs_gpu(trials, options) and not ray.cluster_resources().get("GPU", 0):
+        raise ConfigError(f"the Ray cluster at {options.address} has no GPU, but these trials need one; add GPU "
+                          f"nodes, or use --scale tiny / --set device=cpu")
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A cluster address must answer before Ray is started: Ray itself retries for many minutes."""
+    if address is None or address == "auto":  # auto: Ray finds the local cluster, or fails at once
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"cannot reach the Ray cluster at {address} ({error.strerror or type(error).__name__} "
+                          f"within {timeout_s:.0f} s); start it with `ray start --head`, or give its head's "
+                          f"HOST:PORT") from None
+
+
+def check_data(trials: list[Trial]) -> datasets.ImageData:
+    """Load the dataset once in the driver, so a missing or too-small dataset fails before launch."""
+    config = trials[0].config
+    data = datasets.load(config)
+    datasets.check_decodable(data)
+    for trial in trials:
+        trial.config.check_against_data(len(data.train), data.num_classes)
+    return data
+
+
+def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: RunOptions) -> None:
+    """The trials that share a GPU fit in the memory of the GPU this driver sees; raises ConfigError."""
+    share = gpus_per_trial(options)
+    if share == 0 or trials[0].config.device == "cpu":
+        return
+    gpu_bytes = packing.visible_gpu_bytes()
+    count = packing.trials_per_gpu(share)
+    if gpu_bytes is None:
+        print(f"no GPU visible to this driver: not checked that {count} trial(s) fit in one GPU's memory")
+        return
+    largest = max((packing.estimate(t.config, data) for t in {t.config.method: t for t in trials}.values()),
+                  key=packing.TrialMemory.total)
+    packing.check_fits(share, largest, gpu_bytes)
+    print(f"{count} trial(s) per GPU of {gpu_bytes / packing.GIB:.1f} GiB, each {largest.describe()}")
+
+
+def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[str, Path]) -> dict:
+    """Every check that needs the data, the folders or the cluster; returns each study's manifest when
+    --resume continues it. Raises ConfigError or DataError."""
+    for trials in plans.values():
+        check_devices(trials, options)
+        check_gpu_packing(trials, check_data(trials), options)
+    resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
+    for name, manifest in resumed.items():
+        check_writable(outs[name], "output folder")
+        if manifest is None:
+            check_writable(Path(options.storage), "--storage folder")
+        else:
+            check_writable(Path(manifest.run_folder), "run folder")
+            ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
+    check_reachable(options.address)
+    return resumed

@@ -1,0 +1,95 @@
+"""The output folder's lock, and what the driver says about trials that failed for good."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+from ray.exceptions import RayTaskError, WorkerCrashedError
+
+from study import lock
+from study.failures import failure_of, next_step
+from trainers.config import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hold_lock_in_another_process(out: Path, then_die: bool) -> subprocess.Popen:
+    """A process that takes the lock, says so on stdout, then dies at once (SIGKILL) or waits."""
+    code = (f"import os, signal, sys, time; from pathlib import Path; from study import lock; "
+            f"held = lock.acquire(Path({str(out)!r})); print('locked', flush=True); "
+            f"{'os.kill(os.getpid(), signal.SIGKILL)' if then_die else 'time.sleep(60)'}")
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_holder_is_refused_with_the_first_ones_host_pid_and_start(tmp_path):
+    holder = hold_lock_in_another_process(tmp_path / "out", then_die=False)
+    try:
+        with pytest.raises(ConfigError, match=rf"in use by another study.run \(host .+, pid {holder.pid}, started "):
+            lock.acquire(tmp_path / "out")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_killed_process_is_taken_over_and_named(tmp_path):
+    holder = hold_lock_in_another_process(tmp_path / "out", then_die=True)
+    assert holder.wait() == -signal.SIGKILL
+    assert (tmp_path / "out" / lock.LOCK_FILE).exists()  # the dead process left its lock file
+    taken = lock.acquire(tmp_path / "out")
+    assert taken.previous["pid"] == holder.pid
+    assert json.loads((tmp_path / "out" / lock.LOCK_FILE).read_text())["pid"] == os.getpid()
+    taken.release()
+    assert not (tmp_path / "out" / lock.LOCK_FILE).exists()
+
+
+def test_a_refused_run_leaves_the_folder_as_it_was(tmp_path):
+    stale = b'{"host": "h", "pid": 1, "started": "then"}\n'
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / lock.LOCK_FILE).write_bytes(stale)
+    lock.acquire(tmp_path / "kept").release(refused=True)
+    assert (tmp_path / "kept" / lock.LOCK_FILE).read_bytes() == stale
+    lock.acquire(tmp_path / "new" / "deeper").release(refused=True)
+    assert not (tmp_path / "new").exists()
+
+
+def test_after_a_release_the_next_driver_gets_the_lock(tmp_path):
+    first = lock.acquire(tmp_path / "out")
+    with pytest.raises(ConfigError):  # flock is per open file: this process's second open conflicts too
+        lock.acquire(tmp_path / "out")
+    first.release()
+    lock.acquire(tmp_path / "out").release()
+
+
+def raised(error: Exception) -> RayTaskError:
+    """What Tune hands the driver when a trial raised `error` in its worker."""
+    try:
+        raise error
+    except Exception:
+        return RayTaskError("ImplicitFunc.train", traceback.format_exc(), error)
+
+
+def test_a_raised_error_shows_its_type_and_message_and_is_not_worth_resuming(tmp_path):
+    failure = failure_of("hard_seed0_abc", raised(ValueError("This solver needs samples of at least 2 classes")),
+                         str(tmp_path))
+    assert failure.cause == "ValueError: This solver needs samples of at least 2 classes"
+    assert failure.log == str(tmp_path / "error.txt") and not failure.resumable
+    assert str(failure) == (f"hard_seed0_abc: ValueError: This solver needs samples of at least 2 classes "
+                            f"(full log: {tmp_path / 'error.txt'})")
+    assert "--resume would fail the same way" in next_step([failure], "python -m study.run sampling")
+
+
+def test_a_lost_process_or_a_full_disk_is_worth_resuming(tmp_path):
+    crashed = failure_of("t", WorkerCrashedError(), str(tmp_path))
+    full = failure_of("t", raised(OSError(28, "No space left on device")), str(tmp_path))
+    assert crashed.resumable and crashed.cause.startswith("WorkerCrashedError: ")
+    assert full.resumable and full.cause == "OSError: [Errno 28] No space left on device"
+    assert next_step([crashed, full], "python -m study.run sampling") == \
+        "continue with: python -m study.run sampling --resume"
+    assert next_step([], "python -m study.run sampling --resume").endswith("sampling --resume")
