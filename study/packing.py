@@ -49,14 +49,11 @@ def trials_per_gpu(gpus_per_trial: float) -> int:
     return max(1, math.floor(1 / gpus_per_trial + 1e-9))
 
 
-def check_share(gpus_per_trial: float, device: str) -> None:
-    """A share Ray can schedule, and one that gives a GPU trial a GPU; raises ConfigError."""
+def check_share(gpus_per_trial: float) -> None:
+    """A share Ray can schedule; raises ConfigError."""
     if gpus_per_trial < 0 or (gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial)):
         raise ConfigError(f"--gpus-per-trial {gpus_per_trial}: give a share of one GPU in (0, 1] (0.25: four trials "
                           f"per GPU) or a whole number of GPUs")
-    if gpus_per_trial == 0 and device == "cuda":
-        raise ConfigError("--gpus-per-trial 0 with device=cuda: the trials would see no GPU; give a share such as "
-                          "0.25, or --set device=cpu")
 
 
 def estimate(config: TrialConfig, data) -> TrialMemory:

@@ -44,6 +44,11 @@ def check_devices(trials: list[Trial], options: RunOptions) -> None:
                else f"the {options.scale} profile gives each trial a GPU")
         raise ConfigError(f"{why}, but no CUDA device is visible here; run on a GPU machine, give --address of a "
                           f"cluster with GPUs, or use --scale tiny / --set device=cpu")
+    if gpus_per_trial(options) == 0 and trials[0].config.device == "cuda":
+        source = ("--gpus-per-trial 0" if options.gpus_per_trial is not None
+                  else f"the {options.scale} profile's GPU share of 0")
+        raise ConfigError(f"{source} with device=cuda: Ray would give the trials no GPU; give --gpus-per-trial "
+                          f"(0.25: four trials per GPU), or --set device=cpu")
 
 
 def check_cluster_gpus(trials: list[Trial], options: RunOptions) -> None:

@@ -112,7 +112,7 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
     rounds.check(options.seeds, options.max_seeds)
     seeds = FIRST_ROUND if options.seeds == "auto" else options.seeds
     trials = expand(STUDIES[study], PROFILES[options.scale], seeds, overrides)
-    packing.check_share(gpus_per_trial(options), trials[0].config.device)
+    packing.check_share(gpus_per_trial(options))
     epochs = trials[0].config.epochs
     if options.inject_crash and not 1 <= options.inject_crash <= epochs:
         raise ConfigError(f"--inject-crash {options.inject_crash}: must be an epoch in 1..{epochs}")

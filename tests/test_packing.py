@@ -29,11 +29,25 @@ def test_four_trials_fit_exactly_and_not_in_less():
 def test_shares_ray_cannot_schedule_are_refused():
     for share in (-0.5, 1.5):
         with pytest.raises(ConfigError, match="share of one GPU"):
-            packing.check_share(share, "cuda")
-    with pytest.raises(ConfigError, match="device=cpu"):
-        packing.check_share(0, "cuda")
-    packing.check_share(0, "cpu")
-    packing.check_share(2, "cuda")
+            packing.check_share(share)
+    for share in (0, 0.25, 1, 2):
+        packing.check_share(share)
+
+
+def test_a_gpu_trial_without_a_gpu_share_is_refused_where_a_gpu_is_visible(monkeypatch):
+    from study import preflight
+    from study.catalogue import STUDIES
+    from study.profiles import PROFILES
+    from study.run import RunOptions
+    from study.specs import expand
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    trials = expand(STUDIES["sampling"], PROFILES["tiny"], 1, {"device": "cuda"})
+    with pytest.raises(ConfigError, match="the tiny profile's GPU share of 0 with device=cuda"):
+        preflight.check_devices(trials, RunOptions(study="sampling"))
+    with pytest.raises(ConfigError, match="--gpus-per-trial 0 with device=cuda"):
+        preflight.check_devices(trials, RunOptions(study="sampling", gpus_per_trial=0.0))
+    preflight.check_devices(trials, RunOptions(study="sampling", gpus_per_trial=0.5))
 
 
 class TwoScalesThenRelu(torch.nn.Module):
@@ -71,6 +85,7 @@ def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launc
     from study import run
 
     monkeypatch.setattr(packing, "visible_gpu_bytes", lambda: 4 * GIB)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPU the launch checks look for
     cifar_on_synthetic = ["--set", "dataset=synthetic", "--set", "image_size=16", "--set", "batch_size=64",
                           "--set", "num_negatives=16", "--set", "clusters_per_class=2", "--set", "min_cluster_size=5"]
     code = run.main(["sampling", "--scale", "cifar", *cifar_on_synthetic, "--out", str(tmp_path / "out"),
