@@ -124,7 +124,8 @@ def test_offline_relabelling_hands_its_features_to_the_evaluation():
                        data.std, torch.device("cpu"))
     assert torch.equal(features, expected[0]) and torch.equal(embeddings, expected[1])
     assert method.take_train_extraction() is None  # handed over once
-    moco = METHODS["mocov2-interclr"](config.replace(method="mocov2-interclr"), data, torch.device("cpu"))
+    moco_config = config.replace(method="mocov2-interclr", num_negatives=16, clusters_per_class=2, min_cluster_size=5)
+    moco = METHODS["mocov2-interclr"](moco_config, data, torch.device("cpu"))
     moco.start(embeddings, RandomStreams.create(0, torch.device("cpu")))
     moco.end_epoch(1)
     assert moco.take_train_extraction() is None  # its bank holds the key encoder's embeddings, not the evaluated one's
