@@ -18,7 +18,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis.figures import COLORBLIND, save
+from analysis.figures import COLORBLIND, epoch_axis, save
 from analysis.results import summarize
 
 NEEDED = {"value", "seed", "epoch", "loss_inter", "label_nmi", "labels_changed", "clusters_reseeded"}
@@ -41,7 +41,7 @@ def draw_inter_loss(before: pd.DataFrame, after: pd.DataFrame, negatives: int):
         axis.axhline(math.log(negatives + 1), color="black", linestyle="--", linewidth=1)
         axis.text(1, math.log(negatives + 1) * 1.08, f"chance, ln({negatives + 1})", fontsize=8)
         axis.set_yscale("log")
-        axis.set_xlabel("epoch")
+        epoch_axis(axis)
         axis.set_title(f"{title} ({table['seed'].nunique()} seed(s))")
     axes[0].set_ylabel("inter MarginNCE (log scale; 0 is the bottom)")
     axes[1].legend(title="inter margin\n(paper's value)", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1))
@@ -60,7 +60,7 @@ def draw_label_maintenance(before: pd.DataFrame, after: pd.DataFrame, value: flo
             axis.plot(part["epoch"], part["mean"], marker="o", ms=3, color=colour,
                       label=f"{title} ({rows['seed'].nunique()} seed(s))")
             axis.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=colour, alpha=0.2)
-        axis.set_xlabel("epoch")
+        epoch_axis(axis)
         axis.set_title(label)
     axes[0].legend(title=f"online labels, m = {value:g}")
     figure.tight_layout()

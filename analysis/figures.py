@@ -31,6 +31,12 @@ def plot_overclustering(table: pd.DataFrame, stem: Path) -> Path:
     return save(draw_overclustering(table), stem)
 
 
+def epoch_axis(axis, label: str = "epoch") -> None:
+    """An x axis of epochs, ticked at whole epochs only."""
+    axis.set_xlabel(label)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save(figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(stem.with_suffix(".png"), dpi=130)
@@ -70,8 +76,7 @@ def draw_study(table: pd.DataFrame, spec):
         part = curve[curve["value"] == value].sort_values("epoch")
         curves.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))
         curves.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[value], alpha=0.2)
-    curves.set_xlabel("epoch (0 = random network)")
-    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epoch_axis(curves, "epoch (0 = random network)")
     curves.set_ylabel(METRIC_LABELS["knn_top1"])
     curves.legend(title=spec.factor)
     seeds = int(final["seeds"].min())
@@ -107,8 +112,7 @@ def draw_curves(table: pd.DataFrame, columns: dict[str, str], legend: str, from_
             part = part.sort_values("epoch")
             axis.plot(part["epoch"], part["mean"], marker="o", ms=3, color=palette[value], label=str(value))
             axis.fill_between(part["epoch"], part["ci_low"], part["ci_high"], color=palette[value], alpha=0.2)
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        epoch_axis(axis)
         axis.set_title(label)
     axes[0][0].legend(title=legend)
     figure.tight_layout()
