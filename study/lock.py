@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 from trainers.config import ConfigError
@@ -75,7 +76,7 @@ def acquire(out: Path) -> OutputLock:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _parse_holder(os.pread(descriptor, 4096, 0))
+            holder = _holder_of(descriptor)
             os.close(descriptor)  # the folders are the holder's now, even if this process made them
             raise ConfigError(f"{out} is in use by another study.run ({describe(holder)}); wait for it to end, "
                               f"or give --out NEW_DIR") from None
@@ -92,6 +93,15 @@ def acquire(out: Path) -> OutputLock:
     os.ftruncate(descriptor, 0)
     os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
     return OutputLock(out, descriptor, created, stale)
+
+
+def _holder_of(descriptor: int, wait_s: float = 1.0) -> dict:
+    """The holder a locked file names. A driver that has just taken the lock writes its name a moment
+    later, so an empty file is read again for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while not (holder := _parse_holder(os.pread(descriptor, 4096, 0))) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return holder
 
 
 def describe(holder: dict | None) -> str:

@@ -28,6 +28,26 @@ def hold_lock_in_another_process(out: Path, then_die: bool) -> subprocess.Popen:
     return holder
 
 
+
+def test_a_holder_that_has_locked_but_not_yet_written_its_name_is_still_named(tmp_path):
+    """The moment between a driver's flock and its write of the holder: the refusal waits for the name."""
+    import fcntl
+    import threading
+
+    out = tmp_path / "out"
+    out.mkdir()
+    descriptor = os.open(out / lock.LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)  # another open file description: acquire() must not get it
+    holder = {"host": "node-7", "pid": 4242, "started": "2026-12-01T20:00:00"}
+    writer = threading.Timer(0.2, lambda: os.pwrite(descriptor, json.dumps(holder).encode(), 0))
+    writer.start()
+    try:
+        with pytest.raises(ConfigError, match=r"\(host node-7, pid 4242, started 2026-12-01T20:00:00\)"):
+            lock.acquire(out)
+    finally:
+        writer.join()
+        os.close(descriptor)
+
 def test_a_second_holder_is_refused_with_the_first_ones_host_pid_and_start(tmp_path):
     holder = hold_lock_in_another_process(tmp_path / "out", then_die=False)
     try:
