@@ -119,12 +119,12 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
         if state.get("device", device.type) != device.type:  # its random streams live on that device
             raise CheckpointError(f"the saved state of this trial was made on {state['device']}, not {device.type}; "
                                   f"resume it with device={state['device']}, or start in a new output directory")
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
         if "streams" not in state:
             raise CheckpointError("this trial state predates per-source random streams and cannot continue "
                                   "exactly; start over in a new output directory")
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
         streams.set_state(state["streams"])
         torch.set_rng_state(state["torch_rng"])
         rows, start = state["rows"], state["epoch"] + 1
