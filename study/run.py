@@ -124,8 +124,6 @@ def plan_round(options: RunOptions, study: str, seeds: int) -> list[Trial]:
     return plan(replace(options, seeds=seeds, max_seeds=0), study)
 
 
-
-
 def output_folder(options: RunOptions, study: str, several: bool) -> Path:
     """--out, or --out/<study> when several studies run; by default results/<scale>/<study>."""
     if options.out:

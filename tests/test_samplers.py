@@ -4,7 +4,8 @@ import pytest
 import torch
 from scipy.stats import chi2
 
-from trainers.samplers import Clusters, same_cluster_positives, sample_negatives
+from trainers import samplers
+from trainers.samplers import Clusters, same_cluster_positives, sample_negatives, top_width
 
 N, B = 200, 8
 
@@ -127,3 +128,17 @@ def test_same_cluster_positive_is_uniform_over_the_other_members():
     assert int(torch.bincount(drawn, minlength=len(labels)).sum() - counts.sum()) == 0  # nothing else, never 3
     statistic = float(((counts - 1200) ** 2 / 1200).sum())
     assert statistic < chi2.ppf(0.999, 4), counts.tolist()
+
+
+@pytest.mark.parametrize("path", ["introselect", "topk"])
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("width", [1, 37, 500, 999, 1000])
+def test_top_width_selects_each_rows_extreme_scores(largest, width, path, monkeypatch):
+    if path == "topk":  # the device path, taken on the CPU
+        monkeypatch.setattr(samplers, "INTROSELECT_DEVICES", ())
+    scores = torch.randperm(6 * 1000, generator=torch.Generator().manual_seed(width)).float().reshape(6, 1000)
+    picked = top_width(scores, width, largest)
+    assert picked.shape == (6, width)
+    for row, columns in zip(scores, picked):
+        ranked = sorted(range(1000), key=lambda j: -float(row[j]) if largest else float(row[j]))
+        assert set(columns.tolist()) == set(ranked[:width])
