@@ -110,12 +110,31 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
     left_out = left_out_trials(tables)
     lines += ["", "Unfinished trials left out of every verdict: "
               + ("; ".join(f"{study}: {', '.join(trials)}" for study, trials in left_out.items()) or "none") + "."]
+    lines += provenance(tables)
     lines += table_sections(tables, scale_folder)
     table4 = scale_folder / "table4" / "table4.md"
     if table4.exists():  # written by `python -m study.table4`
         lines += ["", "## Table 4 replica (claim 11, measured in one run)", "",
                   *table4.read_text().splitlines()[2:]]
     return "\n".join(lines) + "\n"
+
+
+def provenance(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Per study: the code and torch versions its rows were made with, its seeds and trials. Verdicts of
+    studies from different code versions are not comparable as one run; the section says so."""
+    lines = ["", "## Where the numbers come from", "",
+             "| study | code version | torch | seeds | trials |", "|---|---|---|---|---|"]
+    versions = set()
+    for name, table in tables.items():
+        codes = sorted(table["code_version"].dropna().unique()) if "code_version" in table else []
+        torches = sorted(table["torch_version"].dropna().unique()) if "torch_version" in table else []
+        versions.update(codes)
+        lines.append(f"| {name} | {', '.join(codes) or 'unrecorded'} | {', '.join(torches) or 'unrecorded'} | "
+                     f"{table['seed'].nunique()} | {table['config_hash'].nunique()} |")
+    if len(versions) > 1:
+        lines += ["", f"These results come from {len(versions)} code versions; a study's verdicts rest on its "
+                  "own version, and until every study is rerun from one, studies are not one run."]
+    return lines
 
 
 def table_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[str]:

@@ -151,3 +151,19 @@ def test_a_read_only_folder_is_one_line_and_exit_2(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == ["trials.parquet"]
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
+
+
+def test_report_names_each_studys_code_version_and_warns_when_they_differ(tmp_path):
+    for study, version in (("labels", "aaaa"), ("sampling", "bbbb")):
+        folder = tmp_path / "tiny" / study
+        folder.mkdir(parents=True)
+        values = ["online", "offline"] if study == "labels" else ["hard", "semi-hard", "random", "semi-easy"]
+        table = results_table(values, metrics=("svm_map", "knn_top1", "label_nmi", "label_purity",
+                                               "labels_changed", "cluster_size_cv", "epoch_time_s"))
+        table.assign(code_version=version, torch_version="2.14.1").to_parquet(folder / "trials.parquet")
+    result = redraw("--results", str(tmp_path), "--scale", "tiny")
+    assert result.returncode == 0, result.stderr
+    claims = (tmp_path / "tiny" / "CLAIMS.md").read_text()
+    assert "| labels | aaaa | 2.14.1 | 2 | 4 |" in claims
+    assert "| sampling | bbbb | 2.14.1 | 2 | 8 |" in claims
+    assert "These results come from 2 code versions" in claims
