@@ -106,7 +106,11 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
     for trials in plans.values():
         check_devices(trials, options)
         check_gpu_packing(trials, check_data(trials), options)
-    resumed = {name: ledger.check_output(outs[name], trials, options.resume) for name, trials in plans.items()}
+    # With several studies, --resume continues the ones that started and starts the rest, so that a
+    # stopped `all` run resumes as a whole; one study named alone must have something to resume.
+    started = {name: out.is_dir() and ledger.Manifest.load(out) is not None for name, out in outs.items()}
+    resumed = {name: ledger.check_output(outs[name], trials, options.resume and (len(plans) == 1 or started[name]))
+               for name, trials in plans.items()}
     for name, manifest in resumed.items():
         check_writable(outs[name], "output folder")
         if manifest is None:

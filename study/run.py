@@ -315,7 +315,15 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
     elif left:
         print(f"{len(left)} of {len(trials)} trials unfinished; {next_step(failures, manifest.command)}",
               file=sys.stderr)
+    failed = {failure.trial for failure in failures}
+    if any(ledger.trial_name(t) not in failed for t in left):  # Ctrl-C, or a full disk: not a trial's own error
+        raise StudyStopped(name)
     return not left
+
+
+class StudyStopped(Exception):
+    """The driver stopped a study before its trials ended (an interrupt, or no space left); with several
+    studies, the later ones are not started."""
 
 
 def refuse(error: Exception, locks: list[lock.OutputLock]) -> int:
@@ -365,17 +373,24 @@ def main(argv: list[str] | None = None) -> int:
             except ConfigError as error:
                 return refuse(error, locks)
         finished = True
-        for name, trials in plans.items():
+        for position, (name, trials) in enumerate(plans.items()):
             manifest = resumed[name] or ledger.Manifest(
                 study=name, scale=options.scale,
                 run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
                 config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
                 code_version=version)
-            if options.seeds == "auto":
-                finished = rounds.run_rounds(trials, outs[name], manifest, options, partial(plan_round, options, name),
-                                             run_study) and finished
-            else:
-                finished = run_study(trials, outs[name], manifest, options) and finished
+            try:
+                if options.seeds == "auto":
+                    finished = rounds.run_rounds(trials, outs[name], manifest, options,
+                                                 partial(plan_round, options, name), run_study) and finished
+                else:
+                    finished = run_study(trials, outs[name], manifest, options) and finished
+            except StudyStopped:
+                later = list(plans)[position + 1:]
+                if later:
+                    print(f"stopped during {name}; not started: {', '.join(later)}; {resume_command(command)}",
+                          file=sys.stderr)
+                return 1
         return 0 if finished else 1
     finally:
         for held in locks:

@@ -154,3 +154,32 @@ def test_study_runs_end_to_end_through_ray_tune(tmp_path):
     assert report.returncode == 0, report.stderr
     claims = (tmp_path / "CLAIMS.md").read_text()
     assert "Verdict rule" in claims and "sampling: semi-hard > hard" in claims and "missing" in claims
+
+
+def test_a_study_stopped_midway_stops_the_rest_and_resume_starts_the_studies_never_begun(tmp_path, monkeypatch,
+                                                                                       capsys):
+    from study import preflight, run
+
+    # Two studies stand for `all`. A Tune run cut short before any trial ran (what Ctrl-C leaves):
+    # every trial unfinished, none failed.
+    names = ["labels", "sampling"]
+    monkeypatch.setattr(run, "studies_named", lambda name: names)
+    monkeypatch.setattr(run, "start_ray", lambda address: None)
+    monkeypatch.setattr(run, "run_tune", lambda trials, options, run_folder: run_folder.mkdir(parents=True) or [])
+    monkeypatch.setattr(run, "draw_figures", lambda study, out: [])
+    args = ["all", "--seeds", "1", "--epochs", "1", *SYNTHETIC, "--out", str(tmp_path / "out"),
+            "--storage", str(tmp_path / "runs")]
+    assert run.main(args) == 1
+    stderr = capsys.readouterr().err
+    assert "stopped during labels; not started: sampling; continue with: " in stderr
+    assert stderr.rstrip().endswith("--resume")
+    assert (tmp_path / "out" / "labels" / "run.json").exists()
+    assert not (tmp_path / "out" / "sampling" / "run.json").exists()
+
+    options = run.parse_args([*args, "--resume"])
+    plans = {name: run.plan(options, name) for name in names}
+    outs = {name: tmp_path / "out" / name for name in names}
+    resumed = preflight.check_launch(options, plans, outs)
+    assert resumed["labels"] is not None and resumed["sampling"] is None  # continued; started afresh, not refused
+    with pytest.raises(ConfigError, match="nothing to resume"):  # one study named alone must have begun
+        preflight.check_launch(options, {"sampling": plans["sampling"]}, {"sampling": outs["sampling"]})
