@@ -1,11 +1,12 @@
 """Before / after evidence for an inter-image branch that trains: the inter loss per margin value
 against chance and zero, and the online pseudo-labels' NMI, churn and re-seeding per epoch.
 
-    python -m analysis.diagnostics --before results/tiny/margin-inter \
-        --after results/tiny/diagnostics/margin-inter --negatives 16 --out results/tiny/diagnostics
+    python -m analysis.diagnostics --before results/tiny/diagnostics/before-margin-inter \
+        --after results/tiny/margin-inter --negatives 16 --out results/tiny/diagnostics
 
 Both folders hold a `margin-inter` results table (online labels, semi-hard negatives); the figures
-are inter_loss.png and label_nmi.png (and PDFs) in --out.
+are inter_loss.png and label_nmi.png (and PDFs) in --out, and the figures' numbers, printed and
+written to diagnostics.csv there.
 """
 
 from __future__ import annotations
@@ -67,6 +68,35 @@ def draw_label_maintenance(before: pd.DataFrame, after: pd.DataFrame, value: flo
     return figure
 
 
+def summary_rows(before: pd.DataFrame, after: pd.DataFrame, value: float) -> pd.DataFrame:
+    """The numbers a reader quotes from the figures, as seed means: per margin value, the inter loss in
+    the first and last trained epoch; for the labels of `value`, NMI at epoch 0, 1 and the end, its
+    lowest, the first epoch after that it is back at its epoch-0 level (mean NaN when never), the share
+    of labels changed in epoch 1, and the most clusters re-seeded in any epoch."""
+    rows = []
+    for title, table in (("before", before), ("after", after)):
+        trained = table[table["epoch"] >= 1]
+        first, last = trained["epoch"].min(), trained["epoch"].max()
+        for margin, part in trained.groupby("value"):
+            for epoch in (first, last):
+                rows.append({"run": title, "quantity": "loss_inter", "value": margin, "epoch": epoch,
+                             "mean": part.loc[part["epoch"] == epoch, "loss_inter"].mean()})
+        labels = table[table["value"] == value]
+        nmi = labels.groupby("epoch")["label_nmi"].mean()
+        back = nmi[(nmi.index > nmi.idxmin()) & (nmi >= nmi.get(0))]
+        for quantity, epoch, mean in (
+                ("label_nmi", 0, nmi.get(0)), ("label_nmi", 1, nmi.get(1)), ("label_nmi", last, nmi.get(last)),
+                ("label_nmi_lowest", int(nmi.idxmin()), nmi.min()),
+                ("label_nmi_back_at_epoch_0_level", back.index.min() if len(back) else None,
+                 back.iloc[0] if len(back) else float("nan")),
+                ("labels_changed", 1, labels.loc[labels["epoch"] == 1, "labels_changed"].mean()),
+                ("clusters_reseeded_most", None, labels.groupby("epoch")["clusters_reseeded"].mean().max())):
+            rows.append({"run": title, "quantity": quantity, "value": value, "epoch": epoch, "mean": mean})
+    summary = pd.DataFrame(rows)
+    summary["epoch"] = summary["epoch"].astype("Int64")
+    return summary
+
+
 def read(folder: Path) -> pd.DataFrame:
     path = folder / "trials.parquet"
     if not path.exists():
@@ -101,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(save(draw_inter_loss(before, after, args.negatives), args.out / "inter_loss"))
     print(save(draw_label_maintenance(before, after, args.value), args.out / "label_nmi"))
+    summary = summary_rows(before, after, args.value)
+    summary.to_csv(args.out / "diagnostics.csv", index=False, float_format="%.4g")
+    print(summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return 0
 
 
