@@ -1,9 +1,10 @@
-"""The numbers analysis.diagnostics prints beside its figures, on a hand-made table."""
+"""The numbers analysis.diagnostics prints beside its figures, on a hand-made table (the command itself:
+tests/test_report.py)."""
 
 import pandas as pd
 import pytest
 
-from analysis.diagnostics import main, summary_rows
+from analysis.diagnostics import summary_rows
 
 
 def margin_inter_table(loss_at_end: float) -> pd.DataFrame:
@@ -48,14 +49,3 @@ def test_labels_are_back_at_the_first_epoch_after_the_dip_that_reaches_the_epoch
     after.loc[after["epoch"] == 2, "label_nmi"] += 0.3  # epoch 2: 0.6 and 0.8, over 0.4 and 0.6 at epoch 0
     summary = summary_rows(margin_inter_table(loss_at_end=1.0), after, value=0.0)
     assert lookup(summary, "after", "label_nmi_back_at_epoch_0_level", epoch=2) == pytest.approx(0.7)
-
-
-def test_command_writes_the_summary_beside_the_figures(tmp_path):
-    for name, end in (("before", 1.0), ("after", 0.5)):
-        (tmp_path / name).mkdir()
-        margin_inter_table(end).to_parquet(tmp_path / name / "trials.parquet")
-    assert main(["--before", str(tmp_path / "before"), "--after", str(tmp_path / "after"),
-                 "--out", str(tmp_path / "out")]) == 0
-    written = pd.read_csv(tmp_path / "out" / "diagnostics.csv")
-    assert set(written["run"]) == {"before", "after"}
-    assert (tmp_path / "out" / "inter_loss.png").exists() and (tmp_path / "out" / "label_nmi.png").exists()

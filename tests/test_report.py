@@ -125,8 +125,10 @@ def test_diagnostics_draw_inter_loss_and_label_figures_and_refuse_a_table_withou
     drawn = subprocess.run([*run, "--out", str(tmp_path / "figures")], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)
     assert drawn.returncode == 0, drawn.stderr
-    assert [Path(line).name for line in drawn.stdout.splitlines()] == ["inter_loss.png", "label_nmi.png"]
-    assert all(Path(line).read_bytes().startswith(b"\x89PNG") for line in drawn.stdout.splitlines())
+    figures = drawn.stdout.splitlines()[:2]
+    assert [Path(line).name for line in figures] == ["inter_loss.png", "label_nmi.png"]
+    assert all(Path(line).read_bytes().startswith(b"\x89PNG") for line in figures)
+    assert set(pd.read_csv(tmp_path / "figures" / "diagnostics.csv")["run"]) == {"before", "after"}
     absent = subprocess.run([*run, "--value", "0.25", "--out", str(tmp_path / "none")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert absent.returncode == 2 and absent.stderr.startswith("error: ") and "-0.5, 0" in absent.stderr
