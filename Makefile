@@ -1,4 +1,5 @@
 # The README's two commands: `make run` (the sampling study at the tiny scale) and `make test`.
+# `make run` writes beside the committed results (results/tiny/sampling holds the 5-seed rerun), not over them.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -23,7 +24,7 @@ data:
 	fi
 
 run: setup data
-	$(PY) -m study.run sampling
+	$(PY) -m study.run sampling --out runs/tiny/sampling
 
 test: setup
 	$(PY) -m pytest -q
