@@ -77,10 +77,9 @@ def summary_rows(before: pd.DataFrame, after: pd.DataFrame, value: float) -> pd.
     for title, table in (("before", before), ("after", after)):
         trained = table[table["epoch"] >= 1]
         first, last = trained["epoch"].min(), trained["epoch"].max()
-        for margin, part in trained.groupby("value"):
-            for epoch in (first, last):
-                rows.append({"run": title, "quantity": "loss_inter", "value": margin, "epoch": epoch,
-                             "mean": part.loc[part["epoch"] == epoch, "loss_inter"].mean()})
+        ends = summarize(trained[trained["epoch"].isin((first, last))], "loss_inter", ["value", "epoch"])
+        rows += [{"run": title, "quantity": "loss_inter", "value": row.value, "epoch": row.epoch, "mean": row.mean}
+                 for row in ends.sort_values(["value", "epoch"]).itertuples()]
         labels = table[table["value"] == value]
         nmi = labels.groupby("epoch")["label_nmi"].mean()
         back = nmi[(nmi.index > nmi.idxmin()) & (nmi >= nmi.get(0))]
