@@ -164,6 +164,16 @@ def code_version() -> str:
         return "unknown"
 
 
+def check_same_code(resumed: dict, version: str) -> None:
+    """A resumed run labels every trial with the code version its run.json recorded, so only that code
+    may continue it: a folder must never pass as one commit's results while holding another's trials."""
+    for name, manifest in resumed.items():
+        if manifest is not None and manifest.code_version != version:
+            raise ConfigError(f"{name} was started by code {manifest.code_version}, and this checkout is {version}; "
+                              f"resume from that version (git worktree add DIR {manifest.code_version.split('-')[0]}), "
+                              f"or give --out NEW_DIR to rerun it with this code")
+
+
 def print_plan(trials: list[Trial], options: RunOptions) -> None:
     spec = STUDIES[trials[0].study]
     print(f"study {spec.name} ({spec.paper} {spec.figure}): {spec.factor} over {list(spec.levels)}, "
@@ -357,13 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:  # before anything is checked or written: a second driver stops here
             locks.append(lock.acquire(outs[name]))
         resumed = check_launch(options, plans, outs)
+        version = code_version()
+        check_same_code(resumed, version)
     except (ConfigError, datasets.DataError) as error:
         return refuse(error, locks)
     try:
         for held in locks:
             if held.previous:
                 print(f"took over the lock of {held.out} left by a run that has ended ({lock.describe(held.previous)})")
-        version = code_version()
         command = "python -m study.run " + " ".join(shlex.quote(a) for a in argv)
         start_ray(options.address)
         if options.address is not None:

@@ -22,7 +22,8 @@ def blob_embeddings(n=600, k=4, dim=8, seed=0):
 def method_with_bank(embeddings):
     """The inter branch over a bank of `embeddings`, labelled by its initial global k-means."""
     clusters = CONFIG.settings.num_clusters(10)  # 10 classes x 0.4 = 4 clusters
-    branch = InterImageBranch(CONFIG.settings, MemoryBank(embeddings, 0.5), clusters, seed=0, threads=1)
+    branch = InterImageBranch(CONFIG.settings, MemoryBank(embeddings, 0.5), clusters, seed=0, threads=1,
+                              truth=torch.arange(len(embeddings)) % 10)
     branch.start()
     return branch
 
@@ -68,7 +69,8 @@ def branch_with_labels(labels, **keys):
     config = TrialConfig.create(**keys)
     bank = MemoryBank(F.normalize(torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0)), dim=1), 0.5)
     bank.label(torch.tensor(labels), int(max(labels)) + 1)
-    return InterImageBranch(config.settings, bank, bank.num_clusters, seed=0, threads=1)
+    return InterImageBranch(config.settings, bank, bank.num_clusters, seed=0, threads=1,
+                            truth=torch.zeros(len(labels), dtype=torch.long))
 
 
 def test_negatives_are_checked_against_the_largest_cluster_k_means_made():

@@ -26,7 +26,7 @@ def brute_force_ranked_negatives(query, targets, i):
 def test_deputy_is_the_brute_force_rank(rule, rank):
     query, targets = batch()
     gamma = 2.0
-    loss, deputies = truncated_triplet(query, targets, rule, rank, gamma, margin=-100.0)
+    loss, deputies, _ = truncated_triplet(query, targets, rule, rank, gamma, margin=-100.0)
     position = rank - 1 if rule == "rank" else 8 // 2 - 1  # m = 8 negatives: the median is rank 4
     expected_terms = []
     for i in range(len(query)):
@@ -42,7 +42,7 @@ def test_smoothed_rank_by_hand():
     angles = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.1, -0.2]).acos()  # cosines to target 0
     targets = torch.stack([angles.cos(), angles.sin()], dim=1)
     query = targets[:1].expand(6, 2).clone()
-    loss, deputies = truncated_triplet(query, targets, "smoothed", 2, gamma=2.0, margin=-100.0)
+    loss, deputies, _ = truncated_triplet(query, targets, "smoothed", 2, gamma=2.0, margin=-100.0)
     # Smoothed rank-2 averages ranks 2..5: targets 2, 3, 4, 5.
     assert deputies[0].tolist() == [2, 3, 4, 5]
     # Row 0 by hand: distances -0.7, -0.5, -0.1, 0.2 average -0.275; positive distance -1;
@@ -57,9 +57,20 @@ def test_smoothed_rank_by_hand():
 
 def test_margin_clamps_the_loss_from_below():
     query, targets = batch(seed=3)
-    loose, _ = truncated_triplet(query, targets, "rank", 1, 2.0, margin=-100.0)
-    clamped, _ = truncated_triplet(query, targets, "rank", 1, 2.0, margin=10.0)
+    loose, _, _ = truncated_triplet(query, targets, "rank", 1, 2.0, margin=-100.0)
+    clamped, _, _ = truncated_triplet(query, targets, "rank", 1, 2.0, margin=10.0)
     assert float(clamped) == 10.0 and float(loose) < 10.0
+
+
+def test_clamped_share_counts_queries_at_the_bound_by_hand():
+    # Three unit vectors in the plane; query i's positive is target i. With rank 1 and gamma 1 each
+    # query's unclamped term is d(i, i) - d(i, nearest other) = -cos(i, i) + cos(i, nearest).
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    query = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    # query 0: -1 + max(0, -1) = -1;  query 1: -0.8 + 0.6 = -0.2;  query 2: -0 + 1 = 1
+    for margin, expected in ((-1.5, 0.0), (-0.5, 1 / 3), (0.0, 2 / 3), (2.0, 1.0)):
+        _, _, share = truncated_triplet(query, targets, "rank", 1, 1.0, margin)
+        assert math.isclose(float(share), expected, abs_tol=1e-6), margin
 
 
 def overclustering_events(labels, deputies):

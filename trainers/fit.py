@@ -132,6 +132,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
         calibrate_batch_norm(method.encoder, splits[0], config.image_size, data.mean, data.std, device)
         floors = FloorCache(floor_cache) if floor_cache else None
         row, embeddings = evaluate(method, data, splits, config, device, epoch=0, with_svm=True, floors=floors)
+        row.update(trained_gains(row, row))
         row.update(method.start(embeddings, streams))
         row.update(peak_memory_mb=peak_memory_mb(device), **machine)
         rows, start = [row], 1
@@ -171,6 +172,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
         else:
             row = {"epoch": epoch, **dict.fromkeys(METRICS, float("nan")), "eval_time_s": 0.0,
                    **evaluation_sizes(config, data)}
+        row.update(trained_gains(row, rows[0]))
         row.update({key: value / iterations_per_epoch for key, value in totals.items() if key.startswith("loss")})
         row.update(method.epoch_metrics(totals))
         row["iter_time_s"] = timer.seconds() / iterations_per_epoch
@@ -212,6 +214,12 @@ class StepTimer:
 
 
 METRICS = ("knn_top1", "svm_map", "linear_top1")
+
+
+def trained_gains(row: dict, floor: dict) -> dict:
+    """Health: how far each metric has risen above the random network's (epoch 0), e.g. knn_top1_gain;
+    NaN where the epoch was not evaluated."""
+    return {f"{metric}_gain": row[metric] - floor[metric] for metric in METRICS}
 
 
 def evaluation_splits(data, config) -> tuple:

@@ -7,6 +7,9 @@ mini-batch k-means or offline global k-means), and per batch contrasts each quer
 by MarginNCE with the inter margin. NPIDv2 lends the branch its own bank (written with momentum
 w = 0.5); for MoCov2 and BYOL, InterCLR (trainers.methods.interclr) gives it a bank of their
 momentum-encoder / target features, written with w = 1 (replaced), as the paper's section 5.1 says.
+BYOL-InterCLR's branch samples no negatives and has no margin: "we only sample the positive pair
+after clustering and adopt the same loss in place of the MarginNCE loss" (section 5.1), so its
+settings are ClusteringSettings alone and its loss is BYOL's 2 - 2 cos against the positive.
 """
 
 from __future__ import annotations
@@ -29,15 +32,10 @@ LABEL_MODES = ("online", "offline")
 
 
 @dataclass(frozen=True)
-class InterBranchSettings(MethodSettings):
-    """The inter branch's keys; defaults are the paper's final recipe, except K (16,384 there), which
-    profiles and studies set relative to the bank size."""
+class ClusteringSettings(MethodSettings):
+    """The keys of the branch's pseudo-labels and of its weight; defaults are the paper's final recipe.
+    BYOL-InterCLR's branch has these alone: it samples no negatives and has no margin (section 5.1)."""
     loss_lambda: float = 0.75  # lambda * L_intra + (1 - lambda) * L_inter; 1 = the base method alone
-    temperature: float = 0.2  # tau of both branches (MoCo v2's; NPIDv2 uses 0.1)
-    inter_margin: float = -0.5
-    negative_sampling: str = "semi-hard"
-    pool_fraction: float = 0.1  # semi-hard / semi-easy pools: this fraction of eligible entries
-    num_negatives: int = 4096  # K
     bank_momentum: float = 1.0  # w in v <- normalize((1 - w) v + w v_new)
     clusters_per_class: float = 10.0  # pseudo-label clusters as a multiple of the class count
     label_mode: str = "online"  # online: mini-batch k-means every iteration; offline: global k-means
@@ -52,30 +50,51 @@ class InterBranchSettings(MethodSettings):
 
     def check(self, trial) -> None:
         super().check(trial)
-        for key, allowed in (("negative_sampling", NEGATIVE_SAMPLING), ("label_mode", LABEL_MODES),
-                             ("kmeans_backend", KMEANS_BACKENDS)):
+        for key, allowed in (("label_mode", LABEL_MODES), ("kmeans_backend", KMEANS_BACKENDS)):
             _require(getattr(self, key) in allowed, f"{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
-        for key in ("num_negatives", "kmeans_iters", "rebalance_every", "offline_every"):
+        for key in ("kmeans_iters", "rebalance_every", "offline_every"):
             _require(getattr(self, key) >= 1, f"{key}={getattr(self, key)} must be >= 1")
         _require(self.min_cluster_size >= 2, f"min_cluster_size={self.min_cluster_size} must be >= 2")
-        _require(0.0 < self.pool_fraction <= 1.0,
-                 f"pool_fraction={self.pool_fraction} must be in (0, 1]; the paper uses 0.1")
         _require(0.0 <= self.loss_lambda <= 1.0, f"loss_lambda={self.loss_lambda} must be in [0, 1] (1 = intra only)")
         _require(0.0 < self.bank_momentum <= 1.0, f"bank_momentum={self.bank_momentum} must be in (0, 1]")
-        check_temperature("temperature", self.temperature)
-        check_margin("inter_margin", self.inter_margin)
         _require(self.clusters_per_class > 0, f"clusters_per_class={self.clusters_per_class} must be > 0")
 
     def check_against_data(self, trial, train_size: int, num_classes: int) -> None:
-        """Eligible inter negatives are the bank entries outside the query's cluster; with balanced
-        clusters that is train_size * (1 - 1/clusters), and the pools are a fraction of it."""
         super().check_against_data(trial, train_size, num_classes)
         clusters = self.num_clusters(num_classes)
         if clusters > train_size:
             raise ConfigError(f"{clusters} clusters (clusters_per_class={self.clusters_per_class} x {num_classes} "
                               f"classes) exceed the {train_size} training samples; lower clusters_per_class")
+
+
+@dataclass(frozen=True)
+class InterBranchSettings(ClusteringSettings):
+    """The branch of NPIDv2- and MoCov2-InterCLR: the pseudo-label keys plus MarginNCE over sampled negatives.
+    Defaults are the paper's final recipe, except K (16,384 there), which profiles and studies set relative
+    to the bank size."""
+    temperature: float = 0.2  # tau of both branches (MoCo v2's; NPIDv2 uses 0.1)
+    inter_margin: float = -0.5
+    negative_sampling: str = "semi-hard"
+    pool_fraction: float = 0.1  # semi-hard / semi-easy pools: this fraction of eligible entries
+    num_negatives: int = 4096  # K
+
+    def check(self, trial) -> None:
+        super().check(trial)
+        _require(self.negative_sampling in NEGATIVE_SAMPLING,
+                 f"negative_sampling={self.negative_sampling!r} is not one of {', '.join(NEGATIVE_SAMPLING)}")
+        _require(self.num_negatives >= 1, f"num_negatives={self.num_negatives} must be >= 1")
+        _require(0.0 < self.pool_fraction <= 1.0,
+                 f"pool_fraction={self.pool_fraction} must be in (0, 1]; the paper uses 0.1")
+        check_temperature("temperature", self.temperature)
+        check_margin("inter_margin", self.inter_margin)
+
+    def check_against_data(self, trial, train_size: int, num_classes: int) -> None:
+        """Eligible inter negatives are the bank entries outside the query's cluster; with balanced
+        clusters that is train_size * (1 - 1/clusters), and the pools are a fraction of it."""
+        super().check_against_data(trial, train_size, num_classes)
         if self.loss_lambda == 1.0:
             return
+        clusters = self.num_clusters(num_classes)
         eligible = train_size - math.ceil(train_size / clusters)
         pool = int(pool_size(torch.tensor([eligible]), self.negative_sampling, self.num_negatives,
                              self.pool_fraction)[0])
@@ -84,6 +103,15 @@ class InterBranchSettings(MethodSettings):
                               f"query can draw from ({self.negative_sampling}, pool_fraction={self.pool_fraction}, "
                               f"{train_size} samples, {clusters} clusters); lower num_negatives or raise pool_fraction")
 
+    def loss_at_chance(self) -> float:
+        """The inter MarginNCE of a branch that tells no candidate apart: with every cosine equal,
+        -log(e^{(c - m)/tau} / (e^{(c - m)/tau} + K e^{c/tau})) = log(1 + K e^{m/tau})."""
+        return math.log1p(self.num_negatives * math.exp(self.inter_margin / self.temperature))
+
+
+# BYOL's 2 - 2 cos between unrelated unit vectors: their cosine averages 0.
+REGRESSION_LOSS_AT_CHANCE = 2.0
+
 
 def _require(ok: bool, message: str) -> None:
     if not ok:
@@ -91,10 +119,15 @@ def _require(ok: bool, message: str) -> None:
 
 
 class InterImageBranch:
-    def __init__(self, settings: InterBranchSettings, bank: MemoryBank, num_clusters: int, seed: int,
-                 threads: int):
+    """truth: the N true classes of the bank's entries, used only for the health signals (which share
+    of a query's positives and negatives has its class), never by the loss."""
+
+    def __init__(self, settings: ClusteringSettings, bank: MemoryBank, num_clusters: int, seed: int,
+                 threads: int, truth: torch.Tensor):
         self.settings, self.bank, self.num_clusters = settings, bank, num_clusters
-        self.seed, self.threads = seed, threads
+        self.seed, self.threads, self.truth = seed, threads, truth
+        self.samples_negatives = isinstance(settings, InterBranchSettings)  # else BYOL-InterCLR's regression
+        self.loss_at_chance = settings.loss_at_chance() if self.samples_negatives else REGRESSION_LOSS_AT_CHANCE
 
     def start(self) -> None:
         """Label the bank by global k-means over its features (the paper's initialisation)."""
@@ -107,7 +140,7 @@ class InterImageBranch:
         check (check_against_data) knows only the data and assumes balanced clusters; this reads the
         clusters k-means made (once, before training)."""
         s = self.settings
-        if s.loss_lambda == 1.0:
+        if s.loss_lambda == 1.0 or not self.samples_negatives:
             return
         largest = int(torch.bincount(self.bank.labels, minlength=self.num_clusters).max())
         eligible = len(self.bank.labels) - largest
@@ -119,17 +152,43 @@ class InterImageBranch:
                               f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}); lower num_negatives "
                               f"or raise pool_fraction")
 
-    def loss(self, query: torch.Tensor, indices: torch.Tensor, streams: RandomStreams) -> torch.Tensor:
-        """Inter MarginNCE of B x D unit-norm queries whose samples sit at bank `indices`."""
+    def loss(self, query: torch.Tensor, indices: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, dict]:
+        """The inter loss of B x D unit-norm queries whose samples sit at bank `indices`, and its health logs.
+
+        With negatives (NPIDv2, MoCov2): MarginNCE of the query against a random other member of its
+        cluster and K sampled entries of other clusters. Without (BYOL): BYOL's 2 - 2 cos between the
+        query and the positive alone. Logs, summed over the epoch: the share of positives, and of
+        negatives, whose true class is the query's (0-dim tensors; nothing waits for the device)."""
         s, bank = self.settings, self.bank
+        query_classes = self.truth[indices]
         # The record_function labels name the parts of a step in a profile (study.benchmark); free otherwise.
         with torch.no_grad(), record_function("samplers"):
             clusters = Clusters(bank.labels, bank.num_clusters)
-            negatives = sample_negatives(query, bank.features, clusters, bank.labels[indices], s.num_negatives,
-                                         s.negative_sampling, s.pool_fraction, streams.inter_negatives)
             positives = same_cluster_positives(clusters, indices, streams.inter_positives)
-        return margin_nce(cosine(query, bank.features[positives]), cosine_many(query, bank.features[negatives]),
+            logs = {"inter_batches": 1.0,
+                    "inter_positives_same_class": (self.truth[positives] == query_classes).float().mean()}
+            if self.samples_negatives:
+                negatives = sample_negatives(query, bank.features, clusters, bank.labels[indices], s.num_negatives,
+                                             s.negative_sampling, s.pool_fraction, streams.inter_negatives)
+                logs["inter_negatives_same_class"] = (self.truth[negatives] == query_classes[:, None]).float().mean()
+        if not self.samples_negatives:
+            return (2 - 2 * cosine(query, bank.features[positives])).mean(), logs
+        loss = margin_nce(cosine(query, bank.features[positives]), cosine_many(query, bank.features[negatives]),
                           s.inter_margin, s.temperature)
+        return loss, logs
+
+    def health(self, totals: dict) -> dict:
+        """An epoch's health signals from its summed logs: the inter loss against its chance level (1 = a
+        branch that tells nothing apart) and the true-class shares of positives and negatives."""
+        batches = totals.get("inter_batches", 0.0)
+        if not batches:
+            return {}
+        signals = {"loss_inter_chance": self.loss_at_chance,
+                   "loss_inter_to_chance": totals["loss_inter"] / batches / self.loss_at_chance,
+                   "inter_positives_same_class": totals["inter_positives_same_class"] / batches}
+        if "inter_negatives_same_class" in totals:
+            signals["inter_negatives_same_class"] = totals["inter_negatives_same_class"] / batches
+        return signals
 
     def write(self, indices: torch.Tensor, features: torch.Tensor, step: int) -> dict:
         """Write B x D features at `indices`; with online labels, relabel them and rebalance every few steps

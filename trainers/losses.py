@@ -21,15 +21,17 @@ def margin_nce(positive: torch.Tensor, negatives: torch.Tensor, margin: float, t
 
 
 def truncated_triplet(query: torch.Tensor, targets: torch.Tensor, rule: str, rank: int, gamma: float,
-                      margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The truncated triplet loss of Wang et al. (2021) over a batch, and each query's deputies.
+                      margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The truncated triplet loss of Wang et al. (2021) over a batch, each query's deputies, and the share
+    of queries whose loss sits at the bound C (no gradient reaches them).
 
     query: B x D online predictions, targets: B x D target projections, both unit norm; query i's
     positive is target i, its m = B - 1 negatives the other targets. With d = -cosine, negatives are
     ranked by distance, most similar first; the deputy distance is the rank-k one (rule "rank"), the
     mean of ranks 2..2k+1 ("smoothed"), or rank floor(m / 2) ("median").
     Loss = mean_i max(gamma d(x_i, x_i+) - d(x_i, deputy_i), margin).
-    Returns the loss and a B x R tensor of the deputies' target indices (R = 1, or 2k for smoothed).
+    Returns the loss, a B x R tensor of the deputies' target indices (R = 1, or 2k for smoothed), and
+    the clamped share as a 0-dim tensor.
     """
     batch = len(query)
     distance = -(query @ targets.T)  # B x B
@@ -41,8 +43,9 @@ def truncated_triplet(query: torch.Tensor, targets: torch.Tensor, rule: str, ran
     chosen = slice(*deputy_ranks(rule, rank, batch - 1))
     deputy = ranked[:, chosen].mean(dim=1)
     deputies = target_index.view(batch, batch - 1).gather(1, order[:, chosen])
-    loss = torch.clamp(gamma * positive - deputy, min=margin).mean()
-    return loss, deputies
+    unclamped = gamma * positive - deputy
+    loss = torch.clamp(unclamped, min=margin).mean()
+    return loss, deputies, (unclamped.detach() <= margin).float().mean()
 
 
 def parse_deputy(text: str) -> tuple[str, int]:

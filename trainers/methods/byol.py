@@ -4,8 +4,10 @@ Per batch and two BYOL views (asymmetric blur and solarisation): the online netw
 projector, predictor) predicts p = normalize(q(g(f(view)))); the target network (an EMA of the
 online backbone and projector, momentum rising from 0.99 to 1 on a cosine schedule) gives
 t = normalize(g'(f'(view))) without gradient. Loss = (2 - 2 p1.t2) + (2 - 2 p2.t1), averaged over
-the batch. In BYOL-InterCLR the inter branch contrasts view 1's prediction with a bank of target
-projections (view 2's written each step, w = 1), in the target's embedding space.
+the batch. In BYOL-InterCLR the inter branch keeps a bank of target projections (view 2's written
+each step, w = 1) and clusters it; its loss is BYOL's own, 2 - 2 cos between view 1's prediction and
+the bank entry of a random other member of the query's cluster, with no negatives and no margin
+(InterCLR section 5.1: "we do not use any negative sampling and cosine margin in this entry").
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 
 from trainers.augment import BYOL_VIEWS, training_view
 from trainers.errors import ConfigError
-from trainers.inter_image import InterBranchSettings, cosine
+from trainers.inter_image import ClusteringSettings, cosine
 from trainers.methods.base import MethodSettings
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.momentum import cosine_momentum, ema_update
@@ -101,7 +103,7 @@ class BYOL(IntraImageMethod):
 
 
 @dataclass(frozen=True)
-class BYOLInterCLRSettings(BYOLSettings, InterBranchSettings):
+class BYOLInterCLRSettings(BYOLSettings, ClusteringSettings):
     pass
 
 

@@ -58,7 +58,8 @@ class InterCLR(IntraImageMethod):
 
     def branch(self, bank: MemoryBank) -> InterImageBranch:
         s = self.settings
-        return InterImageBranch(s, bank, s.num_clusters(self.data.num_classes), self.config.seed, self.config.threads)
+        return InterImageBranch(s, bank, s.num_clusters(self.data.num_classes), self.config.seed, self.config.threads,
+                                self.data.train_labels().to(self.device))
 
     def training_step(self, images, labels, indices, step, streams):
         s = self.settings
@@ -69,9 +70,9 @@ class InterCLR(IntraImageMethod):
             loss = loss + s.loss_lambda * intra.loss
             logs["loss_intra"] = intra.loss.detach()
         if s.loss_lambda < 1:
-            inter = self.inter.loss(intra.query, indices, streams)
+            inter, health = self.inter.loss(intra.query, indices, streams)
             loss = loss + (1 - s.loss_lambda) * inter
-            logs["loss_inter"] = inter.detach()
+            logs.update(loss_inter=inter.detach(), **health)
         logs.update(self.inter.write(indices, intra.bank_features, step))
         return loss, logs
 
@@ -95,7 +96,7 @@ class InterCLR(IntraImageMethod):
         return {**super().epoch_metrics(totals),
                 "labels_changed": totals.get("labels_changed", 0.0) / len(self.data.train),
                 "clusters_reseeded": totals.get("clusters_reseeded", 0.0),
-                **self.inter.label_quality(self.data.train_labels())}
+                **self.inter.health(totals), **self.inter.label_quality(self.data.train_labels())}
 
     def state_dict(self) -> dict:
         state = super().state_dict()

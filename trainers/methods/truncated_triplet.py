@@ -69,7 +69,7 @@ class TruncatedTriplet(Method):
     def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
         """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates."""
         saved = copy.deepcopy(self.networks.state_dict())
-        counts = {"omega": 0.0, "event_b": 0.0, "deputy_same_class": 0.0}
+        counts = {"omega": 0.0, "event_b": 0.0, "deputy_same_class": 0.0, "clamped": 0.0}
         order = torch.Generator().manual_seed(self.config.seed)
         with torch.no_grad():
             for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order):
@@ -83,13 +83,13 @@ class TruncatedTriplet(Method):
         views = [training_view(images, c.image_size, self.data.mean, self.data.std, streams.views) for _ in range(2)]
         predictions = [self.networks.predict(view) for view in views]
         targets = [self.networks.project(view) for view in views]
-        loss_12, deputies = truncated_triplet(predictions[0], targets[1], self.rule, self.rank, s.triplet_gamma,
-                                              s.triplet_margin)
-        loss_21, _ = truncated_triplet(predictions[1], targets[0], self.rule, self.rank, s.triplet_gamma,
-                                       s.triplet_margin)
+        loss_12, deputies, clamped_12 = truncated_triplet(predictions[0], targets[1], self.rule, self.rank,
+                                                          s.triplet_gamma, s.triplet_margin)
+        loss_21, _, clamped_21 = truncated_triplet(predictions[1], targets[0], self.rule, self.rank, s.triplet_gamma,
+                                                   s.triplet_margin)
         omega, event_b, same_class = overclustering_events(labels, deputies)
         return (loss_12 + loss_21) / 2, {"omega": omega, "event_b": event_b, "deputy_same_class": same_class,
-                                         "batches": 1.0}
+                                         "clamped": (clamped_12 + clamped_21) / 2, "batches": 1.0}
 
     def after_step(self, progress):
         self.networks.update_target(self.settings.target_momentum, progress)
@@ -99,6 +99,8 @@ class TruncatedTriplet(Method):
         return {"overclustering_given_a": omega / count if count else float("nan"),
                 "overclustering_given_b": omega / event_b if event_b else float("nan"),
                 "deputy_same_class_rate": totals.get("deputy_same_class", 0.0) / count if count else float("nan"),
+                # Health: the share of queries whose loss max(gamma d+ - d-, C) sits at C, so gets no gradient.
+                "triplet_clamped_share": totals.get("clamped", 0.0) / count if count else float("nan"),
                 "negatives_per_query": self.config.batch_size - 1,
                 "same_class_probability": self.same_class_probability}
 

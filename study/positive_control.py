@@ -1,0 +1,175 @@
+"""The positive control: at which CPU scale does the inter-image branch measurably help its base?
+
+    python -m study.positive_control --out results/positive-control [--scales NAME ...] [--seeds 2]
+                                     [--workers 2] [--arms base inter]
+
+Before an ablation inside the inter branch can show anything, the branch itself must help: here
+NPIDv2-InterCLR (lambda 0.75, random negatives, inter margin 0, online labels: the paper's lambda
+protocol, section 5.3.1) against NPIDv2 alone ("base") and against the same method at lambda 1
+("lambda-1", the intra branch alone inside InterCLR). Each candidate scale is the tiny profile with
+some levers moved (training-set size, epochs, width, K, clusters per class, dataset); K keeps the
+profile's K / N. Arms of one seed share the data order, initialisation and augmentations.
+
+Each trial runs `trainers.fit` in its own process (one torch thread each, `--workers` at a time) and
+keeps its rows in OUT/trials/NAME.json, so an interrupted search continues where it stopped. Written:
+  search.csv   one row per (scale, arm, seed): the last epoch's metrics, trained gains over the epoch-0
+               floor, health signals (inter loss / chance, true-class shares of positives and
+               negatives, pseudo-label purity and NMI) and seconds per trial;
+  effects.csv  per scale and comparison (inter - base, inter - lambda-1) and metric: the mean paired
+               difference over seeds with its 95% t interval, the seed SD of the difference, the
+               trained gain and the health signals of the inter arm, and the seconds per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from study.profiles import PROFILES
+from study.run import code_version
+
+# The candidate scales: the tiny profile's settings with these moved. K = 16 per 5,000 images (the
+# profile's K / N, the paper's 4096 / 1.28M) and min_cluster_size 8 per 5,000 / 50 clusters.
+SCALES = {
+    "tiny": {},
+    "n20k-e16": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4},
+    "n20k-e16-c1": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4,
+                    "clusters_per_class": 1.0},
+    "n20k-e16-w32": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4, "cnn_width": 32},
+    "n20k-e32": {"train_subset": 20000, "epochs": 32, "num_negatives": 64, "eval_every": 8},
+    "n60k-e6": {"train_subset": 0, "epochs": 6, "num_negatives": 192, "eval_every": 3, "min_cluster_size": 24},
+    "cifar-n20k-e16": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 20000,
+                       "epochs": 16, "num_negatives": 64, "eval_every": 4},
+}
+# The lambda protocol of the paper's section 5.3.1 for the InterCLR arms.
+INTER = {"method": "npidv2-interclr", "label_mode": "online", "negative_sampling": "random", "inter_margin": 0.0,
+         "intra_margin": 0.0}
+ARMS = {"base": {"method": "npidv2"}, "inter": {**INTER, "loss_lambda": 0.75},
+        "lambda-1": {**INTER, "loss_lambda": 1.0}}
+COMPARISONS = (("inter", "base"), ("inter", "lambda-1"))
+METRICS = ("knn_top1", "linear_top1", "svm_map")
+HEALTH = ("loss_inter_to_chance", "inter_positives_same_class", "inter_negatives_same_class", "label_purity",
+          "label_nmi")
+
+
+def trial_keys(scale: str, arm: str, seed: int, data_roots: dict) -> dict:
+    from trainers.config import TrialConfig
+
+    keys = {**PROFILES["tiny"].settings, **SCALES[scale], **ARMS[arm], "seed": seed}
+    if keys.get("dataset") == "imagefolder":
+        keys["data_root"] = data_roots["imagefolder"]
+    own = TrialConfig.keys_of(keys["method"])
+    return {key: value for key, value in keys.items() if key in own}
+
+
+def run_trial(keys: dict, path: Path, version: str) -> None:
+    """One trial in a process of its own; its rows land in `path` (JSON) only when it finished."""
+    if path.exists():
+        return
+    arguments = [part for key, value in keys.items() for part in ("--set", f"{key}={value}")]
+    partial = path.with_suffix(".partial.json")
+    started = time.perf_counter()
+    with open(path.with_suffix(".log"), "w") as log:
+        done = subprocess.run([sys.executable, "-m", "trainers.fit", *arguments, "--json-out", str(partial)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        print(f"failed: {path.stem} (see {path.with_suffix('.log')})", file=sys.stderr, flush=True)
+        return
+    record = json.loads(partial.read_text())
+    record.update(seconds=time.perf_counter() - started, code_version=version)
+    path.write_text(json.dumps(record))
+    partial.unlink()
+    print(f"done: {path.stem} in {record['seconds']:.0f} s", flush=True)
+
+
+def search_table(folder: Path) -> pd.DataFrame:
+    """One row per finished trial: its last epoch's metrics and health signals."""
+    rows = []
+    for path in sorted((folder / "trials").glob("*.json")):
+        if path.name.endswith(".partial.json"):
+            continue
+        record = json.loads(path.read_text())
+        scale, arm, seed = path.stem.rsplit("_", 2)
+        last = record["rows"][-1]
+        rows.append({"scale": scale, "arm": arm, "seed": int(seed.removeprefix("seed")),
+                     "seconds": record["seconds"], "epochs": last["epoch"],
+                     "train_size": last["eval_train_size"], "code_version": record.get("code_version", ""),
+                     **{m: last.get(m) for m in METRICS}, **{f"{m}_gain": last.get(f"{m}_gain") for m in METRICS},
+                     **{h: last.get(h, math.nan) for h in HEALTH}})
+    return pd.DataFrame(rows)
+
+
+def effects_table(search: pd.DataFrame) -> pd.DataFrame:
+    """Per scale, comparison and metric: the paired effect over seeds with its 95% t interval."""
+    rows = []
+    for scale, trials in search.groupby("scale", sort=False):
+        for higher, lower in COMPARISONS:
+            for metric in METRICS:
+                pairs = trials.pivot(index="seed", columns="arm", values=metric)
+                if higher not in pairs or lower not in pairs:
+                    continue
+                difference = (pairs[higher] - pairs[lower]).dropna()
+                n = len(difference)
+                mean = float(difference.mean()) if n else math.nan
+                sd = float(difference.std(ddof=1)) if n > 1 else math.nan
+                half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+                inter = trials[trials["arm"] == higher]
+                rows.append({"scale": scale, "comparison": f"{higher} - {lower}", "metric": metric, "seeds": n,
+                             "effect": mean, "ci_low": mean - half, "ci_high": mean + half, "sd_of_difference": sd,
+                             "trained_gain": float(inter[f"{metric}_gain"].mean()),
+                             "seconds_per_trial": float(trials["seconds"].mean()),
+                             **{h: float(inter[h].mean()) for h in HEALTH}})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for trials/, search.csv and effects.csv")
+    parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES), metavar="SCALE",
+                        help=f"candidate scales (default: all of {', '.join(SCALES)})")
+    parser.add_argument("--arms", nargs="+", default=["base", "inter"], choices=list(ARMS))
+    parser.add_argument("--seeds", type=int, default=2, help="seeds 0 .. N-1 per arm (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="trials at a time, one torch thread each")
+    parser.add_argument("--cifar-root", default="",
+                        help="CIFAR-10 as an ImageFolder tree (train/, test/) for the cifar-* scales")
+    args = parser.parse_args(argv)
+    if any(SCALES[s].get("dataset") == "imagefolder" for s in args.scales) and not args.cifar_root:
+        print("error: the cifar-* scales need --cifar-root DIR (CIFAR-10 as train/<class>/*.jpg, "
+              "test/<class>/*.jpg)", file=sys.stderr)
+        return 2
+    if args.seeds < 1 or args.workers < 1:
+        print("error: --seeds and --workers must be >= 1", file=sys.stderr)
+        return 2
+    version = code_version()
+    trials = args.out / "trials"
+    trials.mkdir(parents=True, exist_ok=True)
+    roots = {"imagefolder": os.path.abspath(args.cifar_root)} if args.cifar_root else {}
+    jobs = [(trial_keys(scale, arm, seed, roots), trials / f"{scale}_{arm}_seed{seed}")
+            for seed in range(args.seeds) for scale in args.scales for arm in args.arms]
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(lambda job: run_trial(job[0], job[1].with_suffix(".json"), version), jobs))
+    search = search_table(args.out)
+    if search.empty:
+        print("error: no trial finished", file=sys.stderr)
+        return 1
+    search.to_csv(args.out / "search.csv", index=False)
+    effects = effects_table(search)
+    effects.to_csv(args.out / "effects.csv", index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(effects[["scale", "comparison", "metric", "seeds", "effect", "ci_low", "ci_high", "trained_gain",
+                       "loss_inter_to_chance", "inter_negatives_same_class", "seconds_per_trial"]].round(3))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

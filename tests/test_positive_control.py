@@ -1,0 +1,36 @@
+"""The positive control's effect table against hand computations on a constructed search table."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from study.positive_control import effects_table, trial_keys
+
+
+def test_paired_effect_and_interval_by_hand():
+    rows = []
+    for seed, (base, inter) in enumerate([(70.0, 71.0), (71.0, 73.0), (72.0, 72.0)]):
+        for arm, knn in (("base", base), ("inter", inter)):
+            rows.append({"scale": "s", "arm": arm, "seed": seed, "seconds": 10.0, "knn_top1": knn,
+                         "linear_top1": 80.0, "svm_map": 85.0, "knn_top1_gain": knn - 60.0, "linear_top1_gain": 5.0,
+                         "svm_map_gain": 6.0, "loss_inter_to_chance": 0.5 if arm == "inter" else math.nan,
+                         "inter_positives_same_class": 0.7, "inter_negatives_same_class": 0.1,
+                         "label_purity": 0.6, "label_nmi": 0.5})
+    effects = effects_table(pd.DataFrame(rows))
+    knn = effects[(effects["metric"] == "knn_top1") & (effects["comparison"] == "inter - base")].iloc[0]
+    # differences 1, 2, 0: mean 1, SD 1, half-width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321
+    assert knn["effect"] == pytest.approx(1.0) and knn["sd_of_difference"] == pytest.approx(1.0)
+    assert knn["ci_high"] - knn["effect"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert knn["trained_gain"] == pytest.approx((71 + 73 + 72) / 3 - 60.0)
+    assert knn["loss_inter_to_chance"] == 0.5  # the inter arm's health, not the base's
+    assert effects["comparison"].unique().tolist() == ["inter - base"]  # no lambda-1 arm, no such comparison
+
+
+def test_arms_follow_the_lambda_protocol_and_keep_only_their_methods_keys():
+    inter = trial_keys("n20k-e16", "inter", 3, {})
+    assert (inter["loss_lambda"], inter["negative_sampling"], inter["inter_margin"], inter["seed"]) == \
+        (0.75, "random", 0.0, 3)
+    assert inter["train_subset"] == 20000 and inter["num_negatives"] == 64
+    base = trial_keys("n20k-e16", "base", 3, {})
+    assert base["method"] == "npidv2" and "clusters_per_class" not in base and "loss_lambda" not in base
