@@ -119,8 +119,8 @@ def draw_curves(table: pd.DataFrame, columns: dict[str, str], legend: str, from_
     return figure
 
 
-VERDICT_COLOURS = {"reproduced": COLORBLIND[2], "contradicted": COLORBLIND[3], "inconclusive": COLORBLIND[7],
-                   "missing": COLORBLIND[8]}
+VERDICT_COLOURS = {"reproduced": COLORBLIND[2], "contradicted": COLORBLIND[3], "negligible": COLORBLIND[0],
+                   "not testable": COLORBLIND[4], "inconclusive": COLORBLIND[7], "missing": COLORBLIND[8]}
 
 
 def plot_forest(claims: pd.DataFrame, stem: Path) -> Path:

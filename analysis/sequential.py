@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import norm
 
-from analysis.claims import evaluate_claims, left_out_trials
+from analysis.claims import DECIDED, evaluate_claims, left_out_trials
 from analysis.results import load_trials
 from analysis.stats import ALPHA
 from study.catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
@@ -79,9 +79,10 @@ def level_at(seeds: int, max_seeds: int) -> float:
 
 
 def next_seeds(verdicts: list[str], seeds: int, max_seeds: int) -> int | None:
-    """The seed count of the next round, or None when the study stops: every comparison is reproduced
-    or contradicted, or the schedule is at its end."""
-    if all(v in ("reproduced", "contradicted") for v in verdicts) or seeds >= max_seeds:
+    """The seed count of the next round, or None when the study stops: every comparison is decided
+    (reproduced, contradicted, negligible, or not testable at this scale, which more seeds cannot change:
+    its resolution check is made at the whole seed budget), or the schedule is at its end."""
+    if all(v in DECIDED for v in verdicts) or seeds >= max_seeds:
         return None
     return next(n for n in seed_rounds(max_seeds) if n > seeds)
 
@@ -115,11 +116,15 @@ def judge(study: str, folder: Path, max_seeds: int) -> int:
     path.write_text(json.dumps(looks) + "\n")
     print(f"{study}: look at {seeds} of at most {max_seeds} seeds, one-sided level {level:.5f}")
     for _, row in verdicts.iterrows():
-        print(f"  claim {row['claim']}: {row['comparison']} ({row['metric']}): {row['verdict']}")
+        why = f" ({row['not_testable']})" if row["verdict"] == "not testable" else ""
+        print(f"  claim {row['claim']}: {row['comparison']} ({row['metric']}): {row['verdict']}{why}")
     for trial in left_out_trials({study: table}).get(study, []):
         print(f"  left out (unfinished): {trial}")
     following = next_seeds(list(verdicts["verdict"]), seeds, max_seeds)
     if following is None:
+        outcomes = verdicts["verdict"].value_counts()
+        print(f"stops at {seeds} seeds: " + (f"the schedule ends at {max_seeds}" if seeds >= max_seeds else
+              "every comparison decided (" + ", ".join(f"{n} {v}" for v, n in outcomes.items()) + ")"))
         return 0
     print(f"next: {following}")
     return 3

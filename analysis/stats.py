@@ -84,11 +84,13 @@ def one_sample(values: np.ndarray) -> Contrast:
 SYMBOLS = {"superiority": ">", "non-inferiority": ">=", "non-superiority": "not >", "equivalence": "~"}
 
 
-def form_pvalues(contrast: Contrast, form: str, margin: float) -> tuple[float, float]:
-    """(support, against): one-sided p-values of the form's tests, from the contrast's t statistic:
-    support against the null that the comparison's claim is false, against against the null that it holds."""
+def form_pvalues(contrast: Contrast, form: str, margin: float) -> tuple[float, float, float]:
+    """(support, against, negligible): one-sided p-values of the form's tests, from the contrast's t
+    statistic: support against the null that the comparison's claim is false, against against the null
+    that it holds; negligible (superiority only, else NaN) is TOST's against the null |effect| >= margin:
+    rejected, the effect is smaller than the smallest effect of interest."""
     if not contrast.se > 0 or not contrast.df > 0:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     d, se, df = contrast.effect, contrast.se, contrast.df
 
     def above(bound):  # p of H0: effect <= bound
@@ -97,14 +99,15 @@ def form_pvalues(contrast: Contrast, form: str, margin: float) -> tuple[float, f
     def below(bound):  # p of H0: effect >= bound
         return float(stats.t.cdf((d - bound) / se, df))
 
+    nan = float("nan")
     if form == "superiority":
-        return above(0.0), below(0.0)
+        return above(0.0), below(0.0), max(above(-margin), below(margin))
     if form == "non-inferiority":
-        return above(-margin), below(-margin)
+        return above(-margin), below(-margin), nan
     if form == "non-superiority":
-        return below(margin), above(margin)
+        return below(margin), above(margin), nan
     if form == "equivalence":  # TOST; against: the whole interval outside the band on either side
-        return max(above(-margin), below(margin)), min(above(margin), below(-margin))
+        return max(above(-margin), below(margin)), min(above(margin), below(-margin)), nan
     raise ValueError(f"unknown form {form!r}; use one of {', '.join(SYMBOLS)}")
 
 
@@ -116,6 +119,16 @@ def holm(pvalues: list[float]) -> list[float]:
     if present.any():
         adjusted[present] = multipletests(pvalues[present], method="holm")[1]
     return adjusted.tolist()
+
+
+def resolvable_effect(residual_sd: float, seeds: int, paired: bool = True, alpha: float = ALPHA,
+                      power: float = POWER) -> float:
+    """The smallest true effect that `seeds` seeds per arm detect with `power` in a one-sided test at
+    `alpha` (paired as in seeds_for_power): the inverse of seeds_for_power in the effect."""
+    if not residual_sd > 0:
+        return float("nan")
+    effect_size = TTestPower().solve_power(nobs=seeds, alpha=alpha, power=power, alternative="larger")
+    return float(effect_size * residual_sd * (math.sqrt(2) if paired else 1.0))
 
 
 def seeds_for_power(shift: float, residual_sd: float, paired: bool = True, alpha: float = ALPHA,

@@ -62,10 +62,12 @@ def test_each_form_tests_against_its_boundary():
     contrast = stats.Contrast(effect=0.3, se=0.2, df=6.0, residual_sd=0.3, seeds=4)
     cdf = hand_t(0.3, 0.2, 6.0)
     margin = 0.5
-    assert stats.form_pvalues(contrast, "superiority", margin) == pytest.approx((1 - cdf(0.0), cdf(0.0)), abs=1e-4)
-    assert stats.form_pvalues(contrast, "non-inferiority", margin) == pytest.approx(
+    # superiority's third p: TOST of |effect| >= margin, the larger of P(T > (0.3 + 0.5) / se), P(T < (0.3 - 0.5) / se)
+    assert stats.form_pvalues(contrast, "superiority", margin) == pytest.approx(
+        (1 - cdf(0.0), cdf(0.0), max(1 - cdf(-0.5), cdf(0.5))), abs=1e-4)
+    assert stats.form_pvalues(contrast, "non-inferiority", margin)[:2] == pytest.approx(
         (1 - cdf(-0.5), cdf(-0.5)), abs=1e-4)
-    assert stats.form_pvalues(contrast, "non-superiority", margin) == pytest.approx(
+    assert stats.form_pvalues(contrast, "non-superiority", margin)[:2] == pytest.approx(
         (cdf(0.5), 1 - cdf(0.5)), abs=1e-4)
 
 
@@ -73,13 +75,21 @@ def test_tost_on_a_hand_example():
     # effect 0.1, se 0.15, df 10, margin 0.5: t_lower = (0.1 + 0.5) / 0.15 = 4.0, t_upper = (0.1 - 0.5) / 0.15
     # = -2.6667; p = max(P(T > 4.0), P(T < -2.6667)) = P(T10 > 2.6667), the larger tail.
     contrast = stats.Contrast(effect=0.1, se=0.15, df=10.0, residual_sd=0.2, seeds=6)
-    support, against = stats.form_pvalues(contrast, "equivalence", 0.5)
+    support, against, _ = stats.form_pvalues(contrast, "equivalence", 0.5)
     cdf = hand_t(0.1, 0.15, 10.0)
     assert 1 - cdf(-0.5) < cdf(0.5)  # the upper test is the binding one
     assert support == pytest.approx(cdf(0.5), abs=1e-5)
     assert against > 0.5  # nothing shows the difference outside the band
     outside = stats.Contrast(effect=1.5, se=0.15, df=10.0, residual_sd=0.2, seeds=6)
     assert stats.form_pvalues(outside, "equivalence", 0.5)[1] < 1e-4
+
+
+def test_resolvable_effect_inverts_the_seeds_for_power():
+    # 15 seeds resolve d = 0.77802 paired SDs: P(T' > t(0.975, 14)) = 0.8 for a noncentral t with delta = d sqrt(15)
+    resolvable = stats.resolvable_effect(0.4, 15)
+    assert resolvable == pytest.approx(0.77802 * 0.4 * math.sqrt(2), rel=1e-4)
+    assert stats.seeds_for_power(resolvable * 1.001, 0.4) == 15  # just above it, 15 seeds suffice
+    assert stats.seeds_for_power(resolvable * 0.95, 0.4) > 15
 
 
 def test_holm_on_a_hand_example():
