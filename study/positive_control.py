@@ -11,7 +11,8 @@ some levers moved (training-set size, epochs, width, K, clusters per class, data
 profile's K / N. Arms of one seed share the data order, initialisation and augmentations.
 
 Each trial runs `trainers.fit` in its own process (one torch thread each, `--workers` at a time) and
-keeps its rows in OUT/trials/NAME.json, so an interrupted search continues where it stopped. Written:
+keeps its rows in OUT/trials/CONFIG_HASH.json, so an interrupted search continues where it stopped,
+and a trial that two scales share (NPIDv2 ignores the cluster keys) runs once. Written:
   search.csv   one row per (scale, arm, seed): the last epoch's metrics, trained gains over the epoch-0
                floor, health signals (inter loss / chance, true-class shares of positives and
                negatives, pseudo-label purity and NMI) and seconds per trial;
@@ -37,6 +38,7 @@ from scipy import stats
 
 from study.profiles import PROFILES
 from study.run import code_version
+from trainers.config import TrialConfig
 
 # The candidate scales: the tiny profile's settings with these moved. K = 16 per 5,000 images (the
 # profile's K / N, the paper's 4096 / 1.28M) and min_cluster_size 8 per 5,000 / 50 clusters.
@@ -48,8 +50,14 @@ SCALES = {
     "n20k-e16-w32": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4, "cnn_width": 32},
     "n20k-e32": {"train_subset": 20000, "epochs": 32, "num_negatives": 64, "eval_every": 8},
     "n60k-e6": {"train_subset": 0, "epochs": 6, "num_negatives": 192, "eval_every": 3, "min_cluster_size": 24},
+    # CIFAR-10: a random network's features sit far lower than on Fashion-MNIST (whose random-CNN floor is
+    # ~78 linear top-1 of a ~92 ceiling), so training has room to show.
     "cifar-n20k-e16": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 20000,
                        "epochs": 16, "num_negatives": 64, "eval_every": 4},
+    "cifar-n20k-e16-w32": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 20000,
+                           "epochs": 16, "num_negatives": 64, "eval_every": 4, "cnn_width": 32},
+    "cifar-n50k-e8": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 0,
+                      "epochs": 8, "num_negatives": 160, "eval_every": 4, "min_cluster_size": 20},
 }
 # The lambda protocol of the paper's section 5.3.1 for the InterCLR arms.
 INTER = {"method": "npidv2-interclr", "label_mode": "online", "negative_sampling": "random", "inter_margin": 0.0,
@@ -63,13 +71,15 @@ HEALTH = ("loss_inter_to_chance", "inter_positives_same_class", "inter_negatives
 
 
 def trial_keys(scale: str, arm: str, seed: int, data_roots: dict) -> dict:
-    from trainers.config import TrialConfig
-
     keys = {**PROFILES["tiny"].settings, **SCALES[scale], **ARMS[arm], "seed": seed}
     if keys.get("dataset") == "imagefolder":
         keys["data_root"] = data_roots["imagefolder"]
     own = TrialConfig.keys_of(keys["method"])
     return {key: value for key, value in keys.items() if key in own}
+
+
+def config_hash(keys: dict) -> str:
+    return TrialConfig.create(**keys).config_hash()
 
 
 def run_trial(keys: dict, path: Path, version: str) -> None:
@@ -92,16 +102,16 @@ def run_trial(keys: dict, path: Path, version: str) -> None:
     print(f"done: {path.stem} in {record['seconds']:.0f} s", flush=True)
 
 
-def search_table(folder: Path) -> pd.DataFrame:
-    """One row per finished trial: its last epoch's metrics and health signals."""
+def search_table(folder: Path, plan: list[tuple[str, str, int, str]]) -> pd.DataFrame:
+    """One row per (scale, arm, seed) of the plan whose trial finished: its last epoch's metrics and health."""
     rows = []
-    for path in sorted((folder / "trials").glob("*.json")):
-        if path.name.endswith(".partial.json"):
+    for scale, arm, seed, name in plan:
+        path = folder / "trials" / f"{name}.json"
+        if not path.exists():
             continue
         record = json.loads(path.read_text())
-        scale, arm, seed = path.stem.rsplit("_", 2)
         last = record["rows"][-1]
-        rows.append({"scale": scale, "arm": arm, "seed": int(seed.removeprefix("seed")),
+        rows.append({"scale": scale, "arm": arm, "seed": seed, "config_hash": name,
                      "seconds": record["seconds"], "epochs": last["epoch"],
                      "train_size": last["eval_train_size"], "code_version": record.get("code_version", ""),
                      **{m: last.get(m) for m in METRICS}, **{f"{m}_gain": last.get(f"{m}_gain") for m in METRICS},
@@ -154,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     trials = args.out / "trials"
     trials.mkdir(parents=True, exist_ok=True)
     roots = {"imagefolder": os.path.abspath(args.cifar_root)} if args.cifar_root else {}
-    jobs = [(trial_keys(scale, arm, seed, roots), trials / f"{scale}_{arm}_seed{seed}")
+    plan = [(scale, arm, seed, trial_keys(scale, arm, seed, roots))
             for seed in range(args.seeds) for scale in args.scales for arm in args.arms]
+    named = [(scale, arm, seed, config_hash(keys)) for scale, arm, seed, keys in plan]
+    jobs = {name: keys for (*_, name), (*_, keys) in zip(named, plan)}  # each distinct trial once, in plan order
     with ThreadPoolExecutor(args.workers) as pool:
-        list(pool.map(lambda job: run_trial(job[0], job[1].with_suffix(".json"), version), jobs))
-    search = search_table(args.out)
+        list(pool.map(lambda job: run_trial(job[1], trials / f"{job[0]}.json", version), jobs.items()))
+    search = search_table(args.out, named)
     if search.empty:
         print("error: no trial finished", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from study.positive_control import effects_table, trial_keys
+from study.positive_control import config_hash, effects_table, trial_keys
 
 
 def test_paired_effect_and_interval_by_hand():
@@ -34,3 +34,10 @@ def test_arms_follow_the_lambda_protocol_and_keep_only_their_methods_keys():
     assert inter["train_subset"] == 20000 and inter["num_negatives"] == 64
     base = trial_keys("n20k-e16", "base", 3, {})
     assert base["method"] == "npidv2" and "clusters_per_class" not in base and "loss_lambda" not in base
+
+
+def test_a_trial_two_scales_share_is_one_trial():
+    # NPIDv2 has no cluster keys, so the base arms of n20k-e16 and n20k-e16-c1 are one configuration
+    assert config_hash(trial_keys("n20k-e16", "base", 0, {})) == config_hash(trial_keys("n20k-e16-c1", "base", 0, {}))
+    assert config_hash(trial_keys("n20k-e16", "inter", 0, {})) != config_hash(trial_keys("n20k-e16-c1", "inter", 0, {}))
+    assert config_hash(trial_keys("n20k-e16", "inter", 0, {})) != config_hash(trial_keys("n20k-e16", "inter", 1, {}))
