@@ -18,7 +18,8 @@ and a trial that two scales share (NPIDv2 ignores the cluster keys) runs once. W
                negatives, pseudo-label purity and NMI) and seconds per trial;
   effects.csv  per scale and comparison (inter - base, inter - lambda-1) and metric: the mean paired
                difference over seeds with its 95% t interval, the seed SD of the difference, the
-               trained gain and the health signals of the inter arm, and the seconds per trial.
+               trained gain and the health signals of the inter arm, and the seconds per trial;
+  RUN.md       the command, the code versions the trials ran, the processor, torch and the date.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ SCALES = {
     "n20k-e16": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4},
     "n20k-e16-c1": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4,
                     "clusters_per_class": 1.0},
+    # Smaller clusters make the positive a near neighbour (purer in class): 500 clusters of ~40 images.
+    "n20k-e16-c50": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4,
+                     "clusters_per_class": 50.0},
     "n20k-e16-w32": {"train_subset": 20000, "epochs": 16, "num_negatives": 64, "eval_every": 4, "cnn_width": 32},
     "n20k-e32": {"train_subset": 20000, "epochs": 32, "num_negatives": 64, "eval_every": 8},
     "n60k-e6": {"train_subset": 0, "epochs": 6, "num_negatives": 192, "eval_every": 3, "min_cluster_size": 24},
@@ -54,6 +58,8 @@ SCALES = {
     # ~78 linear top-1 of a ~92 ceiling), so training has room to show.
     "cifar-n20k-e16": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 20000,
                        "epochs": 16, "num_negatives": 64, "eval_every": 4},
+    "cifar-n20k-e16-c50": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 20000,
+                           "epochs": 16, "num_negatives": 64, "eval_every": 4, "clusters_per_class": 50.0},
     "cifar-n20k-e16-w32": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 20000,
                            "epochs": 16, "num_negatives": 64, "eval_every": 4, "cnn_width": 32},
     "cifar-n50k-e8": {"dataset": "imagefolder", "load_size": 32, "image_size": 32, "train_subset": 0,
@@ -76,6 +82,11 @@ def trial_keys(scale: str, arm: str, seed: int, data_roots: dict) -> dict:
         keys["data_root"] = data_roots["imagefolder"]
     own = TrialConfig.keys_of(keys["method"])
     return {key: value for key, value in keys.items() if key in own}
+
+
+def settings_text(scale: str) -> str:
+    """The scale's departures from the tiny profile, e.g. "train_subset=20000 epochs=16"."""
+    return " ".join(f"{key}={value}" for key, value in SCALES[scale].items()) or "the tiny profile"
 
 
 def config_hash(keys: dict) -> str:
@@ -111,7 +122,7 @@ def search_table(folder: Path, plan: list[tuple[str, str, int, str]]) -> pd.Data
             continue
         record = json.loads(path.read_text())
         last = record["rows"][-1]
-        rows.append({"scale": scale, "arm": arm, "seed": seed, "config_hash": name,
+        rows.append({"scale": scale, "settings": settings_text(scale), "arm": arm, "seed": seed, "config_hash": name,
                      "seconds": record["seconds"], "epochs": last["epoch"],
                      "train_size": last["eval_train_size"], "code_version": record.get("code_version", ""),
                      **{m: last.get(m) for m in METRICS}, **{f"{m}_gain": last.get(f"{m}_gain") for m in METRICS},
@@ -134,12 +145,31 @@ def effects_table(search: pd.DataFrame) -> pd.DataFrame:
                 sd = float(difference.std(ddof=1)) if n > 1 else math.nan
                 half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
                 inter = trials[trials["arm"] == higher]
-                rows.append({"scale": scale, "comparison": f"{higher} - {lower}", "metric": metric, "seeds": n,
+                rows.append({"scale": scale, "settings": settings_text(scale), "comparison": f"{higher} - {lower}",
+                             "metric": metric, "seeds": n,
                              "effect": mean, "ci_low": mean - half, "ci_high": mean + half, "sd_of_difference": sd,
                              "trained_gain": float(inter[f"{metric}_gain"].mean()),
                              "seconds_per_trial": float(trials["seconds"].mean()),
                              **{h: float(inter[h].mean()) for h in HEALTH}})
     return pd.DataFrame(rows)
+
+
+def write_run_notes(out: Path, argv: list[str], search: pd.DataFrame) -> None:
+    import datetime
+    import platform
+
+    import torch
+
+    processor = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    lines = ["# Positive control search", "",
+             f"- command: `python -m study.positive_control {' '.join(argv)}`",
+             f"- code versions of the trials: {', '.join(sorted(search['code_version'].unique()))}",
+             f"- written: {datetime.datetime.now().isoformat(timespec='seconds')}; processor: {processor}; "
+             f"python {platform.python_version()}, torch {torch.__version__}; one torch thread per trial",
+             f"- trials: {search['config_hash'].nunique()} distinct, {len(search)} rows (scale, arm, seed)"]
+    (out / "RUN.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     search.to_csv(args.out / "search.csv", index=False)
     effects = effects_table(search)
     effects.to_csv(args.out / "effects.csv", index=False)
+    write_run_notes(args.out, argv if argv is not None else sys.argv[1:], search)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(effects[["scale", "comparison", "metric", "seeds", "effect", "ci_low", "ci_high", "trained_gain",
                        "loss_inter_to_chance", "inter_negatives_same_class", "seconds_per_trial"]].round(3))

@@ -10,9 +10,9 @@ from study.positive_control import config_hash, effects_table, trial_keys
 
 def test_paired_effect_and_interval_by_hand():
     rows = []
-    for seed, (base, inter) in enumerate([(70.0, 71.0), (71.0, 73.0), (72.0, 72.0)]):
+    for seed, (base, inter) in enumerate([(70.0, 71.0), (71.0, 73.0), (72.0, 72.0)]):  # scale "tiny"
         for arm, knn in (("base", base), ("inter", inter)):
-            rows.append({"scale": "s", "arm": arm, "seed": seed, "seconds": 10.0, "knn_top1": knn,
+            rows.append({"scale": "tiny", "arm": arm, "seed": seed, "seconds": 10.0, "knn_top1": knn,
                          "linear_top1": 80.0, "svm_map": 85.0, "knn_top1_gain": knn - 60.0, "linear_top1_gain": 5.0,
                          "svm_map_gain": 6.0, "loss_inter_to_chance": 0.5 if arm == "inter" else math.nan,
                          "inter_positives_same_class": 0.7, "inter_negatives_same_class": 0.1,
