@@ -145,12 +145,17 @@ def effects_table(search: pd.DataFrame) -> pd.DataFrame:
                 sd = float(difference.std(ddof=1)) if n > 1 else math.nan
                 half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
                 inter = trials[trials["arm"] == higher]
+                # The branch's positive can only teach the encoder something when it shares the query's class
+                # more often than the lower arm's own nearest neighbours do (its kNN top-1, a share here).
+                neighbours = float(trials.loc[trials["arm"] == lower, "knn_top1"].mean()) / 100
                 rows.append({"scale": scale, "settings": settings_text(scale), "comparison": f"{higher} - {lower}",
                              "metric": metric, "seeds": n,
                              "effect": mean, "ci_low": mean - half, "ci_high": mean + half, "sd_of_difference": sd,
                              "trained_gain": float(inter[f"{metric}_gain"].mean()),
                              "seconds_per_trial": float(trials["seconds"].mean()),
-                             **{h: float(inter[h].mean()) for h in HEALTH}})
+                             **{h: float(inter[h].mean()) for h in HEALTH},
+                             "lower_knn_share": neighbours,
+                             "positives_over_neighbours": float(inter["inter_positives_same_class"].mean()) / neighbours})
     return pd.DataFrame(rows)
 
 
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     write_run_notes(args.out, argv if argv is not None else sys.argv[1:], search)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(effects[["scale", "comparison", "metric", "seeds", "effect", "ci_low", "ci_high", "trained_gain",
-                       "loss_inter_to_chance", "inter_negatives_same_class", "seconds_per_trial"]].round(3))
+                       "loss_inter_to_chance", "positives_over_neighbours", "seconds_per_trial"]].round(3))
     return 0
 
 

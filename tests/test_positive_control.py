@@ -24,6 +24,7 @@ def test_paired_effect_and_interval_by_hand():
     assert knn["ci_high"] - knn["effect"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
     assert knn["trained_gain"] == pytest.approx((71 + 73 + 72) / 3 - 60.0)
     assert knn["loss_inter_to_chance"] == 0.5  # the inter arm's health, not the base's
+    assert knn["positives_over_neighbours"] == pytest.approx(0.7 / 0.71)  # base kNN 70, 71, 72 -> 0.71
     assert effects["comparison"].unique().tolist() == ["inter - base"]  # no lambda-1 arm, no such comparison
 
 
