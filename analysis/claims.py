@@ -149,9 +149,13 @@ def health(table: pd.DataFrame, values: list, gates: tuple[Gate, ...], sizes: di
         shown.append(f"trained gain {sizes['trained_gain']:+.2f}; paper gap {sizes['paper_gap']:g} scaled to "
                      f"{sizes['scaled_gap']:.3f} vs {sizes['resolvable']:.3f} resolvable with {SEED_BUDGET} seeds: "
                      f"{'passes' if resolved else 'FAILS'}")
-        if not resolved:
+        if not resolved and not sizes["trained_gain"] > 0:
+            failing.append(f"the compared arms did not learn (trained gain {sizes['trained_gain']:+.2f})")
+        elif not resolved:
+            needed = sizes["resolvable"] / sizes["scaled_gap"] * sizes["trained_gain"]
             failing.append(f"the paper's gap scaled to this scale's trained gain ({sizes['scaled_gap']:.3f}) is below "
-                           f"the {sizes['resolvable']:.3f} that {SEED_BUDGET} seeds resolve")
+                           f"the {sizes['resolvable']:.3f} that {SEED_BUDGET} seeds resolve; it needs a trained gain of "
+                           f"{needed:.1f} points at this seed SD")
     return "; ".join(shown), "; ".join(failing)
 
 

@@ -28,7 +28,7 @@ from analysis.results import ResultsError, load_trials
 from analysis.sequential import study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
-from study.catalogue import CLAIMS, SEED_BUDGET, STUDIES
+from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES
 
 PAPER_TABLES = {"methods": ("table1", table1, "Table 1: base methods without and with the inter-image branch "
                             "(claim 13)"),
@@ -87,7 +87,8 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
              f"![every comparison]({figures['forest'].relative_to(scale_folder)})", "",
              f"**Verdict rule.** {VERDICT_RULE}", "",
              f"**Margins** are registered in `study/catalogue.py` (MARGIN_RULE, PAPER_GAINS, FIGURE_GAP, "
-             f"SEED_BUDGET = {SEED_BUDGET}): *margin* is the smallest effect of interest the tests use; for a "
+             f"SEED_BUDGET = {SEED_BUDGET}; the rule, gates and margins were registered in commit {REGISTERED_IN}: a "
+             "study whose code version (below) predates it was run before they were written): *margin* is the smallest effect of interest the tests use; for a "
              "quality metric, *scaled gap* is the paper's gap scaled to this scale's trained gain and "
              "*resolvable* the effect the seed budget resolves at the study's residual SD.", "",
              f"**Seeds for 80% power** (per arm, one-sided {ALPHA:.1%} test, before Holm, from the blocked model's "
@@ -125,6 +126,7 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
     left_out = left_out_trials(tables)
     lines += ["", "Unfinished trials left out of every verdict: "
               + ("; ".join(f"{study}: {', '.join(trials)}" for study, trials in left_out.items()) or "none") + "."]
+    lines += positive_control(scale_folder.parent / "positive-control")
     lines += provenance(tables)
     lines += table_sections(tables, scale_folder)
     table4 = scale_folder / "table4" / "table4.md"
@@ -132,6 +134,33 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
         lines += ["", "## Table 4 replica (claim 11, measured in one run)", "",
                   *table4.read_text().splitlines()[2:]]
     return "\n".join(lines) + "\n"
+
+
+def positive_control(folder: Path) -> list[str]:
+    """The positive control's search (study.positive_control), if it has been run: does the inter branch
+    help its base at any CPU scale tried?"""
+    path = folder / "effects.csv"
+    if not path.exists():
+        return []
+    effects = pd.read_csv(path)
+    shown = effects[effects["metric"].isin(["knn_top1", "linear_top1"])]
+    passing = [scale for scale, part in shown[shown["comparison"] == "inter - base"].groupby("scale")
+               if len(part) == 2 and (part["ci_low"] > 0).all()]
+    lines = ["", "## Positive control: does the inter branch help its base at some CPU scale?", "",
+             f"From `{folder.name}/effects.csv` (`python -m study.positive_control`, see its RUN.md): NPIDv2-InterCLR "
+             "under the paper's lambda protocol (lambda 0.75, random negatives, margin 0) against NPIDv2 (inter - base) "
+             "and against lambda 1, paired over seeds; a scale passes when both kNN and linear intervals lie above 0. "
+             f"Passing: {', '.join(passing) or 'none of the scales tried'}. *positives / neighbours*: the share of the "
+             "branch's positives with the query's class over the base encoder's kNN top-1; below 1 the pseudo-label "
+             "positive is a worse teacher than the encoder's own neighbours.", "",
+             "| scale | settings | comparison | metric | seeds | effect | 95% CI | trained gain | inter loss / chance | "
+             "positives / neighbours | s per trial |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in shown.itertuples():
+        interval = "-" if math.isnan(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
+        lines.append(f"| {row.scale} | {row.settings} | {row.comparison} | {row.metric} | {row.seeds} | "
+                     f"{row.effect:+.2f} | {interval} | {row.trained_gain:+.2f} | {row.loss_inter_to_chance:.2f} | "
+                     f"{row.positives_over_neighbours:.2f} | {row.seconds_per_trial:.0f} |")
+    return lines
 
 
 def provenance(tables: dict[str, pd.DataFrame]) -> list[str]:

@@ -170,6 +170,7 @@ QUALITY_METRICS = ("linear_top1", "svm_map", "knn_top1")
 MARGIN_RULE = ("margin = max(paper gap / paper trained gain x this scale's trained gain, the effect "
                f"{{budget}} seeds per arm resolve); not testable when the first is below the second")
 SEED_BUDGET = 15  # the largest seed budget this harness has run per arm (negatives at tiny)
+REGISTERED_IN = "b9b22a1"  # the commit that registered this rule, the gates and the margins, before the reruns
 # The paper's trained gain over a random network, per paper and metric: NPIDv2's ResNet-50 reaches
 # 64.6 ImageNet linear top-1 against ~13.6 for a random ResNet-50 (~51 points). Neither paper prints a
 # random network's VOC07 SVM mAP or kNN, so the linear gain stands in for them. Tables 7 and 8 of the

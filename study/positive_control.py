@@ -10,6 +10,9 @@ protocol, section 5.3.1) against NPIDv2 alone ("base") and against the same meth
 some levers moved (training-set size, epochs, width, K, clusters per class, dataset); K keeps the
 profile's K / N. Arms of one seed share the data order, initialisation and augmentations.
 
+NPIDv2-InterCLR at lambda 1 computes NPIDv2 bit for bit (tests/test_methods.py), so "inter - base" is
+also the lambda protocol's "lambda 0.75 - lambda 1"; the lambda-1 arm is there to show it on real data.
+
 Each trial runs `trainers.fit` in its own process (one torch thread each, `--workers` at a time) and
 keeps its rows in OUT/trials/CONFIG_HASH.json, so an interrupted search continues where it stopped,
 and a trial that two scales share (NPIDv2 ignores the cluster keys) runs once. Written:

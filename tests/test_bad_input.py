@@ -196,6 +196,9 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
                          lambda t: (t / "out").mkdir() or (t / "out" / "run.json").write_text("{")),
     "corrupt trial checkpoint": (["sampling", *SYNTHETIC, "--resume"], "unreadable", corrupt_state),
     "checkpoint of another config": (["sampling", *SYNTHETIC, "--resume"], "different config", other_config_state),
+    # run.json names code version "test": this checkout's trials must not be labelled with it
+    "resume under another code version": (["sampling", *SYNTHETIC, "--resume"], "was started by code test",
+                                          unfinished_run),
     # command line, further
     "no study named": ([], "no study given", None),
     "empty --out": (["sampling", "--out", ""], "--out is empty", None),

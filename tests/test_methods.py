@@ -127,3 +127,15 @@ def test_a_state_saved_on_another_device_is_refused(tmp_path):
     torch.save({**state, "device": "cuda"}, tmp_path / "state.pt")  # as if saved by a GPU trial
     with pytest.raises(ValueError, match="made on cuda"):
         fit(config, ConsoleReporter(str(tmp_path)))
+
+
+def test_npidv2_interclr_at_lambda_1_is_npidv2_bit_for_bit():
+    # lambda = 1 is the paper's intra-only baseline: the inter branch draws from its own random streams and
+    # adds nothing to the loss, so the same seed gives NPIDv2's numbers exactly (the positive control's
+    # "inter - base" is then also "lambda 0.75 - lambda 1").
+    quiet = ConsoleReporter()
+    quiet.report = lambda row, state: None
+    alone = fit(small_config("npidv2", epochs=1), quiet)
+    within = fit(small_config("npidv2-interclr", epochs=1, loss_lambda=1.0), quiet)
+    for key in ("knn_top1", "svm_map", "linear_top1", "loss"):
+        assert [row.get(key) for row in alone] == [row.get(key) for row in within], key

@@ -42,3 +42,19 @@ def test_a_trial_two_scales_share_is_one_trial():
     assert config_hash(trial_keys("n20k-e16", "base", 0, {})) == config_hash(trial_keys("n20k-e16-c1", "base", 0, {}))
     assert config_hash(trial_keys("n20k-e16", "inter", 0, {})) != config_hash(trial_keys("n20k-e16-c1", "inter", 0, {}))
     assert config_hash(trial_keys("n20k-e16", "inter", 0, {})) != config_hash(trial_keys("n20k-e16", "inter", 1, {}))
+
+
+def test_report_names_a_scale_as_passing_only_when_knn_and_linear_intervals_clear_zero(tmp_path):
+    from analysis.report import positive_control
+
+    rows = []
+    for scale, knn_low, linear_low in (("clears", 0.1, 0.2), ("half", 0.3, -0.1)):
+        for metric, low in (("knn_top1", knn_low), ("linear_top1", linear_low), ("svm_map", 1.0)):
+            rows.append({"scale": scale, "settings": "x=1", "comparison": "inter - base", "metric": metric, "seeds": 5,
+                         "effect": low + 0.5, "ci_low": low, "ci_high": low + 1.0, "trained_gain": 5.0,
+                         "loss_inter_to_chance": 0.4, "positives_over_neighbours": 0.8, "seconds_per_trial": 300.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "effects.csv", index=False)
+    text = "\n".join(positive_control(tmp_path))
+    assert "Passing: clears." in text
+    assert text.count("| half |") == 2 and "svm_map" not in text  # kNN and linear rows only
+    assert positive_control(tmp_path / "absent") == []
