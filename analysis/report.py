@@ -148,8 +148,9 @@ def positive_control(folder: Path) -> list[str]:
                if len(part) == 2 and (part["ci_low"] > 0).all()]
     lines = ["", "## Positive control: does the inter branch help its base at some CPU scale?", "",
              f"From `{folder.name}/effects.csv` (`python -m study.positive_control`, see its RUN.md): NPIDv2-InterCLR "
-             "under the paper's lambda protocol (lambda 0.75, random negatives, margin 0) against NPIDv2 (inter - base) "
-             "and against lambda 1, paired over seeds; a scale passes when both kNN and linear intervals lie above 0. "
+             "under the paper's lambda protocol (lambda 0.75, random negatives, margin 0) against NPIDv2, paired over "
+             "seeds (inter - base; NPIDv2-InterCLR at lambda 1 computes NPIDv2 bit for bit, so this is also lambda 0.75 "
+             "- lambda 1); a scale passes when both kNN and linear intervals lie above 0. "
              f"Passing: {', '.join(passing) or 'none of the scales tried'}. *positives / neighbours*: the share of the "
              "branch's positives with the query's class over the base encoder's kNN top-1; below 1 the pseudo-label "
              "positive is a worse teacher than the encoder's own neighbours.", "",

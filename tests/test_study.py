@@ -68,7 +68,8 @@ def test_every_study_expands_to_its_grid(name):
     elif name in ("margin-intra", "margin-inter"):  # the paper's margins as values, x ln(17) / ln(4097) in the trials
         assert [getattr(t.config, factor) for t in trials[::3]] == pytest.approx([0.340612 * v for v in values])
     elif name == "methods":  # the final recipe's 4x negatives where a method takes them; MoCo's queue is its own
-        assert [t.config.to_dict().get("num_negatives") for t in trials[::3]] == [64, 64, None, 64, None, 64]
+        # BYOL-InterCLR samples no negatives (InterCLR section 5.1), so only the other InterCLR methods take K
+        assert [t.config.to_dict().get("num_negatives") for t in trials[::3]] == [64, 64, None, 64, None, None]
         assert [t.config.to_dict().get("queue_size") for t in trials[::3]] == [None, None, 512, 512, None, None]
     else:
         assert [getattr(t.config, factor) for t in trials[::3]] == values
