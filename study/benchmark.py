@@ -3,13 +3,15 @@
 
 Three variants run in one process on the same data and device: intra only (NPIDv2), intra + inter
 (NPIDv2-InterCLR, semi-hard, online labels) and the truncated triplet (median deputy). Rounds
-interleave them step by step (A B C A B C ...) so drift in the machine's speed hits all alike. A step is
-the whole training iteration: augmentation, forward, sampling and losses, backward, optimiser step,
-momentum updates and the memory-bank write with online relabelling. Printed: the median step time
+interleave them step by step (A B C A B C ...) so drift in the machine's speed hits all alike. Each
+variant is a `trainers.trial.Trial` started as `fit` starts it (batch norm calibrated, the floor
+measured), and a step is its `Trial.step`, the iteration `fit` runs: augmentation, forward, sampling
+and losses, backward, optimiser and learning-rate step, momentum updates and the memory-bank write
+with online relabelling. Printed: the median step time
 and images/s of each, the inter/intra ratio per round (the paper's Table 4 implies about 1.9x), the
 split of an intra + inter step into the inter branch's samplers, its bank write and relabelling,
 and the rest (augmentation, networks, optimiser) from a profile of extra steps, the time of one
-full evaluation (kNN, SVM mAP, linear probe), and the peak memory. On a GPU the step times come from
+full evaluation (the floor's: kNN, SVM mAP, linear probe), and the peak memory. On a GPU the step times come from
 CUDA events. With a GPU profile on a machine without its data, give e.g. `--set dataset=synthetic
 --set image_size=16` to time the code path at toy size.
 """
@@ -27,10 +29,8 @@ from torch.profiler import ProfilerActivity, profile
 from study.profiles import PROFILES
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, parse_assignment
-from trainers.evaluate import extract
-from trainers.fit import StepTimer, evaluate, evaluation_splits, peak_memory_mb, resolve_device
-from trainers.methods.registry import METHODS
-from trainers.randomness import RandomStreams
+from trainers.fit import StepTimer
+from trainers.trial import Trial, resolve_device
 
 VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
             "intra+inter (NPIDv2-InterCLR, semi-hard)": {"method": "npidv2-interclr", "negative_sampling": "semi-hard"},
@@ -38,40 +38,25 @@ VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
 PARTS = ("samplers", "bank and labels")  # the record_function labels of trainers.inter_image
 
 
-def build(config: TrialConfig, data, device):
-    streams = RandomStreams.create(config.seed, device)
-    method = METHODS[config.method](config, data, device)
-    _, embeddings = extract(method.encoder, datasets.evaluation_batches(data.train), config.image_size, data.mean,
-                            data.std, device)
-    method.start(embeddings, streams)
-    optimizer = torch.optim.SGD(method.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    return method, optimizer, streams
-
-
-def run_steps(method, optimizer, streams, batches, device, start: int) -> list[float]:
-    """Each step's seconds."""
+def run_steps(trial: Trial, batches, start: int) -> list[float]:
+    """Each step's seconds: `Trial.step`, the iteration `trainers.fit` runs."""
     seconds = []
     for offset, (images, labels, indices) in enumerate(batches):
-        images, labels, indices = (x.to(device) for x in (images, labels, indices))
-        timer = StepTimer(device)
+        timer = StepTimer(trial.device)
         timer.start()
-        loss, _ = method.training_step(images, labels, indices, start + offset, streams)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        method.after_step(0.5)
+        trial.step(images, labels, indices, start + offset)
         timer.stop()
         seconds.append(timer.seconds())
     return seconds
 
 
-def step_split(run, batches, device) -> dict[str, float]:
+def step_split(trial: Trial, batches) -> dict[str, float]:
     """Share of an intra + inter step's time in each labelled part, from a profile of the given steps."""
+    device = trial.device
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as profiler:
         started = time.perf_counter()
-        run_steps(*run, batches, device, start=1000)
+        run_steps(trial, batches, start=1000)
         total = time.perf_counter() - started
     timed = {event.key: event for event in profiler.key_averages()}
     use_device = device.type == "cuda"
@@ -103,28 +88,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     torch.set_num_threads(base.threads)
-    runs = {name: build(config, data, device) for name, config in configs.items()}
+    # Each variant starts as fit starts it: batch norm calibrated, the floor measured, the method started.
+    trials = {name: Trial(config, data) for name, config in configs.items()}
+    floors = {name: trial.start() for name, trial in trials.items()}
     order = torch.Generator().manual_seed(0)
     batches = list(datasets.batches(data.train, base.batch_size, shuffle=True, generator=order))
     per_round: dict[str, list[float]] = {name: [] for name in VARIANTS}
     warmup = 3
-    for run in runs.values():
-        run_steps(*run, batches[:warmup], device, start=0)
+    for trial in trials.values():
+        run_steps(trial, batches[:warmup], start=0)
     for round_index in range(args.rounds):
         chunk = [batches[(round_index * args.steps + i) % len(batches)] for i in range(args.steps)]
-        seconds = {name: [] for name in runs}
+        seconds = {name: [] for name in trials}
         # Step by step in turn (A B C A B C ...): a shared machine's speed drifts over seconds, and
         # interleaving single steps lets that drift hit every variant alike.
         for offset, batch in enumerate(chunk):
-            for name, run in runs.items():
-                seconds[name] += run_steps(*run, [batch], device, start=warmup + offset)
-        for name in runs:
+            for name, trial in trials.items():
+                seconds[name] += run_steps(trial, [batch], start=warmup + offset)
+        for name in trials:
             per_round[name].append(statistics.median(seconds[name]))
     intra, inter = list(VARIANTS)[:2]
     ratios = [b / a for a, b in zip(per_round[intra], per_round[inter])]
-    split = step_split(runs[inter], batches[:args.steps], device)
-    evaluation, _ = evaluate(runs[inter][0], data, evaluation_splits(data, configs[inter]), configs[inter], device,
-                             epoch=1, with_svm=True)
+    split = step_split(trials[inter], batches[:args.steps])
+    evaluation = floors[inter]
 
     print(f"device {device}, threads {base.threads}, batch {base.batch_size}, bank {len(data.train)}, "
           f"K {configs[inter].num_negatives}, {args.rounds} rounds x {args.steps} steps per variant")
@@ -138,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  one full evaluation (kNN and a {evaluation['probe_epochs']}-epoch linear probe on "
           f"{evaluation['eval_train_size']} + {evaluation['eval_test_size']} images, SVM mAP from "
           f"{evaluation['svm_train_size']} of them): {evaluation['eval_time_s']:.1f} s")
-    print(f"  peak memory: {peak_memory_mb(device):.0f} MB ({'GPU tensors' if device.type == 'cuda' else 'process RSS'})")
+    print(f"  peak memory: {trials[inter].peak_memory_mb():.0f} MB ({'GPU tensors' if device.type == 'cuda' else 'process RSS'})")
     return 0
 
 

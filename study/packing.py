@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from trainers.config import ConfigError, TrialConfig
-from trainers.methods.registry import METHODS
+from trainers.trial import Trial
 
 GIB = 2 ** 30
 CONTEXT_BYTES = 1 * GIB
@@ -50,15 +50,18 @@ def trials_per_gpu(gpus_per_trial: float) -> int:
 
 
 def check_share(gpus_per_trial: float) -> None:
-    """A share Ray can schedule; raises ConfigError."""
-    if gpus_per_trial < 0 or (gpus_per_trial > 1 and gpus_per_trial != int(gpus_per_trial)):
-        raise ConfigError(f"--gpus-per-trial {gpus_per_trial}: give a share of one GPU in (0, 1] (0.25: four trials "
-                          f"per GPU) or a whole number of GPUs")
+    """A share Ray can schedule and a trial can use; raises ConfigError."""
+    if not 0 <= gpus_per_trial <= 1:  # also refuses nan and inf
+        more = (f" would reserve {gpus_per_trial:g} GPUs for a trial that runs on one (trials across GPUs are not "
+                f"built yet), so all but one would sit idle" if gpus_per_trial > 1 and math.isfinite(gpus_per_trial)
+                else "")
+        raise ConfigError(f"--gpus-per-trial {gpus_per_trial}{more}; give a share of one GPU in (0, 1] (0.25: four "
+                          f"trials per GPU)")
 
 
 def estimate(config: TrialConfig, data) -> TrialMemory:
     """A trial's GPU memory, from its config and dataset (see the module's notes)."""
-    method = METHODS[config.method](config, data, torch.device("cpu"))
+    method = Trial(config.replace(device="cpu", deterministic=False), data).method  # the networks fit builds
     trained = {id(p): p.numel() for p in method.parameters()}
     untrained = {id(p): p.numel() for module in vars(method).values() if isinstance(module, torch.nn.Module)
                  for p in module.parameters() if id(p) not in trained}

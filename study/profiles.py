@@ -83,6 +83,7 @@ PROFILES = {p.name: p for p in [
         {"dataset": "cifar10", "network": "resnet18-cifar", "load_size": 32, "image_size": 32,
          "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 160, "head_hidden": 2048,
          "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 4, "num_workers": 0, "device": "cuda",
+         "precision": "bf16",
          "eval_every": 5},
         cpus_per_trial=4.0, gpus_per_trial=0.25),
     ScaleProfile(
@@ -92,6 +93,7 @@ PROFILES = {p.name: p for p in [
          "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 4096, "head_hidden": 2048,
          # Decoding JPEGs is the CPU's work: 6 loader workers, 2 torch threads, within the trial's 8 CPUs.
          "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 2, "num_workers": 6, "device": "cuda",
+         "precision": "bf16",
          # Each evaluation re-embeds all 1.28 M training images; 10 probe epochs over them are 50k SGD steps.
          "eval_every": 10, "probe_epochs": 10},
         cpus_per_trial=8.0, gpus_per_trial=1.0),

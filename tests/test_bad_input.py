@@ -149,6 +149,8 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
     "zero checkpoint interval": (["sampling", "--checkpoint-every", "0"], "--checkpoint-every", None),
     "crash beyond the last epoch": (["sampling", "--epochs", "3", "--inject-crash", "5"], "--inject-crash", None),
     "GPU share Ray cannot schedule": (["sampling", "--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5", None),
+    "GPUs a trial cannot use": (["sampling", "--gpus-per-trial", "8"], "reserve 8 GPUs", None),
+    "a GPU share that is not a number": (["sampling", "--gpus-per-trial", "nan"], "--gpus-per-trial nan", None),
     "no GPU for a GPU trial": (["sampling", "--scale", "cifar", "--gpus-per-trial", "0"], "device=cpu", None),
     # config values
     "unknown key": (["sampling", "--set", "bogus=1"], "unknown config key", None),

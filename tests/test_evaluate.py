@@ -29,6 +29,17 @@ def test_svm_map_separable_and_chance():
     assert svm_map(noise_train, labels, noise_test, labels) < 60  # chance AP is about 33
 
 
+def test_svm_map_does_not_depend_on_the_thread_count():
+    """Classes fitted on threads give exactly the sequential result (no shared random state, order kept)."""
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(6).repeat_interleave(20)
+    features = F.one_hot(labels, 6).float() + 0.8 * torch.randn(120, 6, generator=generator)
+    test = F.one_hot(labels, 6).float() + 0.8 * torch.randn(120, 6, generator=generator)
+    sequential = svm_map(features, labels, test, labels)
+    assert 40 < sequential < 100  # neither trivial nor chance, so the classes' APs differ
+    assert svm_map(features, labels, test, labels, workers=3) == sequential
+
+
 def gaussian_classes(per_class, classes, dims, spread, seed):
     """Classes as Gaussian blobs around fixed random means; `spread` sets how much they overlap."""
     means = torch.randn(classes, dims, generator=torch.Generator().manual_seed(100))

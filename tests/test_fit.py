@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-import trainers.fit
+import trainers.trial
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig
 from trainers.evaluate import extract, svm_map
@@ -102,7 +102,7 @@ def test_trials_share_a_floor_that_equals_their_own(tmp_path, monkeypatch):
     alone = fit(SYNTHETIC.replace(epochs=1, negative_sampling="hard"))
     fit(SYNTHETIC.replace(epochs=1), floor_cache=tmp_path)  # measures the seed's floor
     svm_fits = []
-    monkeypatch.setattr(trainers.fit, "svm_map", lambda *args, **keys: svm_fits.append(1) or svm_map(*args, **keys))
+    monkeypatch.setattr(trainers.trial, "svm_map", lambda *args, **keys: svm_fits.append(1) or svm_map(*args, **keys))
     shared = fit(SYNTHETIC.replace(epochs=1, negative_sampling="hard"), floor_cache=tmp_path)
     assert len(svm_fits) == 1  # the last epoch's; the floor was read
     assert len(list(tmp_path.glob("*.json"))) == 1

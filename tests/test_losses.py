@@ -1,9 +1,10 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.losses import margin_nce
+from trainers.losses import margin_nce, softmax_cross_entropy
 
 
 def brute_force_info_nce(positive, negatives, temperature):
@@ -39,3 +40,18 @@ def test_margin_moves_loss_and_only_touches_the_positive():
     # A margin m equals shifting the positive similarity down by m with no margin.
     assert math.isclose(float(margin_nce(positive, negatives, 0.25, 0.2)),
                         float(margin_nce(positive - 0.25, negatives, 0.0, 0.2)), rel_tol=1e-6)
+
+
+def test_softmax_cross_entropy_matches_the_hand_value_and_torchs():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    targets = torch.tensor([0, 2])
+    # -log(e^2 / (e^2 + 2)) and -log(1 / 3), averaged
+    expected = (-math.log(math.exp(2) / (math.exp(2) + 2)) + math.log(3)) / 2
+    assert softmax_cross_entropy(logits, targets).item() == pytest.approx(expected, rel=1e-6)
+    random = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    labels = torch.tensor([0, 4, 2, 2, 1, 3, 0])
+    ours = softmax_cross_entropy(random, labels)
+    (gradient,) = torch.autograd.grad(ours, random)
+    assert ours.item() == pytest.approx(torch.nn.functional.cross_entropy(random, labels).item(), rel=1e-6)
+    expected_gradient = (torch.softmax(random, 1) - torch.nn.functional.one_hot(labels, 5)) / 7
+    assert torch.allclose(gradient, expected_gradient, atol=1e-6)

@@ -26,11 +26,14 @@ def test_four_trials_fit_exactly_and_not_in_less():
         packing.check_fits(1, trial, 5 * GIB)
 
 
-def test_shares_ray_cannot_schedule_are_refused():
-    for share in (-0.5, 1.5):
+def test_shares_ray_cannot_schedule_or_a_trial_cannot_use_are_refused():
+    for share in (-0.5, 1.5, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match="share of one GPU"):
             packing.check_share(share)
-    for share in (0, 0.25, 1, 2):
+    for share in (2, 8):  # a trial runs on one device: N whole GPUs would leave N - 1 idle
+        with pytest.raises(ConfigError, match=f"reserve {share} GPUs for a trial that runs on one"):
+            packing.check_share(share)
+    for share in (0, 0.25, 1):
         packing.check_share(share)
 
 

@@ -20,6 +20,14 @@ def margin_nce(positive: torch.Tensor, negatives: torch.Tensor, margin: float, t
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
+def softmax_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of B x C logits against B class indices, written with a one-hot mask: CUDA's
+    NLL kernel (under F.cross_entropy) and gather's backward have no deterministic implementation, so
+    `deterministic=true` trials could not run them."""
+    chosen = (logits * torch.nn.functional.one_hot(targets, logits.shape[1]).to(logits.dtype)).sum(dim=1)
+    return (torch.logsumexp(logits, dim=1) - chosen).mean()
+
+
 def truncated_triplet(query: torch.Tensor, targets: torch.Tensor, rule: str, rank: int, gamma: float,
                       margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The truncated triplet loss of Wang et al. (2021) over a batch, each query's deputies, and the share

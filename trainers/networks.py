@@ -53,11 +53,19 @@ def mlp(in_dim: int, hidden: int, out_dim: int, batchnorm: bool) -> nn.Sequentia
     return nn.Sequential(*hidden_layers, nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
 
 
+def compute_precision(device: torch.device | str, bf16: bool):
+    """The trial's compute precision around any network's forward: bf16 autocast where asked, else nothing."""
+    device_type = device.type if isinstance(device, torch.device) else device
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16)
+
+
 class Encoder(nn.Module):
     """image -> backbone features (evaluated) -> MLP head -> L2-normalised embedding (trained).
 
-    With bf16 the forward pass runs under autocast and the embedding is returned in float32, so
-    everything downstream (banks, queues, similarities, logits, losses) stays float32."""
+    With bf16 both networks run under autocast and what leaves the encoder is float32, so
+    everything downstream (banks, queues, similarities, logits, losses) stays float32. Every caller
+    goes through `forward` or `features_and_projection`, so no path runs the layers outside the
+    trial's precision."""
 
     def __init__(self, network: str, in_channels: int, head_hidden: int, embedding_dim: int, cnn_width: int = 32,
                  head_batchnorm: bool = False, bf16: bool = False):
@@ -66,10 +74,15 @@ class Encoder(nn.Module):
         self.head = mlp(self.feature_dim, head_hidden, embedding_dim, head_batchnorm)
         self.bf16 = bf16
 
+    def features_and_projection(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B x F backbone features, B x D head output before normalisation), both float32."""
+        with compute_precision(images.device, self.bf16):
+            features = self.backbone(images)
+            projection = self.head(features)
+        return features.float(), projection.float()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            embedding = self.head(self.backbone(images))
-        return F.normalize(embedding.float(), dim=1)
+        return F.normalize(self.features_and_projection(images)[1], dim=1)
 
 
 def build_encoder(config, channels: int, device: torch.device, head_batchnorm: bool = False) -> Encoder:

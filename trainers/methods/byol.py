@@ -24,7 +24,7 @@ from trainers.inter_image import ClusteringSettings, cosine
 from trainers.methods.base import MethodSettings
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.momentum import cosine_momentum, ema_update
-from trainers.networks import build_encoder, mlp
+from trainers.networks import build_encoder, compute_precision, mlp
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,10 @@ class OnlineTargetPair:
         return [*self.encoder.parameters(), *self.predictor.parameters()]
 
     def predict(self, view: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.predictor(self.encoder.head(self.encoder.backbone(view))), dim=1)
+        _, projection = self.encoder.features_and_projection(view)
+        with compute_precision(view.device, self.encoder.bf16):
+            prediction = self.predictor(projection)
+        return F.normalize(prediction.float(), dim=1)
 
     @torch.no_grad()
     def project(self, view: torch.Tensor) -> torch.Tensor:
