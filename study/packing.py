@@ -1,16 +1,25 @@
 """Several trials on one GPU: Ray's fractional GPUs (`gpus_per_trial` 0.25 puts four trials on a GPU),
-checked before launch against the GPU's memory.
+checked before launch against the GPU's memory, and each trial capped at its share of that memory
+(study.trainable.cap_gpu_memory).
 
-A trial's GPU memory is estimated from its config, not measured on a GPU:
+A trial's GPU memory is estimated from its config, not measured on a GPU, term by term:
   networks     trained parameters x 12 bytes (fp32 weights, gradients, SGD momentum), and 4 bytes for
-               each parameter of the networks it does not train (MoCo's and BYOL's momentum targets);
-  activations  the memory of the tensors the encoder saves for backward for one image, counted on the
-               CPU with autograd's saved-tensor hooks, x batch_size x 2 views (no method back-propagates
-               more);
-  bank         N x (D float32 features + an int64 label) for the memory bank, and MoCo's queue;
+               each parameter of the networks it does not train (MoCo's key encoder, BYOL's target);
+  activations  the bytes of the tensors the encoder saves for backward for one image, counted on the
+               CPU with autograd's saved-tensor hooks at the trial's precision (bf16 under autocast),
+               x batch_size x the method's views with gradients (1; 2 for BYOL and the triplet);
+  bank         N x (D float32 features + an int64 label) for a memory bank, and MoCo's queue;
+  gathered     the negatives gathered from the bank per step and kept for backward: B x K x D float32
+               for NPIDv2's own term and again for the inter branch;
+  sampler      the inter branch's pools: a B x N mask and B x N float32 scores, and two B x pool-width
+               int64 index tensors;
+  evaluation   the cached training and test features and embeddings ((N + N_test) x (F + D) float32)
+               and one kNN chunk of similarities;
+  faiss        faiss's temporary GPU memory (its default cap, 1.5 GiB) where k-means may run there;
   allowance    x 1.25 for the allocator's fragmentation, augmentation temporaries and cuDNN workspaces,
                plus 1 GiB for the CUDA context of each trial's process.
-The activations count fp32 tensors, so a bf16 trial needs less than its estimate.
+Terms that never coexist (a step's buffers and the evaluation's features) are still summed: the
+estimate errs towards refusing a packing.
 """
 
 from __future__ import annotations
@@ -21,12 +30,14 @@ from dataclasses import dataclass
 import torch
 
 from trainers.config import ConfigError, TrialConfig
+from trainers.evaluate import KNN_SIMILARITIES_PER_CHUNK
 from trainers.trial import Trial
 
 GIB = 2 ** 30
 CONTEXT_BYTES = 1 * GIB
+FAISS_TEMP_BYTES = 3 * GIB // 2  # faiss's StandardGpuResources default temporary memory cap
 SLACK = 1.25
-VIEWS_WITH_GRADIENTS = 2
+TERMS = ("networks", "activations", "bank", "gathered", "sampler", "evaluation", "faiss")
 
 
 @dataclass(frozen=True)
@@ -34,14 +45,20 @@ class TrialMemory:
     networks: int
     activations: int
     bank: int
+    gathered: int = 0
+    sampler: int = 0
+    evaluation: int = 0
+    faiss: int = 0
+
+    def terms(self) -> dict[str, int]:
+        return {term: getattr(self, term) for term in TERMS}
 
     def total(self) -> int:
-        return math.ceil(SLACK * (self.networks + self.activations + self.bank)) + CONTEXT_BYTES
+        return math.ceil(SLACK * sum(self.terms().values())) + CONTEXT_BYTES
 
     def describe(self) -> str:
-        return (f"about {self.total() / GIB:.1f} GiB: networks {self.networks / GIB:.2f}, activations "
-                f"{self.activations / GIB:.2f}, bank {self.bank / GIB:.2f} GiB, x {SLACK} + {CONTEXT_BYTES / GIB:.0f} "
-                f"GiB CUDA context")
+        parts = ", ".join(f"{term} {size / GIB:.2f}" for term, size in self.terms().items() if size)
+        return f"about {self.total() / GIB:.1f} GiB: {parts} GiB, x {SLACK} + {CONTEXT_BYTES / GIB:.0f} GiB CUDA context"
 
 
 def trials_per_gpu(gpus_per_trial: float) -> int:
@@ -66,15 +83,28 @@ def estimate(config: TrialConfig, data) -> TrialMemory:
     untrained = {id(p): p.numel() for module in vars(method).values() if isinstance(module, torch.nn.Module)
                  for p in module.parameters() if id(p) not in trained}
     networks = 12 * sum(trained.values()) + 4 * sum(untrained.values())
-    activations = saved_bytes_per_image(method.encoder, data.channels, config.image_size)
-    queue = config.queue_size if "queue_size" in TrialConfig.keys_of(config.method) else 0
-    bank = len(data.train) * (4 * config.embedding_dim + 8) + 4 * queue * config.embedding_dim
-    return TrialMemory(networks, activations * config.batch_size * VIEWS_WITH_GRADIENTS, bank)
+    per_image = saved_bytes_per_image(method.encoder, data.channels, config.image_size, config.precision == "bf16")
+    keys = TrialConfig.keys_of(config.method)
+    b, n, d = config.batch_size, len(data.train), config.embedding_dim
+    has_bank = "bank_momentum" in keys  # NPIDv2's bank, or the inter branch's own
+    queue = config.queue_size if "queue_size" in keys else 0
+    bank = (n * (4 * d + 8) if has_bank else 0) + 4 * queue * d
+    samples_negatives = "negative_sampling" in keys
+    gathering = ("intra_margin" in keys) + samples_negatives  # NPIDv2's own term, the inter branch
+    gathered = 4 * b * config.num_negatives * d * gathering if gathering else 0
+    sampler = 0
+    if samples_negatives:
+        width = n if config.negative_sampling == "random" else math.ceil(config.pool_fraction * n)
+        sampler = b * n * (1 + 4) + 2 * 8 * b * max(width, config.num_negatives)
+    evaluation = 4 * (n + len(data.test)) * (method.encoder.feature_dim + d) + 4 * KNN_SIMILARITIES_PER_CHUNK
+    clusters = "clusters_per_class" in keys and config.kmeans_backend != "torch"
+    return TrialMemory(networks, per_image * b * method.views_with_gradients, bank, gathered, sampler, evaluation,
+                       FAISS_TEMP_BYTES if clusters else 0)
 
 
-def saved_bytes_per_image(encoder: torch.nn.Module, channels: int, image_size: int) -> int:
-    """Bytes of the tensors a forward pass of the encoder keeps for backward, per image, in fp32: the
-    difference between passes of 4 and 2 images, so the weights that layers save as well cancel out."""
+def saved_bytes_per_image(encoder: torch.nn.Module, channels: int, image_size: int, bf16: bool) -> int:
+    """Bytes of the tensors a forward pass of the encoder keeps for backward, per image, at the given
+    precision: the difference between passes of 4 and 2 images, so the weights that layers save cancel out."""
 
     def saved(images: int) -> int:
         storages = {}  # a tensor that several layers save (a ReLU's output, a convolution's input) counts once
@@ -88,7 +118,7 @@ def saved_bytes_per_image(encoder: torch.nn.Module, channels: int, image_size: i
             encoder(torch.zeros(images, channels, image_size, image_size))
         return sum(storages.values())
 
-    was_bf16, encoder.bf16 = encoder.bf16, False
+    was_bf16, encoder.bf16 = encoder.bf16, bf16
     try:
         return (saved(4) - saved(2)) // 2
     finally:

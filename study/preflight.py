@@ -94,8 +94,9 @@ def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: Ru
     if gpu_bytes is None:
         print(f"no GPU visible to this driver: not checked that {count} trial(s) fit in one GPU's memory")
         return
-    largest = max((packing.estimate(t.config, data) for t in {t.config.method: t for t in trials}.values()),
-                  key=packing.TrialMemory.total)
+    # Every distinct setting (seeds aside): K, the sampler and the batch change the estimate, not only the method.
+    distinct = {t.config.replace(seed=0).config_hash(): t.config for t in trials}
+    largest = max((packing.estimate(config, data) for config in distinct.values()), key=packing.TrialMemory.total)
     packing.check_fits(share, largest, gpu_bytes)
     print(f"{count} trial(s) per GPU of {gpu_bytes / packing.GIB:.1f} GiB, each {largest.describe()}")
 

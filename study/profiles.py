@@ -79,7 +79,7 @@ PROFILES = {p.name: p for p in [
         "cifar", "a quarter GPU: CIFAR-10 python batches (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",
         # K = 160 stands for the paper's 4,096: margins x 0.611 (-0.5 -> -0.305).
         # CIFAR-10 is held in memory as uint8, so no loader workers; the CPU share is torch's threads.
-        # A trial needs about 4 GiB of GPU memory (study.packing), so four share one GPU.
+        # A trial needs 3.1-5.0 GiB of GPU memory at bf16 (study.packing), so four share one GPU.
         {"dataset": "cifar10", "network": "resnet18-cifar", "load_size": 32, "image_size": 32,
          "epochs": 100, "batch_size": 256, "lr": 0.03, "num_negatives": 160, "head_hidden": 2048,
          "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 4, "num_workers": 0, "device": "cuda",

@@ -212,7 +212,8 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
     params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": ledger.trial_name(t),
                "state_dir": str(ledger.trial_state(run_folder, t).path.parent),
                "floor_cache": str(ledger.floor_cache(run_folder)),
-               "checkpoint_every": options.checkpoint_every, "crash_at_epoch": options.inject_crash} for t in trials]
+               "checkpoint_every": options.checkpoint_every, "crash_at_epoch": options.inject_crash,
+               "gpu_share": gpus_per_trial(options)} for t in trials]
     # A trial holds at least the CPUs its torch threads and loader workers keep busy.
     config = trials[0].config
     cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)

@@ -58,8 +58,18 @@ class TuneReporter:
 
 def run_trial(tune_config: dict) -> None:
     """tune_config["trial"]: {"config": TrialConfig keys, "metadata": identity, "state_dir": path,
-    "floor_cache": path, "checkpoint_every": epochs, "crash_at_epoch": epoch or 0}."""
+    "floor_cache": path, "checkpoint_every": epochs, "crash_at_epoch": epoch or 0, "gpu_share": share}."""
     trial = tune_config["trial"]
     config = TrialConfig.create(**trial["config"])
+    cap_gpu_memory(trial.get("gpu_share", 0.0))
     fit(config, TuneReporter(trial["state_dir"], trial["metadata"], config.epochs, trial["checkpoint_every"],
                              trial["crash_at_epoch"]), trial["floor_cache"])
+
+
+def cap_gpu_memory(share: float) -> None:
+    """A trial that shares a GPU (Ray's fractional share) may allocate only its share of the GPU's memory,
+    so that one trial's cache cannot starve the others; a whole GPU, or none, is left as it is."""
+    import torch
+
+    if 0 < share < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(share)

@@ -68,18 +68,91 @@ class TwoScalesThenRelu(torch.nn.Module):
 
 
 def test_saved_activations_are_counted_per_image_without_the_weights():
-    assert packing.saved_bytes_per_image(TwoScalesThenRelu(), channels=3, image_size=6) == 3 * 3 * 6 * 6 * 4
+    assert packing.saved_bytes_per_image(TwoScalesThenRelu(), channels=3, image_size=6, bf16=False) == 3 * 3 * 6 * 6 * 4
 
 
-def test_estimate_counts_the_momentum_target_and_the_bank():
+def test_estimate_counts_the_momentum_target_and_the_queue():
     data = datasets.synthetic(seed=0)
     config = TrialConfig.create(method="mocov2", dataset="synthetic", image_size=16, batch_size=32, queue_size=64,
                                 cnn_width=8, head_hidden=32, embedding_dim=16)
     encoder_parameters = sum(p.numel() for p in Encoder("small-cnn", 1, 32, 16, cnn_width=8).parameters())
     memory = packing.estimate(config, data)
     assert memory.networks == (12 + 4) * encoder_parameters  # the query encoder trained, the key encoder not
-    assert memory.bank == 600 * (4 * 16 + 8) + 4 * 64 * 16  # features and labels of 600 images, and the queue
-    assert memory.activations > 0
+    assert memory.bank == 4 * 64 * 16  # the queue of 64 keys; MoCo keeps no memory bank
+    assert memory.activations > 0 and memory.sampler == memory.gathered == memory.faiss == 0
+    # 600 training and 200 test images: features (4 x width 8 = 32) and embeddings (16), and one kNN chunk
+    assert memory.evaluation == 4 * (600 + 200) * (32 + 16) + 4 * 2 ** 26
+
+
+def test_estimate_counts_the_inter_branch_bank_pools_and_faiss():
+    data = datasets.synthetic(seed=0)
+    config = TrialConfig.create(method="npidv2-interclr", dataset="synthetic", image_size=16, batch_size=32,
+                                cnn_width=8, head_hidden=32, embedding_dim=16, num_negatives=8, pool_fraction=0.1,
+                                negative_sampling="semi-hard", clusters_per_class=2, min_cluster_size=5)
+    memory = packing.estimate(config, data)
+    assert memory.bank == 600 * (4 * 16 + 8)
+    assert memory.gathered == 2 * 32 * 8 * 16 * 4  # the intra term's and the inter branch's negatives
+    assert memory.sampler == 32 * 600 * 5 + 2 * 8 * 32 * 60  # mask and scores, and pools of 60 = 10% of 600
+    assert memory.faiss == packing.FAISS_TEMP_BYTES
+    assert packing.estimate(config.replace(kmeans_backend="torch"), data).faiss == 0
+
+
+def step_saved_bytes(config: TrialConfig, data) -> int:
+    """Bytes autograd keeps for backward during one real training step, the trained weights excluded."""
+    from trainers.trial import Trial
+
+    trial = Trial(config, data)
+    trial.start()
+    weights = {p.untyped_storage().data_ptr() for p in trial.method.parameters()}
+    storages = {}
+
+    def keep(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    images, labels, indices = next(iter(trial.training_batches()))
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        trial.step(images, labels, indices, step=0)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("method", ["npidv2-interclr", "mocov2", "byol", "truncated-triplet"])
+def test_the_estimate_grows_with_the_batch_as_a_real_step_does(method):
+    """The per-image terms (activations x views, gathered negatives) against autograd's saved tensors in
+    a real step: the growth from batch 16 to 32 agrees within a factor of 1.25 either way (counting two
+    views for NPIDv2, as the estimate once did, would be off by 2)."""
+    data = datasets.synthetic(seed=0)
+    own = TrialConfig.keys_of(method)
+    keys = {"num_negatives": 8, "clusters_per_class": 2, "min_cluster_size": 5, "queue_size": 64,
+            "kmeans_backend": "torch"}
+    config = TrialConfig.create(method=method, dataset="synthetic", image_size=16, cnn_width=8, head_hidden=32,
+                                embedding_dim=16, batch_size=16, epochs=1, knn_k=10, probe_epochs=1,
+                                **{k: v for k, v in keys.items() if k in own})
+    estimated = [packing.estimate(c, data) for c in (config, config.replace(batch_size=32))]
+    grown = [m.activations + m.gathered for m in estimated]
+    measured = step_saved_bytes(config.replace(batch_size=32), data) - step_saved_bytes(config, data)
+    assert measured > 0 and 1 / 1.25 < (grown[1] - grown[0]) / measured < 1.25
+
+
+def test_bf16_activations_are_estimated_smaller():
+    data = datasets.synthetic(seed=0)
+    config = TrialConfig.create(method="byol", dataset="synthetic", image_size=16, batch_size=32, cnn_width=8,
+                                head_hidden=32, embedding_dim=16)
+    fp32, bf16 = (packing.estimate(config.replace(precision=p), data).activations for p in ("fp32", "bf16"))
+    assert bf16 < 0.8 * fp32
+
+
+def test_a_shared_gpu_caps_the_trials_memory_at_its_share(monkeypatch):
+    from study.trainable import cap_gpu_memory
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda share: calls.append(share))
+    for share in (0.25, 1.0, 0.0):
+        cap_gpu_memory(share)
+    assert calls == [0.25]  # a whole GPU, or none, is left uncapped
 
 
 def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launch(monkeypatch, capsys, tmp_path):

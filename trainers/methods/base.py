@@ -84,6 +84,7 @@ def check_margin(key: str, value: float) -> None:
 
 class Method:
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
+    views_with_gradients: ClassVar[int] = 1  # augmented views per image whose forward is kept for backward
 
     def __init__(self, config: "TrialConfig", data: "ImageData", device: torch.device):
         self.config, self.settings, self.data, self.device = config, config.settings, data, device

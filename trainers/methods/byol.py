@@ -75,6 +75,7 @@ class OnlineTargetPair:
 
 class BYOL(IntraImageMethod):
     Settings = BYOLSettings
+    views_with_gradients = 2  # the online network predicts from both views
 
     def __init__(self, config, data, device):
         super().__init__(config, data, device)

@@ -52,6 +52,7 @@ class TruncatedTripletSettings(BYOLSettings):
 
 class TruncatedTriplet(Method):
     Settings = TruncatedTripletSettings
+    views_with_gradients = 2  # the online network predicts from both views
 
     def __init__(self, config, data, device):
         super().__init__(config, data, device)
