@@ -1,5 +1,5 @@
 # The README's two commands: `make run` (the sampling study at the tiny scale) and `make test`.
-# `make run` writes beside the committed results (results/tiny/sampling holds the 5-seed rerun), not over them.
+# `make run` writes runs/tiny/sampling, beside the committed results/tiny/sampling, never over it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -24,7 +24,7 @@ data:
 	fi
 
 run: setup data
-	$(PY) -m study.run sampling --out runs/tiny/sampling
+	$(PY) -m study.run sampling
 
 test: setup
 	$(PY) -m pytest -q

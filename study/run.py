@@ -1,6 +1,7 @@
 """Run a study's grid with Ray Tune: `python -m study.run STUDY [--scale tiny] [--seeds N] ...`.
 
-Writes to results/<scale>/<study>/ (or --out): trials.parquet and trials.csv (one row per trial
+Writes to runs/<scale>/<study>/ (or --out; the committed results/<scale>/<study> only when named
+there): trials.parquet and trials.csv (one row per trial
 and evaluated epoch), the figure replica as PNG and PDF, RUN.md with the exact command, code
 version and environment, and run.json, which --resume reads. Each trial keeps its state in the
 run folder under --storage (study.ledger), so crashed trials retry from their last epoch and an
@@ -43,7 +44,7 @@ class RunOptions:
     max_seeds: int = 0
     epochs: int | None = None  # None: the profile's
     settings: tuple[str, ...] = ()  # KEY=VALUE overrides of trial config keys
-    out: str | None = None  # None: results/<scale>/<study>
+    out: str | None = None  # None: runs/<scale>/<study>
     storage: str = ".ray_runs"
     resume: bool = False
     address: str | None = None
@@ -67,7 +68,8 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     parser.add_argument("--max-seeds", type=int, default=0, metavar="N", help="with --seeds auto: at most N seeds")
     parser.add_argument("--epochs", type=int, help="override the profile's epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
-    parser.add_argument("--out", help="output folder (default results/<scale>/<study>)")
+    parser.add_argument("--out", help="output folder (default runs/<scale>/<study>, beside the committed "
+                                      "results/<scale>/<study>, which are written only when named here)")
     parser.add_argument("--storage", default=".ray_runs",
                         help="where run folders (trial states, Tune logs) go; on a cluster, a path every node "
                              "mounts (default .ray_runs, git-ignored)")
@@ -125,10 +127,11 @@ def plan_round(options: RunOptions, study: str, seeds: int) -> list[Trial]:
 
 
 def output_folder(options: RunOptions, study: str, several: bool) -> Path:
-    """--out, or --out/<study> when several studies run; by default results/<scale>/<study>."""
+    """--out, or --out/<study> when several studies run; by default runs/<scale>/<study>, so that a run
+    lands beside the committed results and never over them."""
     if options.out:
         return Path(options.out) / study if several else Path(options.out)
-    return Path("results") / options.scale / study
+    return Path("runs") / options.scale / study
 
 
 def studies_named(name: str | None) -> list[str]:

@@ -184,3 +184,12 @@ def test_a_study_stopped_midway_stops_the_rest_and_resume_starts_the_studies_nev
     assert resumed["labels"] is not None and resumed["sampling"] is None  # continued; started afresh, not refused
     with pytest.raises(ConfigError, match="nothing to resume"):  # one study named alone must have begun
         preflight.check_launch(options, {"sampling": plans["sampling"]}, {"sampling": outs["sampling"]})
+
+
+def test_a_run_lands_beside_the_committed_results_unless_told_otherwise():
+    from study.run import RunOptions, output_folder
+
+    assert output_folder(RunOptions(study="sampling"), "sampling", several=False) == Path("runs/tiny/sampling")
+    assert output_folder(RunOptions(study="all", scale="cifar"), "labels", several=True) == Path("runs/cifar/labels")
+    named = RunOptions(study="sampling", out="results/tiny/sampling")
+    assert output_folder(named, "sampling", several=False) == Path("results/tiny/sampling")
