@@ -9,10 +9,12 @@ POSIX locks, which the server arbitrates between machines.
 from __future__ import annotations
 
 import datetime
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -67,12 +69,18 @@ def acquire(out: Path) -> OutputLock:
     path = out / LOCK_FILE
     while True:
         created_file = not path.exists()
-        try:
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: the lock file is written, and a link could point anywhere
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except OSError as error:
             _remove_folders(created)
+            if error.errno == errno.ELOOP:
+                raise ConfigError(f"{path} is a symbolic link; a study's lock must be a plain file: remove the "
+                                  f"link, or give --out NEW_DIR") from None
             raise ConfigError(f"cannot write to output folder {out} ({error.strerror}); give a writable output "
                               f"folder") from None
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a FIFO or device would block or be written
+            os.close(descriptor)
+            raise ConfigError(f"{path} is not a regular file; remove it, or give --out NEW_DIR")
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -201,9 +201,9 @@ def test_rgb_jitter_keeps_gray_pixels_gray_under_hue_rotation():
     assert torch.allclose(rotate_hue(red, torch.tensor([1.0])), red, atol=1e-5)  # a full turn is the identity
 
 
-def write_cifar10_batches(folder, per_class_train=3, per_class_test=2):
-    """The CIFAR-10 python format: pickled dicts, b"data" N x 3072 uint8 (channel-major 32 x 32 rows),
-    b"labels" a list; five training batches and one test batch. Pixel (c, y, x) of image i holds
+def write_cifar10_batches(folder, per_class_train=3, per_class_test=2, protocol=2):
+    """The CIFAR-10 python format: pickled dicts (protocol 2, as the published files), b"data" N x 3072
+    uint8 (channel-major 32 x 32 rows), b"labels" a list; five training batches and one test batch. Pixel (c, y, x) of image i holds
     (i + 7 c + 3 y + x) mod 256 (test images count from 1000) so that the layout can be checked."""
     import pickle
 
@@ -221,14 +221,15 @@ def write_cifar10_batches(folder, per_class_train=3, per_class_test=2):
     start = 0
     for number, part in enumerate(np.array_split(np.array(train_labels), 5), start=1):
         with open(folder / f"data_batch_{number}", "wb") as f:
-            pickle.dump(batch(part.tolist(), start), f)
+            pickle.dump(batch(part.tolist(), start), f, protocol=protocol)
         start += len(part)
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump(batch([c for c in range(10) for _ in range(per_class_test)], start=1000), f)
+        pickle.dump(batch([c for c in range(10) for _ in range(per_class_test)], start=1000), f, protocol=protocol)
 
 
-def test_cifar10_python_batches_load_in_layout(tmp_path):
-    write_cifar10_batches(tmp_path / "cifar-10-batches-py")
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar10_python_batches_load_in_layout(tmp_path, protocol):
+    write_cifar10_batches(tmp_path / "cifar-10-batches-py", protocol=protocol)
     data = datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))
     assert (len(data.train), len(data.test), data.num_classes, data.channels) == (30, 20, 10, 3)
     image, label, _ = data.train[torch.tensor([4])]

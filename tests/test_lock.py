@@ -113,3 +113,19 @@ def test_a_lost_process_or_a_full_disk_is_worth_resuming(tmp_path):
     assert next_step([crashed, full], "python -m study.run sampling") == \
         "continue with: python -m study.run sampling --resume"
     assert next_step([], "python -m study.run sampling --resume").endswith("sampling --resume")
+
+
+def test_a_lock_that_is_a_link_or_a_fifo_is_refused_and_nothing_is_written_through_it(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("someone else's file\n" * 500)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / lock.LOCK_FILE).symlink_to(outside)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        lock.acquire(out)
+    assert outside.read_text() == "someone else's file\n" * 500
+    fifo_out = tmp_path / "fifo"
+    fifo_out.mkdir()
+    os.mkfifo(fifo_out / lock.LOCK_FILE)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        lock.acquire(fifo_out)

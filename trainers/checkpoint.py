@@ -13,10 +13,14 @@ import shutil
 from pathlib import Path
 
 import torch
+from torch.torch_version import TorchVersion
 
 from trainers.config import ConfigError
 
 STATE_FILE = "state.pt"
+# Beyond tensors, containers and numbers, a state holds torch's version string (rows written before it
+# was saved as a plain str carry the TorchVersion str subclass); nothing else is allowed to load.
+STATE_GLOBALS = [TorchVersion]
 
 
 class CheckpointError(ConfigError):
@@ -35,7 +39,9 @@ class TrialState:
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            # Tensors, containers and numbers only: a state from someone else cannot run code here.
+            with torch.serialization.safe_globals(STATE_GLOBALS):
+                state = torch.load(self.path, map_location="cpu", weights_only=True)
             epoch, rows = state["epoch"], state["rows"]
         except Exception as error:  # torch raises several types for a truncated or foreign file
             raise CheckpointError(f"checkpoint {self.path} is unreadable ({type(error).__name__}); "

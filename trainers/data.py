@@ -265,6 +265,20 @@ def find_cifar10(data_root: str) -> Path:
                     f"`python -c \"import torchvision; torchvision.datasets.CIFAR10('DIR', download=True)\"`")
 
 
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else: dicts, lists, bytes, str and numbers are built in, and
+    the only globals allowed are those that rebuild a numpy array, and the string encoder through which
+    Python 3 writes bytes at protocol 2, so a crafted file cannot run code."""
+    ALLOWED = {("_codecs", "encode"), ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
+
+
 def read_cifar10_batches(root: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Images N x 3 x 32 x 32 uint8 and labels N from CIFAR-10 python batches (pickled dicts whose b"data" is
     N x 3072 uint8, channel-major rows of 32 x 32, and b"labels" a list of class indices)."""
@@ -273,7 +287,7 @@ def read_cifar10_batches(root: Path, names: list[str]) -> tuple[torch.Tensor, to
         path = root / name
         try:
             with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
+                batch = BatchUnpickler(f, encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
             targets = np.asarray(batch[b"labels"], dtype=np.int64)
             if len(data) != len(targets) or targets.min() < 0 or targets.max() > 9:

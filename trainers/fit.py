@@ -72,7 +72,7 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
     reporter = reporter or ConsoleReporter()
     torch.set_num_threads(config.threads)
     trial = Trial(config)
-    machine = {"hostname": socket.gethostname(), "torch_version": torch.__version__}
+    machine = {"hostname": socket.gethostname(), "torch_version": str(torch.__version__)}
     state = reporter.restore(config.config_hash())
     if state is not None:
         rows, start = trial.load_state_dict(state)
