@@ -1,0 +1,30 @@
+"""The GPU smoke command, forced through on the CPU: each method runs straight through and stopped and
+resumed, and the command says whether the two agree."""
+
+import math
+
+from study import smoke
+
+CPU_SIZED = ["--set", "device=cpu", "--set", "network=small-cnn", "--set", "image_size=16", "--set", "cnn_width=8",
+             "--set", "batch_size=32"]
+
+
+def test_the_smoke_command_resumes_every_method_it_runs_exactly(capsys):
+    code = smoke.main(["--methods", "mocov2-interclr", "byol-interclr", *CPU_SIZED])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "precision bf16, deterministic True, device cpu" in out
+    assert out.count("resumed run equals uninterrupted: yes") == 2 and "2 of 2 methods passed" in out
+
+
+def test_a_run_that_resumes_differently_fails_the_smoke(capsys, monkeypatch):
+    monkeypatch.setattr(smoke, "same_rows", lambda first, second: False)
+    assert smoke.main(["--methods", "npidv2", *CPU_SIZED]) == 1
+    assert "failed: npidv2" in capsys.readouterr().out
+
+
+def test_rows_compare_equal_on_what_was_computed_only():
+    row = {"epoch": 1, "loss": 0.5, "knn_top1": math.nan, "iter_time_s": 0.1, "hostname": "a"}
+    assert smoke.same_rows([row], [{**row, "iter_time_s": 0.2, "hostname": "b"}])  # timings and machine aside
+    assert not smoke.same_rows([row], [{**row, "loss": 0.5000001}])
+    assert not smoke.same_rows([row], [row, row])
