@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis.figures import COLORBLIND, epoch_axis, save
 from analysis.results import summarize
+from study.files import replace_file
 
 NEEDED = {"value", "seed", "epoch", "loss_inter", "label_nmi", "labels_changed", "clusters_reseeded"}
 LABEL_PANELS = {"label_nmi": "pseudo-label NMI", "labels_changed": "share of labels changed in the epoch",
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(save(draw_inter_loss(before, after, args.negatives), args.out / "inter_loss"))
     print(save(draw_label_maintenance(before, after, args.value), args.out / "label_nmi"))
     summary = summary_rows(before, after, args.value)
-    summary.to_csv(args.out / "diagnostics.csv", index=False, float_format="%.4g")
+    replace_file(args.out / "diagnostics.csv", summary.to_csv(index=False, float_format="%.4g"))
     print(summary.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     return 0
 

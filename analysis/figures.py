@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from analysis.results import final_epoch, summarize
+from study.files import save_figure
 
 # seaborn's "colorblind" palette, spelled out so that drawing needs matplotlib only.
 COLORBLIND = ("#0173B2", "#DE8F05", "#029E73", "#D55E00", "#CC78BC", "#CA9161", "#FBAFE4", "#949494", "#ECE133",
@@ -39,8 +40,8 @@ def epoch_axis(axis, label: str = "epoch") -> None:
 
 def save(figure, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(stem.with_suffix(".png"), dpi=130)
-    figure.savefig(stem.with_suffix(".pdf"), metadata={"CreationDate": None})  # the same results, the same bytes
+    save_figure(figure, stem.with_suffix(".png"), dpi=130)
+    save_figure(figure, stem.with_suffix(".pdf"), metadata={"CreationDate": None})  # the same results, the same bytes
     plt.close(figure)
     return stem.with_suffix(".png")
 

@@ -29,6 +29,7 @@ from analysis.sequential import study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
 from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES
+from study.files import replace_file
 
 PAPER_TABLES = {"methods": ("table1", table1, "Table 1: base methods without and with the inter-image branch "
                             "(claim 13)"),
@@ -188,7 +189,7 @@ def table_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[
     for study, (name, build, title) in PAPER_TABLES.items():
         if study in tables:
             frame = build(tables[study])
-            frame.to_csv(scale_folder / f"{name}.csv", index=False)
+            replace_file(scale_folder / f"{name}.csv", frame.to_csv(index=False))
             lines += ["", f"## {title}", "", markdown(frame)]
     paper_p = Fraction(1, 1000)
     exact = {k: scientific(tail_probability(104, paper_p, k)) for k in (5, 52)}
@@ -202,7 +203,7 @@ def table_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[
         m = int(triplet["negatives_per_query"].dropna().iloc[0])
         p = Fraction(float(triplet["same_class_probability"].dropna().iloc[0])).limit_denominator(10 ** 6)
         frame = bernoulli_table(m, p, {"rank-1": 1, "rank-5": 5, "median": m // 2})
-        frame.to_csv(scale_folder / "bernoulli.csv", index=False)
+        replace_file(scale_folder / "bernoulli.csv", frame.to_csv(index=False))
         blind = 1 - (1 - float(p)) ** (m + 1)
         lines += ["", f"With this data (m = {m} negatives per query, p = {float(p):.4f}), a query has at least k "
                   "same-class negatives with the probabilities below: at small k such false negatives are "
@@ -271,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         levels = study_levels(scale_folder)
         claims = evaluate_claims(tables, CLAIMS, levels)
         figures["forest"] = plot_forest(claims, scale_folder / "forest")
-        (scale_folder / "CLAIMS.md").write_text(claims_markdown(claims, figures, tables, scale_folder, args.scale,
+        replace_file(scale_folder / "CLAIMS.md", claims_markdown(claims, figures, tables, scale_folder, args.scale,
                                                                 levels))
-        claims.drop(columns=["text"]).to_csv(scale_folder / "claims.csv", index=False)
+        replace_file(scale_folder / "claims.csv", claims.drop(columns=["text"]).to_csv(index=False))
     except OSError as error:
         return fail(unwritable(scale_folder, error))
     print(f"{len(figures)} figure(s) and CLAIMS.md written under {scale_folder}")

@@ -26,6 +26,7 @@ from analysis.claims import DECIDED, evaluate_claims, left_out_trials
 from analysis.results import load_trials
 from analysis.stats import ALPHA
 from study.catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
+from study.files import replace_file
 
 LOOKS = "looks.json"
 
@@ -113,7 +114,7 @@ def judge(study: str, folder: Path, max_seeds: int) -> int:
     path = folder / LOOKS
     earlier = json.loads(path.read_text())["seeds"] if path.exists() else []
     looks = {"max_seeds": max_seeds, "seeds": [n for n in earlier if n < seeds] + [seeds]}
-    path.write_text(json.dumps(looks) + "\n")
+    replace_file(path, json.dumps(looks) + "\n")
     print(f"{study}: look at {seeds} of at most {max_seeds} seeds, one-sided level {level:.5f}")
     for _, row in verdicts.iterrows():
         why = f" ({row['not_testable']})" if row["verdict"] == "not testable" else ""

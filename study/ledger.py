@@ -15,13 +15,13 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from study import files
 from study.lock import LOCK_FILE
 from study.specs import Trial
 from trainers.checkpoint import STATE_FILE, TrialState
@@ -43,7 +43,7 @@ class Manifest:
 
     def save(self, out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        replace_file(out / MANIFEST, json.dumps(asdict(self), indent=1) + "\n")
+        files.replace_file(out / MANIFEST, json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod
     def load(cls, out: Path) -> "Manifest | None":
@@ -169,16 +169,6 @@ def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> tu
     return table, left
 
 
-def replace_file(path: Path, data: str | bytes) -> None:
-    """Write a file whole or not at all: a reader (or a crash, or a full disk) never sees half of it."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def table_files(table: pd.DataFrame) -> dict[str, bytes]:
     """The result table as the files it is stored in: parquet for programs, CSV for people."""
     parquet = io.BytesIO()
@@ -192,4 +182,4 @@ def table_bytes(table: pd.DataFrame) -> int:
 
 def write_table(table: pd.DataFrame, out: Path) -> None:
     for name, data in table_files(table).items():
-        replace_file(out / name, data)
+        files.replace_file(out / name, data)

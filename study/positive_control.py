@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from study import ledger
+from study import files
 from study.profiles import PROFILES
 from study.run import code_version
 from trainers.config import TrialConfig
@@ -112,7 +112,7 @@ def run_trial(keys: dict, path: Path, version: str) -> None:
         return
     record = json.loads(partial.read_text())
     record.update(seconds=time.perf_counter() - started, code_version=version)
-    ledger.replace_file(path, json.dumps(record))
+    files.replace_file(path, json.dumps(record))
     partial.unlink()
     print(f"done: {path.stem} in {record['seconds']:.0f} s", flush=True)
 
@@ -178,7 +178,7 @@ def write_run_notes(out: Path, argv: list[str], search: pd.DataFrame) -> None:
              f"- written: {datetime.datetime.now().isoformat(timespec='seconds')}; processor: {processor}; "
              f"python {platform.python_version()}, torch {torch.__version__}; one torch thread per trial",
              f"- trials: {search['config_hash'].nunique()} distinct, {len(search)} rows (scale, arm, seed)"]
-    ledger.replace_file(out / "RUN.md", "\n".join(lines) + "\n")
+    files.replace_file(out / "RUN.md", "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     if search.empty:
         print("error: no trial finished", file=sys.stderr)
         return 1
-    ledger.replace_file(args.out / "search.csv", search.to_csv(index=False))
+    files.replace_file(args.out / "search.csv", search.to_csv(index=False))
     effects = effects_table(search)
-    ledger.replace_file(args.out / "effects.csv", effects.to_csv(index=False))
+    files.replace_file(args.out / "effects.csv", effects.to_csv(index=False))
     write_run_notes(args.out, argv if argv is not None else sys.argv[1:], search)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(effects[["scale", "comparison", "metric", "seeds", "effect", "ci_low", "ci_high", "trained_gain",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import ledger, lock, packing, rounds
+from study import files, ledger, lock, packing, rounds
 from study.catalogue import FIRST_ROUND, STUDIES, Times
 from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
 from study.preflight import check_cluster_gpus, check_launch, check_options, gpus_per_trial
@@ -262,7 +262,7 @@ def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.M
         lines += ["", f"## Unfinished trials ({len(left)})", *[f"- {ledger.trial_name(t)}" for t in left]]
     if failures:
         lines += ["", "## Failed trials", *[f"- {failure}" for failure in failures]]
-    ledger.replace_file(out / "RUN.md", "\n".join(lines) + "\n")
+    files.replace_file(out / "RUN.md", "\n".join(lines) + "\n")
     return figures
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from study import files
 from study.profiles import PROFILES
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out or Path("results") / args.scale / "table4")
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "table4.csv")
+    files.replace_file(out / "table4.csv", table.to_csv())
     command = "python -m study.table4 " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     markdown = [f"# InterCLR Table 4 replica at scale `{args.scale}`", "",
                 f"`{command}`: {args.epochs} epochs per variant, median of {args.rounds} alternating rounds, "
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown.append(f"| {name} | {row.iter_time_s * 1000:.1f} | {row.epoch_time_s:.2f} | {row.peak_memory_mb:.0f} "
                         f"| {row.step_ratio:.2f}x | {row.epoch_ratio:.2f}x | {row.memory_ratio:.2f}x "
                         f"| {row.paper_days} | {row.paper_time_ratio:.2f}x | {row.paper_memory_gb} |")
-    (out / "table4.md").write_text("\n".join(markdown) + "\n")
+    files.replace_file(out / "table4.md", "\n".join(markdown) + "\n")
     print("\n".join(markdown))
     return 0
 

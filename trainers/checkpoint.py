@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -55,21 +57,28 @@ class TrialState:
         return state
 
     def save(self, state: dict) -> None:
+        """Replace the state file whole: written to a temporary file of this process's own beside it, flushed
+        to disk and renamed over it, so a crash mid-write leaves the previous state whole and a link at the
+        target is replaced, never followed."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".partial")
+        descriptor, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{STATE_FILE}.", suffix=".partial")
+        partial = Path(name)
         try:
-            torch.save(state, partial)
+            with os.fdopen(descriptor, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            partial.replace(self.path)
         except (OSError, RuntimeError):  # torch's zip writer reports a full disk as "unexpected pos"
-            # torch's writer may still hold the partial file open, so its blocks count as used until then
-            held = partial.stat().st_blocks * 512 if partial.exists() else 0
-            partial.unlink(missing_ok=True)
-            needed, free = _serialized_size(state), shutil.disk_usage(self.path.parent).free + held
+            partial.unlink(missing_ok=True)  # closed by now, so its blocks are free again
+            needed, free = _serialized_size(state), shutil.disk_usage(self.path.parent).free
             if needed <= free:
                 raise
             raise DiskFullError(errno.ENOSPC, f"no space to save the trial state in {self.path.parent}: it needs "
                                               f"{needed / 2 ** 20:.1f} MB, {free / 2 ** 20:.1f} MB are free; free "
                                               f"space there, then continue with --resume") from None
-        partial.replace(self.path)  # a crash mid-write leaves the previous state whole
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def _serialized_size(state: dict) -> int:
@@ -101,9 +110,10 @@ def check_writable(folder: Path, what: str) -> None:
     made = [p for p in reversed([folder, *folder.parents]) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_text("")
-        probe.unlink()
+        # A probe named for this process alone: processes checking one folder at once never meet.
+        descriptor, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+        os.close(descriptor)
+        os.unlink(probe)
     except OSError as error:
         raise ConfigError(f"cannot write to {what} {folder} ({error.strerror or type(error).__name__}); "
                           f"give a writable {what}") from None
