@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from study.cost import UnitCosts
 from trainers.config import DEFAULT_METHOD, TrialConfig
 
 
@@ -39,6 +40,7 @@ class ScaleProfile:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     paper_negatives: int = 4096  # the paper's K (its ablations') that this profile's num_negatives stands for
+    costs: UnitCosts | None = None  # what `study.run --estimate` prices a trial with (study.cost)
 
     def config(self, **keys) -> TrialConfig:
         """A trial config at this scale: the method's defaults, then this profile's settings that the
@@ -74,7 +76,14 @@ PROFILES = {p.name: p for p in [
          # BYOL's base) keeps the key encoder a recent average of the query encoder, as at full scale.
          # The queue spans 4 batches (10% of an epoch; the paper's 16,384 span 64 batches, 1.3%).
          "encoder_momentum": 0.99, "queue_size": 512, "eval_every": 2},
-        cpus_per_trial=1.0),
+        cpus_per_trial=1.0,
+        costs=UnitCosts(
+            "measured on a 2-core AMD EPYC with other jobs running: Trial.step medians, evaluation passes "
+            "from eval_time_s, study.svm_cost",
+            train_size=5000, test_size=10000, classes=10, device="CPU",
+            step_s={"npidv2": 0.06, "npidv2-interclr": 0.071, "mocov2": 0.09, "mocov2-interclr": 0.105,
+                    "byol": 0.2, "byol-interclr": 0.2, "truncated-triplet": 0.185},
+            forward_images_per_s=2300, decode_images_per_s=float("inf"), svm_s_per_class=0.4, kmeans_s=1.0)),
     ScaleProfile(
         "cifar", "a quarter GPU: CIFAR-10 python batches (--set data_root=DIR), ResNet-18 CIFAR stem, 100 epochs",
         # K = 160 stands for the paper's 4,096: margins x 0.611 (-0.5 -> -0.305).
@@ -85,7 +94,14 @@ PROFILES = {p.name: p for p in [
          "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 4, "num_workers": 0, "device": "cuda",
          "precision": "bf16",
          "eval_every": 5},
-        cpus_per_trial=4.0, gpus_per_trial=0.25),
+        cpus_per_trial=4.0, gpus_per_trial=0.25,
+        costs=UnitCosts(
+            "declared, not measured: a quarter of an H100 running ResNet-18 (CIFAR stem) in bf16 at about 2,500 "
+            "images/s forward and backward; data in memory; SVMs 1 s per class per CPU",
+            train_size=50000, test_size=10000, classes=10,
+            step_s={"npidv2": 0.10, "npidv2-interclr": 0.11, "mocov2": 0.13, "mocov2-interclr": 0.14,
+                    "byol": 0.25, "byol-interclr": 0.26, "truncated-triplet": 0.25},
+            forward_images_per_s=8000, decode_images_per_s=float("inf"), svm_s_per_class=1.0, kmeans_s=2.0)),
     ScaleProfile(
         "imagenet", "GPU cluster: ImageNet ImageFolder (--set data_root=DIR), ResNet-50, the paper's settings",
         # The paper's own K: margins as the paper gives them.
@@ -96,5 +112,13 @@ PROFILES = {p.name: p for p in [
          "precision": "bf16",
          # Each evaluation re-embeds all 1.28 M training images; 10 probe epochs over them are 50k SGD steps.
          "eval_every": 10, "probe_epochs": 10},
-        cpus_per_trial=8.0, gpus_per_trial=1.0),
+        cpus_per_trial=8.0, gpus_per_trial=1.0,
+        costs=UnitCosts(
+            "declared, not measured: one H100 running ResNet-50 in bf16 at about 3,000 images/s forward and "
+            "backward and 9,000 forward only; JPEG decode and resize 250 images/s per CPU worker and SVMs "
+            "10-12 s per class per CPU (both measured on a 2-core AMD EPYC); faiss k-means on the GPU, 60 s",
+            train_size=1281167, test_size=50000, classes=1000,
+            step_s={"npidv2": 0.095, "npidv2-interclr": 0.115, "mocov2": 0.115, "mocov2-interclr": 0.135,
+                    "byol": 0.23, "byol-interclr": 0.25, "truncated-triplet": 0.23},
+            forward_images_per_s=9000, decode_images_per_s=250, svm_s_per_class=12.0, kmeans_s=60.0)),
 ]}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study import files, ledger, lock, packing, rounds
+from study import cost, files, ledger, lock, packing, rounds
 from study.catalogue import FIRST_ROUND, STUDIES, Times
 from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
 from study.preflight import check_cluster_gpus, check_launch, check_options, gpus_per_trial
@@ -54,6 +54,7 @@ class RunOptions:
     checkpoint_every: int = 1
     inject_crash: int = 0
     dry_run: bool = False
+    estimate: bool = False
     list: bool = False
 
 
@@ -84,6 +85,9 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     parser.add_argument("--inject-crash", type=int, default=0, metavar="EPOCH",
                         help="for fault tests: every trial kills its own process once, at this epoch")
     parser.add_argument("--dry-run", action="store_true", help="print the trials and launch nothing")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print what the plan costs in device-hours (study.cost; no data or device needed) "
+                             "and launch nothing")
     parsed = vars(parser.parse_args(argv))
     settings = tuple(parsed.pop("set"))
     return RunOptions(**parsed, settings=settings)
@@ -186,6 +190,16 @@ def print_plan(trials: list[Trial], options: RunOptions) -> None:
     print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
     for trial in trials:
         print(f"  {spec.factor}={trial.value!s:<10} seed={trial.seed}  config {trial.config.config_hash()}")
+
+
+def print_estimate(trials: list[Trial], options: RunOptions) -> float:
+    """Prints the plan's cost (study.cost); returns its device-hours."""
+    profile, config = PROFILES[options.scale], trials[0].config
+    print(f"study {trials[0].study} at scale {options.scale}: {len(trials)} trials")
+    cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)
+    lines, hours = cost.describe(trials, profile.costs, cpus, gpus_per_trial(options))
+    print("\n".join(lines))
+    return hours
 
 
 def start_ray(address: str | None) -> None:
@@ -366,6 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         if options.dry_run:
             for trials in plans.values():
                 print_plan(trials, options)
+            return 0
+        if options.estimate:
+            total = sum(print_estimate(trials, options) for trials in plans.values())
+            if len(plans) > 1:
+                print(f"all {len(plans)} studies: {cost.duration(total, PROFILES[options.scale].costs.device)}")
             return 0
         outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
         for name in names:  # before anything is checked or written: a second driver stops here

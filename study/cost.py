@@ -1,0 +1,110 @@
+"""What a study's plan costs, before any data or device: `python -m study.run STUDY --scale imagenet
+--estimate`.
+
+A trial's time is built from unit costs (`UnitCosts`, one per profile), term by term, following what
+`trainers.fit` does:
+  floor       epoch 0: batch-norm calibration (one pass over the training set), the evaluation, and
+              the SVMs;
+  training    per epoch the larger of the device's steps (steps x seconds per step) and the loader's
+              decoding (N / (workers x images per second per worker)): the slower one sets the pace;
+  evaluations the kNN evaluations after epoch 0: one pass over the training and test sets each, paced
+              the same way (forward only);
+  svm         the SVMs at the last epoch (one class at a time per CPU of the trial);
+  relabel     global k-means at the start, and per offline relabelling a pass over the training set
+              and a k-means;
+  overclustering  the truncated triplet's epoch-0 pass (forward only, no loader workers).
+A trial holds its device share for all of it, so its device-hours are its hours x its share. The unit
+costs of the GPU profiles are declared, not measured (no GPU was available to measure them): each
+names its source, and the output says "declared". The largest terms are named, so a reader sees where
+the hours go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainers.config import TrialConfig
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    source: str  # where the numbers come from, printed with every estimate
+    train_size: int
+    test_size: int
+    classes: int
+    step_s: dict  # seconds per training step, per method, on the profile's device
+    forward_images_per_s: float  # the device's forward-only throughput (evaluation, relabelling)
+    decode_images_per_s: float  # images decoded and resized per second per loader worker (one CPU)
+    svm_s_per_class: float  # one class's SVMs (5 costs x 3 folds + the refit) on one CPU
+    kmeans_s: float  # one global k-means of the training set into the profile's clusters
+    device: str = "GPU"
+
+
+def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_device: bool = False) -> dict[str, float]:
+    """Hours per term of one trial (see the module's notes). `decode_on_device`: as if the loader handed
+    encoded images to the device to decode (not built), so that only the device paces a pass."""
+    n, n_test = costs.train_size, costs.test_size
+    loader_workers = config.num_workers if config.num_workers and not decode_on_device else 0
+    per_image_decode = 1 / (loader_workers * costs.decode_images_per_s) if loader_workers else 0.0
+
+    def pass_seconds(images: int) -> float:
+        """One forward-only pass: the device's pace or the loader's, whichever is slower."""
+        return images * max(1 / costs.forward_images_per_s, per_image_decode)
+
+    epoch = max((n // config.batch_size) * costs.step_s[config.method], n * per_image_decode)
+    evaluated = [e for e in range(1, config.epochs + 1) if e % config.eval_every == 0 or e == config.epochs]
+    clusters = "clusters_per_class" in TrialConfig.keys_of(config.method)
+    offline = clusters and config.label_mode == "offline"
+    relabels = sum(1 for e in range(1, config.epochs + 1) if offline and e % config.offline_every == 0)
+    svm = costs.classes * costs.svm_s_per_class / max(1.0, cpus)
+    # The triplet's epoch-0 pass reads the data without loader workers: one CPU decodes it.
+    triplet_pass = n * max(1 / costs.forward_images_per_s, 1 / costs.decode_images_per_s if loader_workers else 0.0)
+    seconds = {
+        "floor": pass_seconds(n) + pass_seconds(n + n_test) + svm,
+        "training": config.epochs * epoch,
+        "evaluations": len(evaluated) * pass_seconds(n + n_test),
+        "svm": svm,
+        "relabel": (costs.kmeans_s if clusters else 0.0) + relabels * (pass_seconds(n) + costs.kmeans_s),
+        "overclustering": triplet_pass if config.method == "truncated-triplet" else 0.0,
+    }
+    return {term: value / 3600 for term, value in seconds.items()}
+
+
+def paced_by(config: TrialConfig, costs: UnitCosts) -> str:
+    """Which side sets the pace of a training epoch: the device's steps or the loader's decoding."""
+    device = (costs.train_size // config.batch_size) * costs.step_s[config.method]
+    loader = costs.train_size / (config.num_workers * costs.decode_images_per_s) if config.num_workers else 0.0
+    return "decoding on the CPUs" if loader > device else "the device's steps"
+
+
+def duration(hours: float, device: str) -> str:
+    """Device-hours in words, in minutes below an hour."""
+    return f"{hours * 60:.1f} {device}-minutes" if hours < 1 else f"{hours:.1f} {device}-hours"
+
+
+def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -> tuple[list[str], float]:
+    """The plan's estimate in lines (per method: one trial's device-hours, its largest terms, what paces its
+    epochs, and where a loader decodes, the same with decoding on the device; then the plan's total), and
+    the total in device-hours."""
+    share = device_share if device_share > 0 else 1.0
+    lines = [f"estimate ({costs.source}):"]
+    total = 0.0
+    by_method: dict[str, list] = {}
+    for trial in trials:
+        by_method.setdefault(trial.config.method, []).append(trial)
+    for method, group in by_method.items():
+        config = group[0].config
+        hours = trial_hours(config, costs, cpus)
+        per_trial = sum(hours.values()) * share
+        total += per_trial * len(group)
+        largest = sorted(hours.items(), key=lambda item: -item[1])[:3]
+        text = (f"  {method}: {duration(per_trial, costs.device)} per trial x {len(group)} (largest: "
+                f"{', '.join(f'{term} {value * share:.2g} h' for term, value in largest)}; epochs paced by "
+                f"{paced_by(config, costs)}")
+        if config.num_workers:
+            on_device = sum(trial_hours(config, costs, cpus, decode_on_device=True).values()) * share
+            text += f"; {duration(on_device, costs.device)} if images were decoded on the device, which is not built"
+        lines.append(text + ")")
+    days = f" ({total / 24:.1f} {costs.device}-days)" if total >= 24 else ""
+    lines.append(f"  the plan: {len(trials)} trials, {duration(total, costs.device)}{days}")
+    return lines, total

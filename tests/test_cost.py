@@ -1,0 +1,56 @@
+"""The cost model on unit costs chosen so that every term can be computed by hand."""
+
+import pytest
+
+from study import cost
+from study.specs import Trial
+from trainers.config import TrialConfig
+
+UNITS = cost.UnitCosts("hand-made", train_size=1000, test_size=200, classes=4, device="GPU",
+                       step_s={"npidv2-interclr": 0.5, "npidv2": 0.5, "truncated-triplet": 0.5},
+                       forward_images_per_s=100, decode_images_per_s=50, svm_s_per_class=30, kmeans_s=20)
+
+
+def config(**keys) -> TrialConfig:
+    base = {"method": "npidv2-interclr", "dataset": "synthetic", "batch_size": 100, "epochs": 4, "eval_every": 2,
+            "num_workers": 2, "num_negatives": 4, "clusters_per_class": 2, "min_cluster_size": 2}
+    base.update(keys)
+    own = TrialConfig.keys_of(base["method"])
+    return TrialConfig.create(**{k: v for k, v in base.items() if k in own or k in TrialConfig.keys_of("npidv2")})
+
+
+def test_every_term_of_a_decode_bound_trial():
+    hours = cost.trial_hours(config(), UNITS, cpus=2)
+    seconds = {term: round(value * 3600, 6) for term, value in hours.items()}
+    # Loader: 2 workers x 50 images/s = 100 images/s, slower than the device's 100 forward (equal: 0.01 s an
+    # image) and than 10 steps x 0.5 s = 5 s an epoch, so an epoch takes 1000 / 100 = 10 s.
+    assert seconds["training"] == 4 * 10
+    assert seconds["evaluations"] == 2 * (1200 / 100)  # epochs 2 and 4, a pass over 1,000 + 200 images
+    assert seconds["svm"] == 4 * 30 / 2  # 4 classes on 2 CPUs
+    assert seconds["floor"] == 1000 / 100 + 1200 / 100 + 60  # calibration, evaluation, SVMs
+    assert seconds["relabel"] == 20  # online labels: one k-means at the start
+    assert seconds["overclustering"] == 0
+
+
+def test_offline_relabelling_and_a_device_bound_epoch():
+    hours = cost.trial_hours(config(label_mode="offline", offline_every=2, num_workers=20), UNITS, cpus=2)
+    seconds = {term: round(value * 3600, 6) for term, value in hours.items()}
+    assert seconds["training"] == 4 * 5  # 20 workers decode 1,000 images/s: the device's 10 x 0.5 s paces it
+    assert seconds["relabel"] == 20 + 2 * (1000 / 100 + 20)  # the start, then epochs 2 and 4: a pass and k-means
+    assert cost.paced_by(config(num_workers=20), UNITS) == "the device's steps"
+    assert cost.paced_by(config(), UNITS) == "decoding on the CPUs"
+
+
+def test_decoding_on_the_device_removes_the_loader_bound():
+    on_cpus = cost.trial_hours(config(), UNITS, cpus=2)
+    on_device = cost.trial_hours(config(), UNITS, cpus=2, decode_on_device=True)
+    assert on_device["training"] * 3600 == pytest.approx(4 * 5)
+    assert on_cpus["training"] > on_device["training"]
+
+
+def test_the_plan_total_counts_every_trial_at_its_device_share():
+    trials = [Trial("sampling", "negative_sampling", "random", seed, config(seed=seed)) for seed in range(3)]
+    lines, total = cost.describe(trials, UNITS, cpus=2, device_share=0.5)
+    per_trial = sum(cost.trial_hours(trials[0].config, UNITS, cpus=2).values())
+    assert total == pytest.approx(3 * 0.5 * per_trial)
+    assert lines[0] == "estimate (hand-made):" and "x 3" in lines[1] and "3 trials" in lines[-1]
