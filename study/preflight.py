@@ -3,11 +3,14 @@ DataError naming the fix, so bad input costs one line and changes nothing."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from study import ledger, packing
+from study import files, ledger, packing
 from study.profiles import PROFILES
 from study.specs import Trial
 from trainers import data as datasets
@@ -74,14 +77,60 @@ def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
                           f"HOST:PORT") from None
 
 
-def check_data(trials: list[Trial]) -> datasets.ImageData:
-    """Load the dataset once in the driver, so a missing or too-small dataset fails before launch."""
+IMAGE_CHECKS = "image-checks"  # under --storage: per image tree, the files already decoded whole
+
+
+def check_data(trials: list[Trial], storage: Path | None = None) -> datasets.ImageData:
+    """Load the dataset once in the driver, so a missing, damaged or too-small dataset fails before launch."""
     config = trials[0].config
     data = datasets.load(config)
-    datasets.check_decodable(data)
+    check_image_files(data, config.data_root, storage)
     for trial in trials:
         trial.config.check_against_data(len(data.train), data.num_classes)
     return data
+
+
+def check_image_files(data: datasets.ImageData, data_root: str, storage: Path | None) -> None:
+    """Every image file of the dataset decodes whole, on all of this machine's CPUs. Files decoded by an
+    earlier check with the same size and modification time are not decoded again: a manifest per image
+    tree under --storage records them (only paths and numbers, read as JSON)."""
+    paths = datasets.image_files(data)
+    if not paths:
+        return
+    manifest = (storage / IMAGE_CHECKS / f"{hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:16]}"
+                f".json") if storage is not None else None
+    checked = read_image_manifest(manifest)
+    stamps = {path: stamp_of(path) for path in paths}
+    todo = [path for path in paths if checked.get(path) != stamps[path]]
+    print(f"checking that {len(todo)} of {len(paths)} image files decode ({len(paths) - len(todo)} unchanged since "
+          f"an earlier check)", flush=True)
+    datasets.check_images(todo, workers=os.cpu_count() or 1)
+    if manifest is not None and todo:
+        try:
+            manifest.parent.mkdir(parents=True, exist_ok=True)
+            files.replace_file(manifest, json.dumps({"files": {**checked, **{p: stamps[p] for p in todo}}}))
+        except OSError as error:  # the check itself passed; only its record is lost
+            print(f"could not record the image check in {manifest} ({error.strerror}); the next run checks again")
+
+
+def stamp_of(path: str) -> list[int]:
+    status = os.stat(path)
+    return [status.st_size, status.st_mtime_ns]
+
+
+def read_image_manifest(path: Path | None) -> dict[str, list[int]]:
+    """The files an earlier check decoded, {path: [size, mtime_ns]}; empty when there is none or it is not
+    one (a damaged record only costs a full check)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(entries, dict):
+        return {}
+    return {key: value for key, value in entries.items() if isinstance(key, str) and isinstance(value, list)
+            and len(value) == 2 and all(type(v) is int for v in value)}
 
 
 def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: RunOptions) -> None:
@@ -106,7 +155,7 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
     --resume continues it. Raises ConfigError or DataError."""
     for trials in plans.values():
         check_devices(trials, options)
-        check_gpu_packing(trials, check_data(trials), options)
+        check_gpu_packing(trials, check_data(trials, Path(options.storage)), options)
     # With several studies, --resume continues the ones that started and starts the rest, so that a
     # stopped `all` run resumes as a whole; one study named alone must have something to resume.
     started = {name: out.is_dir() and ledger.Manifest.load(out) is not None for name, out in outs.items()}

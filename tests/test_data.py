@@ -275,5 +275,44 @@ def test_full_decode_accepts_whole_images_of_several_formats(tmp_path):
             Image.effect_noise((64, 48), 50).convert("RGB").save(tmp_path / split / cls / f"0.{suffix}")
     data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(tmp_path), load_size=16,
                                             image_size=16))
-    datasets.check_decodable(data)  # raises DataError for a damaged file (the catalogue's cases)
+    datasets.check_images(datasets.image_files(data))  # raises DataError for a damaged file (the catalogue's cases)
     assert len(data.train) == 2 and data.num_classes == 2
+
+
+def test_the_image_check_decodes_each_unchanged_file_once(tmp_path, monkeypatch, capsys):
+    """A manifest under --storage records the files decoded whole; a later check decodes only new or
+    changed ones, and a damaged file is named whatever the record says."""
+    from PIL import Image
+
+    from study.preflight import check_image_files
+
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3):
+                Image.effect_noise((20, 16), 40 + i).convert("RGB").save(root / split / cls / f"{i}.jpg")
+    data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(root), load_size=16, image_size=16))
+    decoded = []
+    real_check = datasets.check_image
+    monkeypatch.setattr(datasets, "check_image", lambda path: decoded.append(path) or real_check(path))
+    storage = tmp_path / "storage"
+    check_image_files(data, str(root), storage)
+    assert len(decoded) == 12
+    decoded.clear()
+    check_image_files(data, str(root), storage)
+    assert decoded == [] and "checking that 0 of 12 image files decode" in capsys.readouterr().out
+    changed = root / "train" / "b" / "1.jpg"
+    Image.effect_noise((24, 16), 90).convert("RGB").save(changed)
+    check_image_files(data, str(root), storage)
+    assert decoded == [str(changed)]
+    decoded.clear()
+    changed.write_bytes(changed.read_bytes()[:200])  # truncated: the header survives
+    with pytest.raises(datasets.DataError, match="1.jpg"):
+        check_image_files(data, str(root), storage)
+    for manifest in (storage / "image-checks").iterdir():
+        manifest.write_text("{not json")  # a damaged record costs a full check, nothing more
+    Image.effect_noise((24, 16), 91).convert("RGB").save(changed)
+    decoded.clear()
+    check_image_files(data, str(root), storage)
+    assert len(decoded) == 12

@@ -14,6 +14,7 @@ import gzip
 import os
 import pickle
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,23 +109,6 @@ class ImageFolderImages(Dataset):
         canvas[:, :size[0], :size[1]] = image
         return canvas, torch.tensor(size), label, index
 
-    def check_decodable(self) -> None:
-        """Decode every file whole (a truncated JPEG has an intact header), within the pixel budget,
-        so a damaged tree fails before a run rather than a trial hours in."""
-        from PIL import Image
-
-        for path, _ in self.samples:
-            try:
-                with Image.open(path) as image:  # the header alone: the size, before anything is decoded
-                    if image.width * image.height > MAX_IMAGE_PIXELS:
-                        raise DataError(_too_large(path, image.width, image.height))
-            except Image.DecompressionBombError:  # PIL's own limit, checked on opening
-                raise DataError(_too_large(path, None, None)) from None
-            except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
-                raise DataError(_unreadable_image(path, error)) from None
-            read_image(path)  # then the whole file, by the decoder the trials use
-
-
 def read_image(path: str) -> torch.Tensor:
     """An image file decoded by torchvision.io (JPEG, PNG, GIF, WebP) as uint8 3 x H x W; raises DataError."""
     from torchvision.io import ImageReadMode, decode_image
@@ -199,11 +183,38 @@ class ImageData:
         return self.test.labels
 
 
-def check_decodable(data: ImageData) -> None:
-    """Raise DataError for any image file that cannot be read; in-memory sets are already decoded."""
-    for split in (data.train, data.test):
-        if isinstance(split, ImageFolderImages):
-            split.check_decodable()
+def image_files(data: ImageData) -> list[str]:
+    """The image files a dataset reads (train, then test); none for in-memory sets, already decoded."""
+    return [path for split in (data.train, data.test) if isinstance(split, ImageFolderImages)
+            for path, _ in split.samples]
+
+
+def check_image(path: str) -> None:
+    """Decode one file whole (a truncated JPEG has an intact header) within the pixel budget, so a damaged
+    tree fails before a run rather than a trial hours in; raises DataError."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # the header alone: the size, before anything is decoded
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise DataError(_too_large(path, image.width, image.height))
+    except Image.DecompressionBombError:  # PIL's own limit, checked on opening
+        raise DataError(_too_large(path, None, None)) from None
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
+        raise DataError(_unreadable_image(path, error)) from None
+    read_image(path)  # then the whole file, by the decoder the trials use
+
+
+def check_images(paths: list[str], workers: int = 1) -> None:
+    """check_image for every path, on `workers` threads (both decoders release the GIL); raises the
+    DataError of the first damaged file in `paths` order."""
+    if workers <= 1:
+        for path in paths:
+            check_image(path)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for _ in pool.map(check_image, paths):  # map re-raises a worker's error in order
+            pass
 
 
 def load(config) -> ImageData:
