@@ -42,3 +42,21 @@ def test_global_kmeans_is_deterministic_per_seed():
 def test_more_clusters_than_points_is_an_error():
     with pytest.raises(ValueError, match="at least"):
         global_kmeans(torch.randn(3, 2), 4, iterations=1, seed=0, backend="torch")
+
+
+def test_kmeans_plus_plus_draws_each_start_in_proportion_to_its_squared_distance():
+    """Three points on a line at 0, 1 and 3: after a first start drawn uniformly, the second is drawn with
+    probability d^2 / sum d^2 (from 0: 1/10 and 9/10; from 1: 1/5 and 4/5; from 3: 9/13 and 4/13)."""
+    from trainers.kmeans import _kmeans_plus_plus
+
+    points = torch.tensor([[0.0], [1.0], [3.0]])
+    expected = {(0, 1): 1 / 30, (0, 2): 9 / 30, (1, 0): 1 / 15, (1, 2): 4 / 15, (2, 0): 9 / 39, (2, 1): 4 / 39}
+    draws = 6000
+    counts = dict.fromkeys(expected, 0)
+    for seed in range(draws):
+        starts = _kmeans_plus_plus(points, 2, torch.Generator().manual_seed(seed))
+        pair = tuple(int(points[:, 0].eq(value).nonzero()) for value in starts[:, 0])
+        counts[pair] += 1  # a repeated start would be a KeyError
+    for pair, probability in expected.items():
+        spread = (probability * (1 - probability) / draws) ** 0.5
+        assert abs(counts[pair] / draws - probability) < 4 * spread, (pair, counts[pair] / draws, probability)

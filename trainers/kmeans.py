@@ -87,14 +87,22 @@ def _torch_centroids(points: torch.Tensor, k: int, iterations: int, seed: int) -
 
 def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """Each next start is a point drawn with probability proportional to its squared distance to the
-    nearest start so far (Arthur and Vassilvitskii, 2007)."""
-    first = int(torch.randint(len(points), (1,), generator=generator))
-    chosen = [first]
-    closest = ((points - points[first]) ** 2).sum(dim=1)
-    for _ in range(1, k):
-        weights = closest.cpu().double()
-        pick = int(torch.multinomial(weights, 1, generator=generator)) if weights.sum() > 0 else \
-            int(torch.randint(len(points), (1,), generator=generator))
+    nearest start so far (Arthur and Vassilvitskii, 2007).
+
+    The draw stays on the points' device: a uniform number from the (CPU) generator is placed in the
+    cumulative distances by a search, so choosing a start never waits for the device (on a GPU the
+    read-back per start was most of the seeding's time). Where every distance is zero, a uniformly
+    drawn point stands in."""
+    n, device = len(points), points.device
+    uniforms = torch.rand(k, generator=generator, dtype=torch.float64).to(device)
+    uniform_picks = torch.randint(n, (k,), generator=generator).to(device)
+    chosen = [uniform_picks[0]]
+    closest = ((points - points[chosen[0]]) ** 2).sum(dim=1)
+    for i in range(1, k):
+        cumulative = torch.cumsum(closest.double(), dim=0)
+        total = cumulative[-1]
+        drawn = torch.searchsorted(cumulative, (uniforms[i] * total).unsqueeze(0), right=True).clamp(max=n - 1)[0]
+        pick = torch.where(total > 0, drawn, uniform_picks[i])
         chosen.append(pick)
         closest = torch.minimum(closest, ((points - points[pick]) ** 2).sum(dim=1))
-    return points[chosen].clone()
+    return points[torch.stack(chosen)].clone()

@@ -73,7 +73,9 @@ class TruncatedTriplet(Method):
         counts = {"omega": 0.0, "event_b": 0.0, "deputy_same_class": 0.0, "clamped": 0.0}
         order = torch.Generator().manual_seed(self.config.seed)
         with torch.no_grad():
-            for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order):
+            # The loader's workers decode as in training (at ImageNet scale one process alone would take hours).
+            for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order,
+                                             num_workers=self.config.num_workers):
                 _, logs = self.training_step(images.to(self.device), labels.to(self.device), None, 0, streams)
                 counts = {key: counts[key] + float(logs[key]) for key in counts}
         self.networks.load_state_dict(saved)  # the pass ran in training mode; put back the batch-norm statistics
