@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data run test
+.PHONY: setup setup-gpu data run test
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# GPU machines: faiss-gpu in place of faiss-cpu (they install the same `faiss` package, so one at a time).
+setup-gpu: setup
+	$(PY) -m pip uninstall --quiet --yes faiss-cpu
+	$(PY) -m pip install --quiet "faiss-gpu>=1.7"
 
 # Fashion-MNIST from Debian's package when apt is there and the files are not; otherwise the
 # trainer says where it looked and how to get the data.
