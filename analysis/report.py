@@ -74,6 +74,48 @@ def _p(value: float) -> str:
 OUTCOMES = ("reproduced", "contradicted", "negligible", "not testable", "inconclusive", "missing")
 
 
+README_BEGIN = "<!-- claims: written by `python -m analysis.report --readme README.md` from claims.csv; do not edit -->"
+README_END = "<!-- end of claims -->"
+def bernoulli_claim() -> tuple[str, dict, dict]:
+    """Claim 12, arithmetic on the paper's own numbers (no runs): (verdict, exact tails, stated tails) for
+    m = 104, p = 1/1000 at k = 5 and 52, in the same 3-digit notation as the paper's."""
+    paper_p = Fraction(1, 1000)
+    exact = {k: scientific(tail_probability(104, paper_p, k)) for k in (5, 52)}
+    stated = PAPER_STATED[(104, paper_p)]
+    return ("contradicted" if any(exact[k] != stated[k] for k in exact) else "reproduced"), exact, stated
+
+
+def headline_markdown(claims: pd.DataFrame, scale: str) -> str:
+    """One table row per claim (the catalogue's sentence, its verdict at this scale and why), from the
+    columns of claims.csv, so that the README's headline is what the report decided."""
+    texts = {claim.number: claim.text for claim in CLAIMS}
+    rows = {}
+    for number, part in claims.groupby("claim"):
+        verdict = part["claim_verdict"].iloc[0]
+        if verdict == "not testable":
+            why = str(part.loc[part["verdict"] == "not testable", "not_testable"].iloc[0]).split(";")[0]
+        else:
+            shown = part[part["verdict"] == verdict] if (part["verdict"] == verdict).any() else part
+            why = "; ".join(f"{row.comparison} ({row.metric}): {row.effect:+.3g} [{row.ci_low:+.3g}, {row.ci_high:+.3g}]"
+                            for row in shown.head(2).itertuples())
+        rows[int(number)] = f"| {number} | {texts[int(number)]} | **{verdict}** | {why} |"
+    verdict, exact, stated = bernoulli_claim()
+    rows[12] = (f"| 12 | The Bernoulli bound: with m = 104 negatives and p = 1/1000, at least k = 5 and k = 52 "
+                f"same-class negatives have probabilities {stated[5]} and {stated[52]}. | **{verdict}** | the paper's "
+                f"formula gives {exact[5]} and {exact[52]} (40-digit arithmetic, no seeds) |")
+    header = [f"| claim | the paper says | at `{scale}` | why |", "|---|---|---|---|"]
+    return "\n".join(header + [rows[number] for number in sorted(rows)]) + "\n"
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace what lies between the README's claim markers with `block`; raises ValueError without them."""
+    text = readme.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no claims block; put the lines {README_BEGIN!r} and {README_END!r} where it goes")
+    replace_file(readme, text[:start + len(README_BEGIN)] + "\n" + block + text[end:])
+
+
 def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict[str, pd.DataFrame],
                     scale_folder: Path, scale: str, levels: dict[str, float]) -> str:
     verdicts = claims.groupby("claim", sort=False)["claim_verdict"].first()
@@ -191,11 +233,9 @@ def table_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[
             frame = build(tables[study])
             replace_file(scale_folder / f"{name}.csv", frame.to_csv(index=False))
             lines += ["", f"## {title}", "", markdown(frame)]
-    paper_p = Fraction(1, 1000)
-    exact = {k: scientific(tail_probability(104, paper_p, k)) for k in (5, 52)}
-    stated = PAPER_STATED[(104, paper_p)]
+    verdict, exact, stated = bernoulli_claim()
     lines += ["", "## Claim 12: the Bernoulli bound", "",
-              f"**contradicted** (40-digit arithmetic, no seeds involved): for m = 104, p = 1/1000 the paper's formula "
+              f"**{verdict}** (40-digit arithmetic, no seeds involved): for m = 104, p = 1/1000 the paper's formula "
               f"gives {exact[52]} for k = 52 and {exact[5]} for k = 5, not the stated {stated[52]} and {stated[5]} "
               "(`python -m analysis.bernoulli --m 104 --p 0.001 --k 1 5 52`)."]
     triplet = next((tables[s] for s in ("overclustering", "rank-k") if s in tables), None)
@@ -255,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default="results", help="the results folder (default results/)")
     parser.add_argument("--study", help="redraw only this study's figures (with --folder)")
     parser.add_argument("--folder", type=Path, help="the folder holding the study's trials.parquet")
+    parser.add_argument("--readme", type=Path, help="also write the claims' headline into this README, between "
+                                                     "its claim markers (the repository's README.md for the "
+                                                     "committed results)")
     args = parser.parse_args(argv)
     if (args.study is None) != (args.folder is None):
         return fail("--study NAME and --folder DIR go together; give both, or neither for the whole report")
@@ -275,8 +318,12 @@ def main(argv: list[str] | None = None) -> int:
         replace_file(scale_folder / "CLAIMS.md", claims_markdown(claims, figures, tables, scale_folder, args.scale,
                                                                 levels))
         replace_file(scale_folder / "claims.csv", claims.drop(columns=["text"]).to_csv(index=False))
+        if args.readme is not None:
+            update_readme(args.readme, headline_markdown(claims, args.scale))
     except OSError as error:
         return fail(unwritable(scale_folder, error))
+    except ValueError as error:
+        return fail(str(error))
     print(f"{len(figures)} figure(s) and CLAIMS.md written under {scale_folder}")
     for number, part in claims.groupby("claim", sort=False):
         print(f"  claim {number}: {part['claim_verdict'].iloc[0]}")

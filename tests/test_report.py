@@ -169,3 +169,35 @@ def test_report_names_each_studys_code_version_and_warns_when_they_differ(tmp_pa
     assert "| labels | aaaa | 2.14.1 | 2 | 4 |" in claims
     assert "| sampling | bbbb | 2.14.1 | 2 | 8 |" in claims
     assert "These results come from 2 code versions" in claims
+
+
+def test_the_readme_headline_is_what_the_committed_claims_say():
+    """The README's claims block is generated from results/tiny/claims.csv; edit either by hand and this fails
+    (rerun `python -m analysis.report --readme README.md`)."""
+    from analysis.report import README_BEGIN, README_END, headline_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index(README_BEGIN) + len(README_BEGIN):readme.index(README_END)].strip("\n")
+    committed = pd.read_csv(ROOT / "results" / "tiny" / "claims.csv")
+    assert block == headline_markdown(committed, "tiny").strip("\n")
+    assert block.count("\n| ") == 13  # every claim, 12 included
+
+
+def test_the_readme_block_is_replaced_between_its_markers_only(tmp_path):
+    from analysis.report import README_BEGIN, README_END, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_BEGIN}\nold\n{README_END}\n\nrest\n")
+    update_readme(readme, "| new |\n")
+    assert readme.read_text() == f"# Title\n\n{README_BEGIN}\n| new |\n{README_END}\n\nrest\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no claims block"):
+        update_readme(readme, "| new |\n")
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    import re
+
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
