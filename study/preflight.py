@@ -155,7 +155,8 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
     --resume continues it. Raises ConfigError or DataError."""
     for trials in plans.values():
         check_devices(trials, options)
-        check_gpu_packing(trials, check_data(trials, Path(options.storage)), options)
+        # A dry run writes nothing: the image check then keeps no record of what it decoded.
+        check_gpu_packing(trials, check_data(trials, None if options.dry_run else Path(options.storage)), options)
     # With several studies, --resume continues the ones that started and starts the rest, so that a
     # stopped `all` run resumes as a whole; one study named alone must have something to resume.
     started = {name: out.is_dir() and ledger.Manifest.load(out) is not None for name, out in outs.items()}

@@ -84,7 +84,9 @@ def parse_args(argv: list[str] | None) -> RunOptions:
                         help="save each trial's state every this many epochs, and always at the last (default 1)")
     parser.add_argument("--inject-crash", type=int, default=0, metavar="EPOCH",
                         help="for fault tests: every trial kills its own process once, at this epoch")
-    parser.add_argument("--dry-run", action="store_true", help="print the trials and launch nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run every launch check, print the output folder, the settings, the trials and the "
+                             "estimated cost, and launch nothing")
     parser.add_argument("--estimate", action="store_true",
                         help="print what the plan costs in device-hours (study.cost; no data or device needed) "
                              "and launch nothing")
@@ -102,14 +104,23 @@ def seed_count(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a seed count nor auto") from None
 
 
+# Caps that keep a typo from planning for ever: 50x the seed budget any verdict here uses, and 50x the
+# papers' longest schedule.
+MAX_SEEDS = 1000
+MAX_EPOCHS = 10000
+
+
 def plan(options: RunOptions, study: str) -> list[Trial]:
     """A study's trials (with --seeds auto, its first round's), with every setting checked; raises ConfigError."""
     if options.scale not in PROFILES:
         raise ConfigError(f"unknown scale {options.scale!r}; choose one of: {', '.join(PROFILES)}")
+    for flag, count in (("--seeds", options.seeds), ("--max-seeds", options.max_seeds)):
+        if isinstance(count, int) and count > MAX_SEEDS:
+            raise ConfigError(f"{flag} {count} is above the cap of {MAX_SEEDS} seeds per value; give fewer")
     overrides = dict(parse_assignment(text) for text in options.settings)
     if options.epochs is not None:
-        if options.epochs < 0:
-            raise ConfigError(f"--epochs {options.epochs}: must be >= 0")
+        if not 0 <= options.epochs <= MAX_EPOCHS:
+            raise ConfigError(f"--epochs {options.epochs}: must be in 0..{MAX_EPOCHS}")
         overrides["epochs"] = options.epochs
     if options.max_concurrent < 0 or options.max_failures < 0:
         raise ConfigError("--max-concurrent and --max-failures must be >= 0")
@@ -181,24 +192,35 @@ def check_same_code(resumed: dict, version: str) -> None:
                               f"or give --out NEW_DIR to rerun it with this code")
 
 
-def print_plan(trials: list[Trial], options: RunOptions) -> None:
+def print_plan(trials: list[Trial], options: RunOptions, out: Path) -> None:
+    """What a run would do: the study, where it would write, the settings every trial shares (one per
+    line), each trial, and what it would cost (study.cost)."""
     spec = STUDIES[trials[0].study]
     print(f"study {spec.name} ({spec.paper} {spec.figure}): {spec.factor} over {list(spec.levels)}, "
           f"{options.seeds} seed(s), scale {options.scale}: {len(trials)} trials")
+    print(f"output folder: {out}")
     configs = [t.config.to_dict() for t in trials]
     fixed = {k: v for k, v in configs[0].items() if k != "seed" and all(k in c and c[k] == v for c in configs)}
-    print("fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
+    print("fixed settings:")
+    for key, value in fixed.items():
+        print(f"  {key} = {value}")
     for trial in trials:
         print(f"  {spec.factor}={trial.value!s:<10} seed={trial.seed}  config {trial.config.config_hash()}")
+    print_estimate(trials, options, header=False)
 
 
-def print_estimate(trials: list[Trial], options: RunOptions) -> float:
+def print_estimate(trials: list[Trial], options: RunOptions, header: bool = True) -> float:
     """Prints the plan's cost (study.cost); returns its device-hours."""
     profile, config = PROFILES[options.scale], trials[0].config
-    print(f"study {trials[0].study} at scale {options.scale}: {len(trials)} trials")
+    if header:
+        print(f"study {trials[0].study} at scale {options.scale}: {len(trials)} trials")
     cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)
     lines, hours = cost.describe(trials, profile.costs, cpus, gpus_per_trial(options))
     print("\n".join(lines))
+    if profile.costs.device == "CPU" and options.address is None:
+        at_once = max(1, int((os.cpu_count() or 1) // cpus))
+        print(f"  on this machine's {os.cpu_count()} CPUs ({at_once} trial(s) at a time): about "
+              f"{hours * 60 / min(at_once, len(trials)):.0f} minutes")
     return hours
 
 
@@ -377,16 +399,17 @@ def main(argv: list[str] | None = None) -> int:
             plans = {name: rounds.held_round(output_folder(options, name, several=len(names) > 1), options.max_seeds,
                                              partial(plan_round, options, name), trials)
                      for name, trials in plans.items()}
-        if options.dry_run:
-            for trials in plans.values():
-                print_plan(trials, options)
+        outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
+        if options.dry_run:  # every launch check, nothing written or launched
+            check_launch(options, plans, outs)
+            for name, trials in plans.items():
+                print_plan(trials, options, outs[name])
             return 0
         if options.estimate:
             total = sum(print_estimate(trials, options) for trials in plans.values())
             if len(plans) > 1:
                 print(f"all {len(plans)} studies: {cost.duration(total, PROFILES[options.scale].costs.device)}")
             return 0
-        outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
         for name in names:  # before anything is checked or written: a second driver stops here
             locks.append(lock.acquire(outs[name]))
         resumed = check_launch(options, plans, outs)

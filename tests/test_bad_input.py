@@ -151,6 +151,9 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
     "GPU share Ray cannot schedule": (["sampling", "--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5", None),
     "GPUs a trial cannot use": (["sampling", "--gpus-per-trial", "8"], "reserve 8 GPUs", None),
     "a GPU share that is not a number": (["sampling", "--gpus-per-trial", "nan"], "--gpus-per-trial nan", None),
+    "a dry run checks the launch too": (["sampling", "--scale", "cifar", "--dry-run"], "no CUDA device", None),
+    "seeds beyond the cap": (["sampling", "--seeds", "100000000", "--dry-run"], "above the cap of 1000", None),
+    "epochs beyond the cap": (["sampling", "--epochs", "99999999"], "must be in 0..10000", None),
     "no GPU for a GPU trial": (["sampling", "--scale", "cifar", "--gpus-per-trial", "0"], "device=cpu", None),
     # config values
     "unknown key": (["sampling", "--set", "bogus=1"], "unknown config key", None),

@@ -113,6 +113,9 @@ def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "8 trials" in result.stdout
     assert result.stdout.count("negative_sampling=") == 8
+    assert f"output folder: {tmp_path / 'out'}" in result.stdout
+    assert "fixed settings:\n  method = npidv2-interclr\n" in result.stdout  # one setting per line
+    assert "the plan: 8 trials" in result.stdout and "minutes" in result.stdout  # the cost model's estimate
     assert not (tmp_path / "out").exists()
 
 
