@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -55,6 +56,7 @@ class RunOptions:
     inject_crash: int = 0
     dry_run: bool = False
     estimate: bool = False
+    verbose: bool = False
     list: bool = False
 
 
@@ -87,6 +89,7 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     parser.add_argument("--dry-run", action="store_true",
                         help="run every launch check, print the output folder, the settings, the trials and the "
                              "estimated cost, and launch nothing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every trial's per-epoch metrics")
     parser.add_argument("--estimate", action="store_true",
                         help="print what the plan costs in device-hours (study.cost; no data or device needed) "
                              "and launch nothing")
@@ -220,7 +223,7 @@ def print_estimate(trials: list[Trial], options: RunOptions, header: bool = True
     if profile.costs.device == "CPU" and options.address is None:
         at_once = max(1, int((os.cpu_count() or 1) // cpus))
         print(f"  on this machine's {os.cpu_count()} CPUs ({at_once} trial(s) at a time): about "
-              f"{hours * 60 / min(at_once, len(trials)):.0f} minutes")
+              f"{hours * 60 / min(at_once, len(trials)):.0f} min")
     return hours
 
 
@@ -228,6 +231,11 @@ def start_ray(address: str | None) -> None:
     # Each trial prints its own per-epoch line: that is the progress output, and Ray must not fold
     # lines of different trials that look alike into "repeated Nx".
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not sys.stdout.isatty():  # a log file or a pipe gets no colour codes around Ray's worker prefixes
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    # Tune's own reporter would print a configuration box and a TensorBoard path that is not where the
+    # trials' files are (docs/running.md says where they are); the study's progress lines replace it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")  # set for the driver of a Ray job
@@ -252,7 +260,7 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
                "state_dir": str(ledger.trial_state(run_folder, t).path.parent),
                "floor_cache": str(ledger.floor_cache(run_folder)),
                "checkpoint_every": options.checkpoint_every, "crash_at_epoch": options.inject_crash,
-               "gpu_share": gpus_per_trial(options)} for t in trials]
+               "gpu_share": gpus_per_trial(options), "verbose": options.verbose} for t in trials]
     # A trial holds at least the CPUs its torch threads and loader workers keep busy.
     config = trials[0].config
     cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)
@@ -274,9 +282,10 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
             for result in tuner.fit() if result.error is not None]
 
 
-def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.Manifest, options: RunOptions,
-                  seconds: float, left: list[Trial], failures: list[TrialFailure]) -> list[str]:
-    """The result table, figures and RUN.md; returns the figures drawn. Raises OSError (a full disk)."""
+def write_results(study: str, trials: list[Trial], table: pd.DataFrame, out: Path, manifest: ledger.Manifest,
+                  options: RunOptions, seconds: float, left: list[Trial], failures: list[TrialFailure]) -> list[str]:
+    """The result table, each trial's resolved configuration (configs.json), figures and RUN.md; returns the
+    figures drawn. Raises OSError (a full disk)."""
     import ray
     import torch
 
@@ -286,8 +295,13 @@ def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.M
     if not table.empty:
         ledger.write_table(table, out)
         figures = draw_figures(study, out)
+    # Every key a trial ran with, as trained (margins already mapped to the profile's K), by config hash.
+    files.replace_file(out / "configs.json", json.dumps(
+        {t.config.config_hash(): {"trial": ledger.trial_name(t), **t.config.to_dict()} for t in trials}, indent=1))
     lines = [f"# {spec.name} ({spec.paper} {spec.figure}) at scale {options.scale}", "",
-             f"- command: `{manifest.command}`", f"- code version: {manifest.code_version}",
+             f"- command: `{manifest.command}`",
+             f"- to rerun it from the repository root: `{rerun_command(manifest.command)}`",
+             f"- code version: {manifest.code_version}",
              f"- finished: {datetime.datetime.now().isoformat(timespec='seconds')} on {socket.gethostname()}",
              f"- wall time: {seconds:.0f} s" + (" (this resumed part)" if options.resume else ""),
              f"- python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}",
@@ -302,6 +316,20 @@ def write_results(study: str, table: pd.DataFrame, out: Path, manifest: ledger.M
     return figures
 
 
+def rerun_command(command: str) -> str:
+    """The command with --out and --storage made relative to the folder it ran in where they lie inside it
+    (a reader's checkout has another absolute path), and without --resume."""
+    words, kept = shlex.split(command), []
+    for i, word in enumerate(words):
+        if word == "--resume":
+            continue
+        if i > 0 and words[i - 1] in ("--out", "--storage") and os.path.isabs(word):
+            relative = os.path.relpath(word)
+            word = relative if not relative.startswith("..") else word
+        kept.append(word)
+    return " ".join(shlex.quote(word) for word in kept)
+
+
 def draw_figures(study: str, out: Path) -> list[str]:
     """The study's figure replicas, drawn by analysis/ in a process of its own: analysis reads results
     and the catalogue, never the runner. Returns the PNG paths written."""
@@ -310,7 +338,19 @@ def draw_figures(study: str, out: Path) -> list[str]:
     if drawn.returncode != 0:
         print(f"no figure drawn: {drawn.stderr.strip()}", file=sys.stderr)
         return []
-    return drawn.stdout.split()
+    return drawn.stdout.splitlines()  # one path a line: a folder name may hold spaces
+
+
+def report_findings(out: Path, committed: Path) -> None:
+    """What the run found, printed by analysis/ in a process of its own (it reads results, never the runner):
+    per arm the study's metric with its interval, its claims on these rows, and the largest differences
+    from the committed results of the same trials, where there are any."""
+    command = [sys.executable, "-m", "analysis.compare", "--summary", str(out)]
+    if (committed / f"{ledger.RESULT_TABLE}.parquet").exists():
+        command += ["--against", str(committed)]
+    sys.stdout.flush()
+    if subprocess.run(command).returncode != 0:
+        print("no summary printed (above: why)", file=sys.stderr)
 
 
 def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options: RunOptions) -> bool:
@@ -319,7 +359,7 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
 
     name = trials[0].study
     run_folder = Path(manifest.run_folder)
-    print_plan(trials, options)
+    print_plan(trials, options, out)
     pending = ledger.unfinished(trials, run_folder)
     if options.resume:
         print(f"resuming {run_folder}: {len(trials) - len(pending)} of {len(trials)} trials already finished")
@@ -345,7 +385,7 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
         if not (shortage and failure.cause.startswith(DISK_FULL)):  # said once, below
             print(f"failed trial {failure}", file=sys.stderr)
     try:
-        figures = write_results(name, table, out, manifest, options, seconds, left, failures)
+        figures = write_results(name, trials, table, out, manifest, options, seconds, left, failures)
         manifest.status = "unfinished" if left else "finished"
         manifest.save(out)
     except OSError as error:  # a full or vanished disk: the trial states keep every finished epoch
@@ -356,6 +396,8 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
         return False
     drawn = f" and {', '.join(Path(f).name for f in figures)}" if figures else ""
     print(f"wrote {len(table)} rows{drawn} to {out} in {seconds:.0f} s")
+    if not table.empty:
+        report_findings(out, Path("results") / options.scale / name)
     if shortage:
         needed = ledger.space_needed(run_folder, left)
         amounts = (f": its {len(left)} unfinished trials need about {needed / 2 ** 20:.1f} MB, "

@@ -22,10 +22,10 @@ CRASH_MARKER = "crash-injected"
 
 class TuneReporter:
     def __init__(self, state_dir: str, metadata: dict, last_epoch: int, checkpoint_every: int = 1,
-                 crash_at_epoch: int = 0):
+                 crash_at_epoch: int = 0, verbose: bool = True):
         self.state = TrialState(state_dir)
         self.metadata, self.last_epoch = metadata, last_epoch
-        self.checkpoint_every, self.crash_at_epoch = checkpoint_every, crash_at_epoch
+        self.checkpoint_every, self.crash_at_epoch, self.verbose = checkpoint_every, crash_at_epoch, verbose
 
     def restore(self, config_hash: str) -> dict | None:
         state = self.state.load(config_hash)
@@ -38,7 +38,8 @@ class TuneReporter:
         epoch = row["epoch"]
         if self.crash_at_epoch and epoch == self.crash_at_epoch:
             self._crash_once()
-        print(f"[{self.metadata['value']} seed {self.metadata['seed']}] {format_row(row)}", flush=True)
+        if self.verbose:
+            print(f"[{self.metadata['value']} seed {self.metadata['seed']}] {format_row(row)}", flush=True)
         # The last epoch is always saved: the state file is where the study's results are read from.
         if epoch % self.checkpoint_every == 0 or epoch == self.last_epoch:
             self.state.save(state)
@@ -58,12 +59,13 @@ class TuneReporter:
 
 def run_trial(tune_config: dict) -> None:
     """tune_config["trial"]: {"config": TrialConfig keys, "metadata": identity, "state_dir": path,
-    "floor_cache": path, "checkpoint_every": epochs, "crash_at_epoch": epoch or 0, "gpu_share": share}."""
+    "floor_cache": path, "checkpoint_every": epochs, "crash_at_epoch": epoch or 0, "gpu_share": share,
+    "verbose": whether to print each epoch's row}."""
     trial = tune_config["trial"]
     config = TrialConfig.create(**trial["config"])
     cap_gpu_memory(trial.get("gpu_share", 0.0))
     fit(config, TuneReporter(trial["state_dir"], trial["metadata"], config.epochs, trial["checkpoint_every"],
-                             trial["crash_at_epoch"]), trial["floor_cache"])
+                             trial["crash_at_epoch"], trial.get("verbose", True)), trial["floor_cache"])
 
 
 def cap_gpu_memory(share: float) -> None:

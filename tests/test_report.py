@@ -201,3 +201,21 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
     for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+
+
+def test_compare_finds_the_largest_difference_and_the_trial_it_comes_from(tmp_path):
+    from analysis.compare import compare
+
+    rows = [{"study": "lambda", "value": v, "seed": 0, "epoch": e, "config_hash": f"h{v}", "knn_top1": 50.0 + e,
+             "svm_map": 60.0, "linear_top1": 70.0, "loss": 1.0} for v in (0.5, 1.0) for e in (0, 1)]
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    pd.DataFrame(rows).to_parquet(first / "trials.parquet")
+    moved = pd.DataFrame(rows)
+    moved.loc[(moved["config_hash"] == "h1.0") & (moved["epoch"] == 1), "knn_top1"] += 0.25
+    moved = pd.concat([moved, moved.iloc[[0]].assign(config_hash="extra")])
+    moved.to_parquet(second / "trials.parquet")
+    lines = compare(first, second)
+    assert lines[0] == "4 trial x epoch rows in both (1 trials in only one):"
+    assert "knn_top1     largest difference 0.25 (trial h1.0, epoch 1)" in lines[1]
+    assert "svm_map      largest difference 0 " in lines[2]
