@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     if not tables:
         return fail(f"no study results under {scale_folder}; run `python -m study.run STUDY` first")
     try:
+        levels = study_levels(scale_folder)  # a damaged looks.json is refused before anything is drawn
         figures = draw_figures(tables, scale_folder)
-        levels = study_levels(scale_folder)
         claims = evaluate_claims(tables, CLAIMS, levels)
         figures["forest"] = plot_forest(claims, scale_folder / "forest")
         replace_file(scale_folder / "CLAIMS.md", claims_markdown(claims, figures, tables, scale_folder, args.scale,

@@ -41,7 +41,34 @@ def load_trials(folder: str | Path, study: str | None = None) -> pd.DataFrame:
     if held:
         raise ResultsError(f"{path} holds results of study {', '.join(sorted(held))}, not {study}; give the "
                            f"folder of {study}'s results")
+    check_rows(table, path)
     return table
+
+
+# The metrics a verdict can read; NaN is legitimate only at epochs that were not evaluated.
+METRIC_COLUMNS = ("knn_top1", "svm_map", "linear_top1")
+
+
+def check_rows(table: pd.DataFrame, path: Path) -> None:
+    """Every trial x epoch once, and no metric that is not a number where one was measured: a repeated row
+    would narrow every interval, a non-finite one would silently drop a seed. Raises ResultsError naming
+    the first offending trial."""
+    def trial_of(row) -> str:
+        return f"value {row['value']} seed {row['seed']} (config {row['config_hash']}) epoch {row['epoch']}"
+
+    repeated = table.duplicated(["config_hash", "epoch"], keep=False)
+    if repeated.any():
+        raise ResultsError(f"{path} holds {int(repeated.sum())} rows of trial x epochs that appear more than once, "
+                           f"first {trial_of(table[repeated].iloc[0])}; a table must hold each once: rewrite it "
+                           f"from the trial states (rerun the study with --resume) or drop the copies")
+    for metric in (m for m in METRIC_COLUMNS if m in table.columns):
+        values = pd.to_numeric(table[metric], errors="coerce")
+        # Epoch 0 and the study's last epoch are always evaluated; elsewhere NaN marks an epoch not evaluated.
+        measured = (table["epoch"] == 0) | (table["epoch"] == table["epoch"].max())
+        bad = np.isinf(values) | (values.isna() & measured)
+        if bad.any():
+            raise ResultsError(f"{path}: {metric} is {values[bad].iloc[0]} for {trial_of(table[bad].iloc[0])}, "
+                               f"where it was measured; rerun that trial, or remove the study's rows of it")
 
 
 def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:

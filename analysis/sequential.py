@@ -23,7 +23,7 @@ import numpy as np
 from scipy.stats import norm
 
 from analysis.claims import DECIDED, evaluate_claims, left_out_trials
-from analysis.results import load_trials
+from analysis.results import ResultsError, load_trials
 from analysis.stats import ALPHA
 from study.catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
 from study.files import replace_file
@@ -88,21 +88,40 @@ def next_seeds(verdicts: list[str], seeds: int, max_seeds: int) -> int | None:
     return next(n for n in seed_rounds(max_seeds) if n > seeds)
 
 
+def read_looks(path: Path, study: str) -> dict:
+    """A looks.json, checked: {"max_seeds": N, "seeds": increasing looks of the schedule up to N, "study": its
+    study where recorded}; raises ResultsError for anything else, since it sets the level of every test."""
+    try:
+        looks = json.loads(path.read_text())
+        max_seeds, seeds = looks["max_seeds"], looks["seeds"]
+        valid = (type(max_seeds) is int and FIRST_ROUND <= max_seeds and isinstance(seeds, list) and seeds
+                 and all(type(n) is int for n in seeds) and seeds == sorted(set(seeds))
+                 and set(seeds) <= set(seed_rounds(max_seeds)))
+    except (OSError, ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise ResultsError(f"{path} is not a record of sequential looks (max_seeds, and increasing seed counts of "
+                           f"its schedule); remove it, or rerun `python -m analysis.sequential --study {study}`")
+    if looks.get("study", study) != study:
+        raise ResultsError(f"{path} records the looks of study {looks['study']}, not {study}; remove it")
+    return looks
+
+
 def study_levels(scale_folder: Path) -> dict[str, float]:
     """The nominal level of each study whose folder records sequential looks (its last look's)."""
     levels = {}
     for name in STUDIES:
         path = scale_folder / name / LOOKS
         if path.exists() and (scale_folder / name / "trials.parquet").exists():
-            looks = json.loads(path.read_text())
-            seeds = load_trials(scale_folder / name)["seed"].nunique()
+            looks = read_looks(path, name)
+            seeds = load_trials(scale_folder / name, name)["seed"].nunique()
             if seeds == looks["seeds"][-1]:  # else a later fixed-seed run replaced the rounds' results
                 levels[name] = level_at(seeds, looks["max_seeds"])
     return levels
 
 
 def judge(study: str, folder: Path, max_seeds: int) -> int:
-    table = load_trials(folder)
+    table = load_trials(folder, study)  # another study's folder is refused before anything is written
     seeds = int(table["seed"].nunique())
     if seeds not in seed_rounds(max_seeds):
         print(f"error: {folder} holds {seeds} seeds, not a look of the schedule {seed_rounds(max_seeds)}; "
@@ -112,8 +131,8 @@ def judge(study: str, folder: Path, max_seeds: int) -> int:
     claims = [c for c in CLAIMS if any(part.study == study for part in c.comparisons)]
     verdicts = evaluate_claims({study: table}, claims, {study: level})
     path = folder / LOOKS
-    earlier = json.loads(path.read_text())["seeds"] if path.exists() else []
-    looks = {"max_seeds": max_seeds, "seeds": [n for n in earlier if n < seeds] + [seeds]}
+    earlier = read_looks(path, study)["seeds"] if path.exists() else []
+    looks = {"study": study, "max_seeds": max_seeds, "seeds": [n for n in earlier if n < seeds] + [seeds]}
     replace_file(path, json.dumps(looks) + "\n")
     print(f"{study}: look at {seeds} of at most {max_seeds} seeds, one-sided level {level:.5f}")
     for _, row in verdicts.iterrows():
@@ -142,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return judge(args.study, args.folder, args.max_seeds)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ResultsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

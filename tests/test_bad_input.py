@@ -19,6 +19,7 @@ from PIL import Image
 
 from analysis import bernoulli
 from analysis import report as analysis_report
+from analysis import sequential
 from study import ledger, lock, submit
 from study import run as study_run
 from study.profiles import PROFILES
@@ -320,6 +321,14 @@ def results_table(tmp, frame):
     frame.to_parquet(tmp / "res" / "trials.parquet")
 
 
+def committed_study(tmp, looks: str):
+    """results/tiny/sampling holding a table and the given looks.json."""
+    folder = tmp / "results" / "tiny" / "sampling"
+    folder.mkdir(parents=True)
+    SAMPLING_ROWS.to_parquet(folder / "trials.parquet")
+    (folder / "looks.json").write_text(looks)
+
+
 SAMPLING_ROWS = pd.DataFrame({"study": ["sampling"] * 2, "value": ["hard", "random"], "seed": [0, 0],
                               "epoch": [1, 1], "config_hash": ["a", "b"], "knn_top1": [1.0, 2.0],
                               "svm_map": [1.0, 2.0]})
@@ -352,6 +361,29 @@ OTHER_TOOLS = {  # name: (main function, arguments, words the error must contain
                                                             "{tmp}/state"], "cannot write to --checkpoint-dir",
                                         lambda t: (t / "state").write_text("x")),
     "fit: non-finite lr": (trainers_fit.main, ["--set", "lr=inf"], "lr=inf is not a finite number", None),
+    "report: a trial x epoch row twice": (
+        analysis_report.main, ["--study", "sampling", "--folder", "{tmp}/res"], "appear more than once",
+        lambda t: results_table(t, pd.concat([SAMPLING_ROWS, SAMPLING_ROWS.iloc[[0]]]))),
+    "report: an infinite metric": (
+        analysis_report.main, ["--study", "sampling", "--folder", "{tmp}/res"], "knn_top1 is inf for value hard",
+        lambda t: results_table(t, SAMPLING_ROWS.assign(knn_top1=[float("inf"), 2.0]))),
+    "report: a measured metric that is NaN": (
+        analysis_report.main, ["--study", "sampling", "--folder", "{tmp}/res"], "svm_map is nan for value random",
+        lambda t: results_table(t, SAMPLING_ROWS.assign(svm_map=[1.0, float("nan")]))),
+    "report: another study's looks": (
+        analysis_report.main, ["--results", "{tmp}/results"], "records the looks of study labels",
+        lambda t: committed_study(t, '{"study": "labels", "max_seeds": 5, "seeds": [3]}')),
+    "report: a truncated looks.json": (
+        analysis_report.main, ["--results", "{tmp}/results"], "is not a record of sequential looks",
+        lambda t: committed_study(t, '{"max_seeds": 5, "se')),
+    "report: looks off the schedule": (
+        analysis_report.main, ["--results", "{tmp}/results"], "is not a record of sequential looks",
+        lambda t: committed_study(t, '{"max_seeds": 5, "seeds": [4]}')),
+    "sequential: another study's folder": (
+        sequential.main, ["--study", "labels", "--folder", "{tmp}/res", "--max-seeds", "5"],
+        "holds results of study sampling, not labels", lambda t: results_table(t, SAMPLING_ROWS)),
+    "sequential: an empty folder": (
+        sequential.main, ["--study", "sampling", "--folder", "{tmp}", "--max-seeds", "5"], "no results table", None),
     "submit: --address without a scheme": (submit.main, ["--address", "127.0.0.1:8265", "sampling"],
                                            "is not the dashboard's URL", None),
 }
