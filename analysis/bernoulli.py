@@ -11,13 +11,14 @@ the paper states.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from fractions import Fraction
 
 import mpmath
+from study.cli import OneLineParser
 
-DIGITS = 40  # working precision; 3 are printed
+DIGITS = 40  # the most digits printed (--digits; 3 by default), all of them exact
+GUARD_DIGITS = 15
 MAX_M = 10 ** 6
 
 # The paper's stated values for m = 104, p = 1/1000 (DESIGN.md claim 12).
@@ -25,10 +26,11 @@ PAPER_STATED = {(104, Fraction(1, 1000)): {52: "6.53e-121", 5: "3.03e-94"}}
 
 
 def tail_probability(m: int, p: Fraction, k: int) -> mpmath.mpf:
-    """Pr[Binomial(m, p) >= k], to DIGITS significant digits."""
+    """Pr[Binomial(m, p) >= k], to DIGITS significant digits (summed with GUARD_DIGITS more, so that
+    rounding in the sum never reaches a printed digit)."""
     if not 0 <= p <= 1 or m < 0:
         raise ValueError(f"need 0 <= p <= 1 and m >= 0, got p={p}, m={m}")
-    with mpmath.workdps(DIGITS):
+    with mpmath.workdps(DIGITS + GUARD_DIGITS):
         if k <= 0:
             return mpmath.mpf(1)
         if k > m or p == 0:
@@ -64,30 +66,41 @@ def _walk(m: int, success: mpmath.mpf, failure: mpmath.mpf, start: int, step: in
 
 
 def scientific(value, digits: int = 3) -> str:
-    """A probability (mpmath number or exact Fraction) in scientific notation, however small."""
-    with mpmath.workdps(DIGITS):
+    """A probability (mpmath number or exact Fraction) in scientific notation with `digits` significant
+    digits (up to DIGITS), however small: the mantissa is rounded in mpmath, never through a float."""
+    with mpmath.workdps(DIGITS + GUARD_DIGITS):
         if isinstance(value, Fraction):
             value = mpmath.mpf(value.numerator) / value.denominator
         value = mpmath.mpf(value)
         if value == 0:
             return "0"
         exponent = int(mpmath.floor(mpmath.log10(value)))
-        mantissa = round(float(value / mpmath.mpf(10) ** exponent), digits - 1)
-        if mantissa < 1:  # log10 rounded just below an exact power of ten
-            mantissa, exponent = round(mantissa * 10, digits - 1), exponent - 1
-        if mantissa >= 10:
-            mantissa, exponent = mantissa / 10, exponent + 1
-        return f"{mantissa:.{digits - 1}f}e{exponent:+03d}"
+        scale = mpmath.mpf(10) ** (digits - 1)
+        mantissa = mpmath.nint(value / mpmath.mpf(10) ** exponent * scale)  # digits-digit integer, rounded
+        if mantissa < scale:  # log10 rounded just below an exact power of ten
+            exponent -= 1
+            mantissa = mpmath.nint(value / mpmath.mpf(10) ** exponent * scale)
+        if mantissa >= 10 * scale:  # rounding carried into a new digit: 9.995 -> 10.0
+            exponent += 1
+            mantissa = mpmath.nint(mantissa / 10)
+        digits_text = str(int(mantissa))
+        fraction = f".{digits_text[1:]}" if digits > 1 else ""
+        return f"{digits_text[0]}{fraction}e{exponent:+03d}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.bernoulli", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m analysis.bernoulli", description=__doc__.split("\n\n")[0])
     parser.add_argument("--m", type=int, default=104, help=f"negatives per query (batch size - 1), up to {MAX_M}")
     parser.add_argument("--p", default="0.001", help="chance a negative shares the query's class, e.g. 0.001 or 1/10")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 52])
+    parser.add_argument("--digits", type=int, default=3,
+                        help=f"significant digits printed, 1..{DIGITS} (default 3, as the paper prints them)")
     args = parser.parse_args(argv)
     if not 0 <= args.m <= MAX_M:
         print(f"error: --m {args.m} is outside 0..{MAX_M}; give the negatives per query", file=sys.stderr)
+        return 2
+    if not 1 <= args.digits <= DIGITS:
+        print(f"error: --digits {args.digits} is outside 1..{DIGITS}", file=sys.stderr)
         return 2
     if min(args.k) < 0:
         print(f"error: --k {min(args.k)} is negative; give counts k >= 0", file=sys.stderr)
@@ -100,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stated = PAPER_STATED.get((args.m, p), {})
     print(f"Pr[at least k of m={args.m} negatives share the query's class], p={args.p}")
-    print(f"{'k':>4}  {'value':>12}  {'paper states':>12}")
+    width = max(12, args.digits + 7)
+    print(f"{'k':>4}  {'value':>{width}}  {'paper states':>12}")
     for k, value in rows:
-        print(f"{k:>4}  {scientific(value):>12}  {stated.get(k, '-'):>12}")
+        print(f"{k:>4}  {scientific(value, args.digits):>{width}}  {stated.get(k, '-'):>12}")
     return 0
 
 

@@ -15,7 +15,6 @@ rows alone; and, with `--against REF` (the committed results of the same study),
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 from analysis.claims import evaluate_claims
 from analysis.results import ResultsError, final_epoch, load_trials, summarize
 from study.catalogue import CLAIMS, STUDIES
+from study.cli import OneLineParser
 
 COMPARED = ("knn_top1", "svm_map", "linear_top1", "loss")
 
@@ -77,7 +77,7 @@ def summary(folder: Path, against: Path | None = None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m analysis.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", type=Path, help="two run folders to compare")
     parser.add_argument("--summary", type=Path, metavar="DIR", help="what the run in DIR found")
     parser.add_argument("--against", type=Path, metavar="REF", help="with --summary: compare with this folder too")

@@ -11,7 +11,6 @@ written to diagnostics.csv there.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from analysis.figures import COLORBLIND, epoch_axis, save
 from analysis.results import summarize
 from study.files import replace_file
+from study.cli import OneLineParser
 
 NEEDED = {"value", "seed", "epoch", "loss_inter", "label_nmi", "labels_changed", "clusters_reseeded"}
 LABEL_PANELS = {"label_nmi": "pseudo-label NMI", "labels_changed": "share of labels changed in the epoch",
@@ -113,7 +113,7 @@ def read(folder: Path) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.diagnostics", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m analysis.diagnostics", description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, required=True, help="margin-inter results before the change")
     parser.add_argument("--after", type=Path, required=True, help="margin-inter results after the change")
     parser.add_argument("--negatives", type=int, default=16, help="K of the runs (the tiny profile's 16)")

@@ -13,7 +13,6 @@ DIR/trials.parquet into DIR and prints their PNG paths, so the runner need not i
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from fractions import Fraction
@@ -30,6 +29,7 @@ from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
 from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES
 from study.files import replace_file
+from study.cli import OneLineParser
 
 PAPER_TABLES = {"methods": ("table1", table1, "Table 1: base methods without and with the inter-image branch "
                             "(claim 13)"),
@@ -290,7 +290,7 @@ def fail(message: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="tiny")
     parser.add_argument("--results", default="results", help="the results folder (default results/)")
     parser.add_argument("--study", help="redraw only this study's figures (with --folder)")

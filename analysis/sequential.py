@@ -13,7 +13,6 @@ alpha/2) / sqrt(t)): early looks spend almost nothing, the last one nearly the f
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from functools import lru_cache
@@ -27,6 +26,7 @@ from analysis.results import ResultsError, load_trials
 from analysis.stats import ALPHA
 from study.catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
 from study.files import replace_file
+from study.cli import OneLineParser
 
 LOOKS = "looks.json"
 
@@ -151,7 +151,7 @@ def judge(study: str, folder: Path, max_seeds: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.sequential", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m analysis.sequential", description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", required=True, choices=sorted(STUDIES))
     parser.add_argument("--folder", type=Path, required=True, help="the folder holding the study's trials.parquet")
     parser.add_argument("--max-seeds", type=int, required=True)

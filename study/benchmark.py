@@ -18,7 +18,6 @@ CUDA events. With a GPU profile on a machine without its data, give e.g. `--set 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -31,6 +30,7 @@ from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.fit import StepTimer
 from trainers.trial import Trial, resolve_device
+from study.cli import OneLineParser
 
 VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
             "intra+inter (NPIDv2-InterCLR, semi-hard)": {"method": "npidv2-interclr", "negative_sampling": "semi-hard"},
@@ -66,7 +66,7 @@ def step_split(trial: Trial, batches) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.benchmark", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m study.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="tiny", choices=list(PROFILES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="iterations per variant per round")

@@ -51,10 +51,18 @@ class Manifest:
         if not path.exists():
             return None
         try:
-            return cls(**json.loads(path.read_text()))
-        except (ValueError, TypeError) as error:
+            manifest = cls(**json.loads(path.read_text()))
+            well_formed = (all(isinstance(getattr(manifest, key), str) for key in
+                               ("study", "scale", "run_folder", "status", "command", "code_version"))
+                           and isinstance(manifest.config_hashes, list)
+                           and all(isinstance(h, str) for h in manifest.config_hashes))
+        except (OSError, ValueError, TypeError) as error:  # a folder, bytes that are not JSON, other keys
             raise ConfigError(f"{path} is unreadable ({type(error).__name__}); delete it, or give --out NEW_DIR") \
                 from None
+        if not well_formed:
+            raise ConfigError(f"{path} is not a run record (a field has the wrong type); delete it, or give "
+                              f"--out NEW_DIR")
+        return manifest
 
 
 def trial_name(trial: Trial) -> str:

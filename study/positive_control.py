@@ -27,7 +27,6 @@ and a trial that two scales share (NPIDv2 ignores the cluster keys) runs once. W
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -44,6 +43,7 @@ from study import files
 from study.profiles import PROFILES
 from study.run import code_version
 from trainers.config import TrialConfig
+from study.cli import OneLineParser
 
 # The candidate scales: the tiny profile's settings with these moved. K = 16 per 5,000 images (the
 # profile's K / N, the paper's 4096 / 1.28M) and min_cluster_size 8 per 5,000 / 50 clusters.
@@ -182,7 +182,7 @@ def write_run_notes(out: Path, argv: list[str], search: pd.DataFrame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for trials/, search.csv and effects.csv")
     parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES), metavar="SCALE",
                         help=f"candidate scales (default: all of {', '.join(SCALES)})")

@@ -22,10 +22,42 @@ if TYPE_CHECKING:
 
 
 def check_options(options: RunOptions) -> None:
-    """Options that name no file: an empty path would quietly mean the current folder or the default."""
-    for flag, value in (("--out", options.out), ("--storage", options.storage)):
-        if value is not None and not value.strip():
+    """Options that name no usable folder, refused before any folder is made: an empty path (it would
+    quietly mean the current folder or the default), or one the file system cannot hold."""
+    data_roots = [text.partition("=")[2] for text in options.settings if text.startswith("data_root=")]
+    for flag, value in (("--out", options.out), ("--storage", options.storage),
+                        *(("--set data_root", root) for root in data_roots)):
+        if value is not None and flag != "--set data_root" and not value.strip():
             raise ConfigError(f"{flag} is empty; give a folder, or leave {flag} out for the default")
+        if value:
+            check_path_length(flag, value)
+
+
+def check_path_length(flag: str, value: str) -> None:
+    """A path whose whole or any one name is longer than the file system allows fails only when a file is
+    written there, perhaps hours in; say so now."""
+    longest_name = max((len(part.encode()) for part in Path(value).parts), default=0)
+    whole = len(os.path.abspath(value).encode())
+    if longest_name > NAME_MAX or whole > PATH_MAX:
+        raise ConfigError(f"{flag} {value[:40]}... is too long for the file system (a name of {longest_name} bytes, "
+                          f"{NAME_MAX} allowed; {whole} bytes in all, {PATH_MAX} allowed); give a shorter path")
+
+
+# Linux's limits (limits.h): one name, and a whole path, in bytes. A trial adds its own names below --storage.
+NAME_MAX = 255
+PATH_MAX = 4096 - 512
+
+
+def check_resources(trials: list[Trial], options: RunOptions, cpus_available: int | None = None) -> None:
+    """A trial that asks for more CPUs than any node has would wait in Ray's queue for ever."""
+    config, profile = trials[0].config, PROFILES[options.scale]
+    needed = max(profile.cpus_per_trial, config.threads + config.num_workers)
+    available = cpus_available if cpus_available is not None else (os.cpu_count() or 1)
+    if needed > available:
+        where = "this machine" if options.address is None else "the cluster's largest node"
+        raise ConfigError(f"each trial needs {needed:g} CPUs (threads {config.threads} + num_workers "
+                          f"{config.num_workers}, or the profile's {profile.cpus_per_trial:g}), but {where} has "
+                          f"{available}; lower threads or num_workers, or run on a larger node")
 
 
 def gpus_per_trial(options: RunOptions) -> float:
@@ -60,6 +92,8 @@ def check_cluster_gpus(trials: list[Trial], options: RunOptions) -> None:
     if needs_gpu(trials, options) and not ray.cluster_resources().get("GPU", 0):
         raise ConfigError(f"the Ray cluster at {options.address} has no GPU, but these trials need one; add GPU "
                           f"nodes, or use --scale tiny / --set device=cpu")
+    largest = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")), default=0)
+    check_resources(trials, options, largest)
 
 
 def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
@@ -154,6 +188,8 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
     """Every check that needs the data, the folders or the cluster; returns each study's manifest when
     --resume continues it. Raises ConfigError or DataError."""
     for trials in plans.values():
+        if options.address is None:
+            check_resources(trials, options)
         check_devices(trials, options)
         # A dry run writes nothing: the image check then keeps no record of what it decoded.
         check_gpu_packing(trials, check_data(trials, None if options.dry_run else Path(options.storage)), options)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from study import ledger
+from study.cli import OneLineParser
 from study.catalogue import STUDIES
 from study.profiles import PROFILES
 from study.specs import expand
@@ -54,7 +55,9 @@ def rehash(folder: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    folders = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
+    parser = OneLineParser(prog="python -m study.rehash", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="*", type=Path, metavar="FOLDER", help="result folders to re-key")
+    folders = parser.parse_args(argv).folders
     if not folders:
         print("error: give result folders, e.g. python -m study.rehash results/tiny/sampling", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ from study.profiles import PROFILES
 from study.specs import Trial, expand
 from trainers import data as datasets
 from trainers.config import ConfigError, parse_assignment
+from study.cli import OneLineParser
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class RunOptions:
 
 
 def parse_args(argv: list[str] | None) -> RunOptions:
-    parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m study.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("study", nargs="?", help=f"one of: {', '.join(STUDIES)}, or all")
     parser.add_argument("--list", action="store_true", help="list the studies with their figure and grid size")
     parser.add_argument("--scale", default="tiny", help=f"one of: {', '.join(PROFILES)} (default tiny)")

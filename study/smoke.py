@@ -12,7 +12,6 @@ image_size=16`) runs the same path on a CPU, as the tests do. Trials across GPUs
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from trainers.checkpoint import TrialState
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.fit import fit
 from trainers.methods.registry import METHODS
+from study.cli import OneLineParser
 
 SMOKE_SETTINGS = {"dataset": "synthetic", "image_size": 32, "epochs": 2, "batch_size": 64, "eval_every": 1,
                   "deterministic": True, "num_negatives": 16, "clusters_per_class": 2, "min_cluster_size": 5,
@@ -86,7 +86,7 @@ def smoke(config: TrialConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.smoke", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m study.smoke", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="NAME")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)

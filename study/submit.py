@@ -17,6 +17,7 @@ from pathlib import Path
 
 from study import run
 from trainers.config import ConfigError
+from study.cli import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the job does not need: the checkout's environment, results, run folders and history.
@@ -24,7 +25,7 @@ UPLOAD_EXCLUDES = [".git", ".venv", ".ray_runs", "results", "notebooks", "data",
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m study.submit", description=__doc__.splitlines()[0],
+    parser = OneLineParser(prog="python -m study.submit", description=__doc__.split("\n\n")[0],
                                      allow_abbrev=False)
     parser.add_argument("--address", default=None,
                         help="the cluster's dashboard, e.g. http://HEAD_IP:8265 (default: RAY_ADDRESS, else local)")

@@ -12,7 +12,6 @@ quote it with the CPU model.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.evaluate import svm_map
+from study.cli import OneLineParser
 
 
 def synthetic_features(classes: int, dim: int, size: int, spread: float, generator: torch.Generator):
@@ -31,7 +31,7 @@ def synthetic_features(classes: int, dim: int, size: int, spread: float, generat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.svm_cost", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m study.svm_cost", description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--train", type=int, default=5000, help="SVM training features (svm_train_size)")

@@ -11,7 +11,6 @@ rerunning k-means; evaluation is excluded. Writes results/<scale>/table4/.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ import pandas as pd
 from study import files
 from study.profiles import PROFILES
 from trainers.config import ConfigError, TrialConfig, parse_assignment
+from study.cli import OneLineParser
 
 VARIANTS = {  # paper Table 4 (8 V100, 200 epochs): days and GB per GPU
     "Intra": ({"loss_lambda": 1.0}, 2.6, 5.6),
@@ -54,7 +54,7 @@ def run_variant(config: TrialConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m study.table4", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m study.table4", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="tiny", choices=list(PROFILES))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)

@@ -60,3 +60,23 @@ def test_cli_prints_exact_and_stated(capsys):
     assert main(["--m", "1500", "--p", "0.1", "--k", "1500"]) == 0  # once a 4,300-digit int conversion
     assert "1.00e-1500" in capsys.readouterr().out
     assert main(["--m", "1000001"]) == 2 and main(["--k", "-1"]) == 2
+
+
+def test_forty_digits_match_exact_rational_arithmetic(capsys):
+    """The tail for m = 104, p = 1/1000, k = 5, summed exactly in fractions and rounded by the decimal
+    module, against what `--digits 40` prints."""
+    import decimal
+    from fractions import Fraction
+    from math import comb
+
+    from analysis import bernoulli
+
+    p = Fraction(1, 1000)
+    exact = sum(comb(104, j) * p ** j * (1 - p) ** (104 - j) for j in range(5, 105))
+    with decimal.localcontext() as context:
+        context.prec = 40
+        expected = decimal.Decimal(exact.numerator) / decimal.Decimal(exact.denominator)
+    mantissa, exponent = f"{expected:.39e}".split("e")
+    assert bernoulli.main(["--m", "104", "--p", "1/1000", "--k", "5", "--digits", "40"]) == 0
+    printed = capsys.readouterr().out.splitlines()[2].split()[1]
+    assert printed == f"{mantissa}e{int(exponent):+03d}"

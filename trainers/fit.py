@@ -148,7 +148,7 @@ class StepTimer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key: " + "; ".join(f"{name}: {', '.join(TrialConfig.keys_of(name))}"
                                                           for name in METHODS))
