@@ -429,7 +429,10 @@ def refuse(error: Exception, locks: list[lock.OutputLock]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    options = parse_args(argv)
+    try:
+        options = parse_args(argv)
+    except SystemExit as stop:  # --help, or a parse error already printed in one line
+        return stop.code
     locks: list[lock.OutputLock] = []
     try:
         check_options(options)

@@ -198,6 +198,18 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
     "nothing to resume": (["sampling", *SYNTHETIC, "--resume"], "nothing to resume", None),
     "run folder gone": (["sampling", *SYNTHETIC, "--resume"], "is gone",
                         lambda t: manifest(t, status="running").save(t / "out")),
+    "run.json that is a folder": (["sampling", *SYNTHETIC, "--resume"], "run.json is unreadable",
+                                  lambda t: (t / "out" / "run.json").mkdir(parents=True)),
+    "run.json without its config hashes": (
+        ["sampling", *SYNTHETIC, "--resume"], "is not a run record",
+        lambda t: (t / "out").mkdir() or (t / "out" / "run.json").write_text(
+            '{"study": "sampling", "scale": "tiny", "run_folder": "x", "config_hashes": null, "status": "running", '
+            '"command": "c", "code_version": "v"}')),
+    "more CPUs than the machine has": (["sampling", "--set", "threads=4096"], "needs 4096 CPUs", None),
+    "an --out name too long for the file system": (["sampling", "--out", "{tmp}/" + "o" * 300], "too long", None),
+    "a --storage name too long for the file system": (["sampling", "--storage", "{tmp}/" + "s" * 300], "too long",
+                                                      None),
+    "a parse error": (["sampling", "--seeds", "three"], "neither a seed count nor auto", None),
     "damaged run.json": (["sampling", *SYNTHETIC, "--resume"], "run.json is unreadable",
                          lambda t: (t / "out").mkdir() or (t / "out" / "run.json").write_text("{")),
     "corrupt trial checkpoint": (["sampling", *SYNTHETIC, "--resume"], "unreadable", corrupt_state),
