@@ -1,6 +1,7 @@
 """What a study's output folder holds, and where its trials keep their state.
 
-An output folder (runs/<scale>/<study> by default; the committed ones under results/) holds the result table, the figure, RUN.md and
+An output folder (runs/<scale>/<study> by default; the committed ones under results/) holds the
+result table, the figure, RUN.md and
 `run.json`: the study, its planned config hashes, the run folder and whether every trial
 finished. The run folder (under --storage) holds one state file per trial
 (trials/<trial name>/state.pt), which carries all of that trial's rows, and the epoch-0 floors

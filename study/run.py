@@ -434,36 +434,36 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help, or a parse error already printed in one line
         return stop.code
     locks: list[lock.OutputLock] = []
-    try:
-        check_options(options)
-        if options.list:
-            print_list({name: plan(options, name) for name in STUDIES})
-            return 0
-        names = studies_named(options.study)
-        plans = {name: plan(options, name) for name in names}
-        if options.seeds == "auto":
-            plans = {name: rounds.held_round(output_folder(options, name, several=len(names) > 1), options.max_seeds,
-                                             partial(plan_round, options, name), trials)
-                     for name, trials in plans.items()}
-        outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
-        if options.dry_run:  # every launch check, nothing written or launched
-            check_launch(options, plans, outs)
-            for name, trials in plans.items():
-                print_plan(trials, options, outs[name])
-            return 0
-        if options.estimate:
-            total = sum(print_estimate(trials, options) for trials in plans.values())
-            if len(plans) > 1:
-                print(f"all {len(plans)} studies: {cost.duration(total, PROFILES[options.scale].costs.device)}")
-            return 0
-        for name in names:  # before anything is checked or written: a second driver stops here
-            locks.append(lock.acquire(outs[name]))
-        resumed = check_launch(options, plans, outs)
-        version = code_version()
-        check_same_code(resumed, version)
-    except (ConfigError, datasets.DataError) as error:
-        return refuse(error, locks)
-    try:
+    try:  # every way out releases the locks taken, a refusal or an unexpected error as much as the end
+        try:
+            check_options(options)
+            if options.list:
+                print_list({name: plan(options, name) for name in STUDIES})
+                return 0
+            names = studies_named(options.study)
+            plans = {name: plan(options, name) for name in names}
+            if options.seeds == "auto":
+                plans = {name: rounds.held_round(output_folder(options, name, several=len(names) > 1),
+                                                 options.max_seeds, partial(plan_round, options, name), trials)
+                         for name, trials in plans.items()}
+            outs = {name: output_folder(options, name, several=len(names) > 1) for name in names}
+            if options.dry_run:  # every launch check, nothing written or launched
+                check_launch(options, plans, outs)
+                for name, trials in plans.items():
+                    print_plan(trials, options, outs[name])
+                return 0
+            if options.estimate:
+                total = sum(print_estimate(trials, options) for trials in plans.values())
+                if len(plans) > 1:
+                    print(f"all {len(plans)} studies: {cost.duration(total, PROFILES[options.scale].costs.device)}")
+                return 0
+            for name in names:  # before anything is checked or written: a second driver stops here
+                locks.append(lock.acquire(outs[name]))
+            resumed = check_launch(options, plans, outs)
+            version = code_version()
+            check_same_code(resumed, version)
+        except (ConfigError, datasets.DataError) as error:
+            return refuse(error, locks)
         for held in locks:
             if held.previous:
                 print(f"took over the lock of {held.out} left by a run that has ended ({lock.describe(held.previous)})")
@@ -498,7 +498,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for held in locks:
             held.release()
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -396,6 +396,12 @@ OTHER_TOOLS = {  # name: (main function, arguments, words the error must contain
         "holds results of study sampling, not labels", lambda t: results_table(t, SAMPLING_ROWS)),
     "sequential: an empty folder": (
         sequential.main, ["--study", "sampling", "--folder", "{tmp}", "--max-seeds", "5"], "no results table", None),
+    "fit: --floor-cache is a file": (trainers_fit.main, ["--set", "dataset=synthetic", "--floor-cache", "{tmp}/floors"],
+                                     "--floor-cache", lambda t: (t / "floors").write_text("x")),
+    "fit: a state whose rows are not a list": (
+        trainers_fit.main, ["--set", "dataset=synthetic", "--set", "method=truncated-triplet", "--set", "batch_size=64",
+                            "--checkpoint-dir", "{tmp}"], "not a trial state",
+        lambda t: torch.save({"epoch": 1, "rows": 5}, t / "state.pt")),
     "submit: --address without a scheme": (submit.main, ["--address", "127.0.0.1:8265", "sampling"],
                                            "is not the dashboard's URL", None),
 }

@@ -48,6 +48,10 @@ class TrialState:
         except Exception as error:  # torch raises several types for a truncated or foreign file
             raise CheckpointError(f"checkpoint {self.path} is unreadable ({type(error).__name__}); "
                                   f"delete it to restart that trial from epoch 0") from None
+        if not (isinstance(state, dict) and type(epoch) is int and isinstance(rows, list)
+                and all(isinstance(row, dict) for row in rows)):
+            raise CheckpointError(f"checkpoint {self.path} is not a trial state (its epoch or rows have the wrong "
+                                  f"type); delete it to restart that trial from epoch 0")
         if len(rows) != epoch + 1:
             raise CheckpointError(f"checkpoint {self.path} holds {len(rows)} rows for epoch {epoch}; "
                                   f"delete it to restart that trial from epoch 0")

@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             check_writable(Path(args.json_out).parent, "--json-out folder")
         if args.checkpoint_dir:
             check_writable(Path(args.checkpoint_dir), "--checkpoint-dir")
+        if args.floor_cache and Path(args.floor_cache).exists() and not Path(args.floor_cache).is_dir():
+            raise ConfigError(f"--floor-cache {args.floor_cache} is a file; give a folder")
         rows = fit(config, ConsoleReporter(args.checkpoint_dir), args.floor_cache)
     except (ConfigError, datasets.DataError) as error:
         print(f"error: {error}", file=sys.stderr)
