@@ -98,11 +98,7 @@ def check_output(out: Path, trials: list[Trial], resume: bool) -> Manifest | Non
     if manifest is not None:
         held_study, held = manifest.study, set(manifest.config_hashes)
     elif table.exists():
-        try:
-            columns = pd.read_parquet(table, columns=["study", "config_hash"])
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            raise ConfigError(f"{table} is unreadable ({type(error).__name__}); move it away, or give --out NEW_DIR") \
-                from None
+        columns = read_table(table, ["study", "config_hash"])
         held_study, held = str(columns["study"].iloc[0]) if len(columns) else study, set(columns["config_hash"])
     elif out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise ConfigError(f"output {out} holds files that are not study results; give an empty or new --out")
@@ -176,6 +172,15 @@ def collect(trials: list[Trial], run_folder: str | Path, provenance: dict) -> tu
     table = pd.DataFrame(rows)
     table = table.sort_values(["value", "seed", "epoch"]).reset_index(drop=True) if rows else table
     return table, left
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """A results table a folder holds; raises ConfigError (one line) for a damaged or foreign file."""
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as error:  # pyarrow raises several types for a damaged file, KeyError-likes for columns
+        raise ConfigError(f"{path} is unreadable ({type(error).__name__}); move it away, or give --out NEW_DIR") \
+            from None
 
 
 def table_files(table: pd.DataFrame) -> dict[str, bytes]:

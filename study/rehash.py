@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
 
 from study import ledger
 from study.cli import OneLineParser
@@ -30,7 +29,7 @@ def rehash(folder: Path) -> int:
     path = folder / f"{ledger.RESULT_TABLE}.parquet"
     if not path.exists():
         raise ConfigError(f"no results table at {path}; give a folder that study.run wrote")
-    table = pd.read_parquet(path)
+    table = ledger.read_table(path)
     study, scale = table["study"].iloc[0], table["scale"].iloc[0]
     trials = expand(STUDIES[study], PROFILES[scale], int(table["seed"].max()) + 1)
     if table["epoch"].max() != trials[0].config.epochs:

@@ -14,7 +14,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import pandas as pd
 
 from study import ledger
 from study.catalogue import FIRST_ROUND, seed_rounds
@@ -37,7 +36,7 @@ def held_round(out: Path, max_seeds: int, plan_seeds, first: list) -> list:
     if manifest is not None:
         held = set(manifest.config_hashes)
     elif table.exists():
-        held = set(pd.read_parquet(table, columns=["config_hash"])["config_hash"])
+        held = set(ledger.read_table(table, ["config_hash"])["config_hash"])
     else:
         return first
     for seeds in seed_rounds(max_seeds):

@@ -20,6 +20,7 @@ from PIL import Image
 from analysis import bernoulli
 from analysis import report as analysis_report
 from analysis import sequential
+from study import rehash
 from study import ledger, lock, submit
 from study import run as study_run
 from study.profiles import PROFILES
@@ -205,6 +206,9 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
         lambda t: (t / "out").mkdir() or (t / "out" / "run.json").write_text(
             '{"study": "sampling", "scale": "tiny", "run_folder": "x", "config_hashes": null, "status": "running", '
             '"command": "c", "code_version": "v"}')),
+    "--seeds auto on a corrupt table": (["sampling", "--seeds", "auto", "--max-seeds", "5"], "is unreadable",
+                                        lambda t: (t / "out").mkdir() or (t / "out" / "trials.parquet")
+                                        .write_bytes(b"PAR1 not really")),
     "more CPUs than the machine has": (["sampling", "--set", "threads=4096"], "needs 4096 CPUs", None),
     "an --out name too long for the file system": (["sampling", "--out", "{tmp}/" + "o" * 300], "too long", None),
     "a --storage name too long for the file system": (["sampling", "--storage", "{tmp}/" + "s" * 300], "too long",
@@ -396,6 +400,8 @@ OTHER_TOOLS = {  # name: (main function, arguments, words the error must contain
         "holds results of study sampling, not labels", lambda t: results_table(t, SAMPLING_ROWS)),
     "sequential: an empty folder": (
         sequential.main, ["--study", "sampling", "--folder", "{tmp}", "--max-seeds", "5"], "no results table", None),
+    "rehash: a corrupt table": (rehash.main, ["{tmp}/res"], "is unreadable",
+                                lambda t: (t / "res").mkdir() or (t / "res" / "trials.parquet").write_bytes(b"PAR1 no")),
     "fit: --floor-cache is a file": (trainers_fit.main, ["--set", "dataset=synthetic", "--floor-cache", "{tmp}/floors"],
                                      "--floor-cache", lambda t: (t / "floors").write_text("x")),
     "fit: a state whose rows are not a list": (
