@@ -24,7 +24,7 @@ from analysis.bernoulli import PAPER_STATED, scientific, tail_probability
 from analysis.claims import DECIDED, VERDICT_RULE, claim_health, evaluate_claims, left_out_trials
 from analysis.figures import plot_forest, plot_label_quality, plot_overclustering, plot_study
 from analysis.results import ResultsError, load_trials
-from analysis.sequential import study_levels
+from analysis.sequential import study_level, study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
 from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES
@@ -43,19 +43,20 @@ def load_all(scale_folder: Path) -> dict[str, pd.DataFrame]:
             if (scale_folder / name / "trials.parquet").exists()}
 
 
-def draw_figures(tables: dict[str, pd.DataFrame], scale_folder: Path) -> dict[str, Path]:
+def draw_figures(tables: dict[str, pd.DataFrame], scale_folder: Path, claims: pd.DataFrame) -> dict[str, Path]:
     return {key: path for name, table in tables.items()
-            for key, path in study_figures(name, table, scale_folder / name).items()}
+            for key, path in study_figures(name, table, scale_folder / name, claims).items()}
 
 
-def study_figures(name: str, table: pd.DataFrame, folder: Path) -> dict[str, Path]:
-    """A study's replica and, for labels and overclustering, its per-epoch curves, drawn into folder."""
+def study_figures(name: str, table: pd.DataFrame, folder: Path, claims: pd.DataFrame) -> dict[str, Path]:
+    """A study's replica with the paired effects of its comparisons in `claims` (evaluate_claims' rows) and,
+    for labels and overclustering, its per-epoch curves, drawn into folder."""
     spec = STUDIES[name]
-    figures = {spec.figure: plot_study(table, spec, folder / spec.figure)}
+    figures = {spec.figure: plot_study(table, spec, folder / spec.figure, claims[claims["study"] == name])}
     if name == "labels":
-        figures["labels-quality"] = plot_label_quality(table, folder / "label_quality")
+        figures["labels-quality"] = plot_label_quality(table, spec, folder / "label_quality")
     if name == "overclustering":
-        figures["overclustering-curves"] = plot_overclustering(table, folder / "overclustering_curves")
+        figures["overclustering-curves"] = plot_overclustering(table, spec, folder / "overclustering_curves")
     return figures
 
 
@@ -259,6 +260,15 @@ def table_sections(tables: dict[str, pd.DataFrame], scale_folder: Path) -> list[
     return lines
 
 
+def study_claims(name: str, table: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """The claims with comparisons in this study, judged on its rows alone, at the level of its last
+    sequential look where its folder records looks."""
+    level = study_level(folder, name, table["seed"].nunique())
+    alphas = {name: level} if level is not None else {}
+    claims = [claim for claim in CLAIMS if any(part.study == name for part in claim.comparisons)]
+    return evaluate_claims({name: table}, claims, alphas)
+
+
 def redraw_study(name: str, folder: Path) -> int:
     """`--study NAME --folder DIR`: one study's figures from DIR/trials.parquet, their PNG paths on stdout."""
     if name not in STUDIES:
@@ -272,9 +282,11 @@ def redraw_study(name: str, folder: Path) -> int:
         return fail(f"{folder / 'trials.parquet'} has no column {metric}; is it a {name} table? rerun "
                     f"`python -m study.run {name} --out {folder}`")
     try:
-        figures = study_figures(name, table, folder)
+        figures = study_figures(name, table, folder, study_claims(name, table, folder))
     except OSError as error:
         return fail(unwritable(folder, error))
+    except ResultsError as error:
+        return fail(str(error))
     for figure in figures.values():
         print(figure)
     return 0
@@ -312,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"no study results under {scale_folder}; run `python -m study.run STUDY` first")
     try:
         levels = study_levels(scale_folder)  # a damaged looks.json is refused before anything is drawn
-        figures = draw_figures(tables, scale_folder)
         claims = evaluate_claims(tables, CLAIMS, levels)
+        figures = draw_figures(tables, scale_folder, claims)
         figures["forest"] = plot_forest(claims, scale_folder / "forest")
         replace_file(scale_folder / "CLAIMS.md", claims_markdown(claims, figures, tables, scale_folder, args.scale,
                                                                 levels))

@@ -107,16 +107,25 @@ def read_looks(path: Path, study: str) -> dict:
     return looks
 
 
+def study_level(folder: Path, name: str, seeds: int) -> float | None:
+    """The nominal level of a study whose folder records sequential looks (its last look's), or None: no
+    looks, or a later fixed-seed run replaced the rounds' results."""
+    path = folder / LOOKS
+    if not path.exists():
+        return None
+    looks = read_looks(path, name)
+    return level_at(seeds, looks["max_seeds"]) if seeds == looks["seeds"][-1] else None
+
+
 def study_levels(scale_folder: Path) -> dict[str, float]:
-    """The nominal level of each study whose folder records sequential looks (its last look's)."""
+    """The nominal level of each study of the scale's folder that has one (study_level)."""
     levels = {}
     for name in STUDIES:
-        path = scale_folder / name / LOOKS
-        if path.exists() and (scale_folder / name / "trials.parquet").exists():
-            looks = read_looks(path, name)
+        if (scale_folder / name / "trials.parquet").exists():
             seeds = load_trials(scale_folder / name, name)["seed"].nunique()
-            if seeds == looks["seeds"][-1]:  # else a later fixed-seed run replaced the rounds' results
-                levels[name] = level_at(seeds, looks["max_seeds"])
+            level = study_level(scale_folder / name, name, seeds)
+            if level is not None:
+                levels[name] = level
     return levels
 
 

@@ -98,7 +98,8 @@ def test_epoch_axes_tick_whole_epochs():
     from study.catalogue import STUDIES
 
     table = results_table(["online", "offline"])  # epochs 0, 1, 2: matplotlib would tick 0.25, 0.5, ...
-    for figure, axes in ((draw_study(table, STUDIES["labels"]), [1]), (draw_label_quality(table), [0, 1, 2, 3])):
+    for figure, axes in ((draw_study(table, STUDIES["labels"]), [-1]),
+                         (draw_label_quality(table, STUDIES["labels"]), [0, 1, 2, 3])):
         for index in axes:
             ticks = figure.axes[index].get_xticks()
             assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks
@@ -113,7 +114,7 @@ def test_knn_curve_joins_the_evaluated_epochs_when_eval_every_skips_some():
 
     table = results_table(["online", "offline"])
     table.loc[table["epoch"] == 1, "knn_top1"] = float("nan")  # eval_every=2 over 2 epochs: 0 and 2 measured
-    curves = draw_study(table, STUDIES["labels"]).axes[1]
+    curves = draw_study(table, STUDIES["labels"]).axes[-1]
     for line in curves.get_lines():
         assert list(line.get_xdata()) == [0, 2] and not pd.isna(line.get_ydata()).any()
 
@@ -219,3 +220,23 @@ def test_compare_finds_the_largest_difference_and_the_trial_it_comes_from(tmp_pa
     assert lines[0] == "4 trial x epoch rows in both (1 trials in only one):"
     assert "knn_top1     largest difference 0.25 (trial h1.0, epoch 1)" in lines[1]
     assert "svm_map      largest difference 0 " in lines[2]
+
+
+def test_a_replica_shows_every_seed_and_the_paired_effect_its_verdict_tests():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.claims import evaluate_claims
+    from analysis.figures import draw_study
+    from study.catalogue import STUDIES
+
+    table = results_table(["online", "offline"])  # 2 seeds per arm
+    comparisons = evaluate_claims({"labels": table}, [c for c in CLAIMS if c.figure == "fig6a"])
+    figure = draw_study(table, STUDIES["labels"], comparisons)
+    seeds_axis, effects_axis = figure.axes[0], figure.axes[1]
+    points = sum(len(collection.get_offsets()) for collection in seeds_axis.collections)
+    assert points >= 2 * 2  # one point per arm and seed (the floor marks come on top)
+    assert [tick.get_text().split("\n")[0] for tick in effects_axis.get_yticklabels()] == list(comparisons["comparison"])
+    effect_texts = [text.get_text() for text in effects_axis.texts]
+    row = comparisons.iloc[0]
+    assert f"{row['effect']:+.3g} [{row['ci_low']:+.3g}, {row['ci_high']:+.3g}]" in effect_texts
