@@ -107,8 +107,9 @@ def draw_seeds(axis, table: pd.DataFrame, spec, order: list, palette: dict) -> N
     final = final_epoch(table)
     final = final[final["value"].isin(order)].assign(arm=lambda frame: frame["value"].map(str))
     labels = [str(value) for value in order]
-    sns.stripplot(data=final, x="arm", y=spec.metric, order=labels, hue="arm", hue_order=labels,
-                  palette=[palette[value] for value in order], jitter=0.12, size=5, alpha=0.75, legend=False, ax=axis)
+    # A swarm places the points deterministically (a random jitter would redraw the same results differently).
+    sns.swarmplot(data=final, x="arm", y=spec.metric, order=labels, hue="arm", hue_order=labels,
+                  palette=[palette[value] for value in order], size=5, alpha=0.8, legend=False, ax=axis)
     summary = summarize(final, spec.metric, ["value"]).set_index("value").loc[order]
     half_width = (summary["ci_high"] - summary["mean"]).fillna(0.0)  # no interval from a single seed
     positions = np.arange(len(order))

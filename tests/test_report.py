@@ -240,3 +240,17 @@ def test_a_replica_shows_every_seed_and_the_paired_effect_its_verdict_tests():
     effect_texts = [text.get_text() for text in effects_axis.texts]
     row = comparisons.iloc[0]
     assert f"{row['effect']:+.3g} [{row['ci_low']:+.3g}, {row['ci_high']:+.3g}]" in effect_texts
+
+
+def test_the_same_results_draw_the_same_bytes(tmp_path):
+    """No random jitter: redrawing a replica from the same table writes identical files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analysis.figures import plot_study
+    from study.catalogue import STUDIES
+
+    table = results_table(["online", "offline"])
+    first, second = (plot_study(table, STUDIES["labels"], tmp_path / name / "fig") for name in ("a", "b"))
+    assert first.read_bytes() == second.read_bytes()
+    assert first.with_suffix(".pdf").read_bytes() == second.with_suffix(".pdf").read_bytes()
