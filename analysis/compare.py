@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.claims import evaluate_claims
 from analysis.results import ResultsError, final_epoch, load_trials, summarize
-from study.catalogue import CLAIMS, STUDIES
+from study.catalogue import CLAIMS, study_spec
 from study.cli import OneLineParser
 
 COMPARED = ("knn_top1", "svm_map", "linear_top1", "loss")
@@ -59,7 +59,7 @@ def compare(first_folder: Path, second_folder: Path) -> list[str]:
 def summary(folder: Path, against: Path | None = None) -> list[str]:
     table = load_trials(folder)
     study = str(table["study"].iloc[0])
-    spec = STUDIES[study]
+    spec = study_spec(study, folder)
     metric = spec.metric
     lines = [f"{study}: final {metric} per {spec.factor} (mean and 95% interval over seeds)"]
     last = final_epoch(table)
@@ -67,7 +67,7 @@ def summary(folder: Path, against: Path | None = None) -> list[str]:
         interval = (f"[{row.ci_low:.2f}, {row.ci_high:.2f}]" if math.isfinite(row.ci_low) else "(one seed)")
         lines.append(f"  {row.value!s:<18} {row.mean:7.2f} {interval}  {row.seeds} seed(s)")
     claims = [claim for claim in CLAIMS if any(part.study == study for part in claim.comparisons)]
-    verdicts = evaluate_claims({study: table}, claims)
+    verdicts = evaluate_claims({study: table}, claims) if claims else pd.DataFrame({"claim": []})
     for number, part in verdicts.groupby("claim", sort=False):
         lines.append(f"claim {number} on these rows: {part['claim_verdict'].iloc[0]} "
                      f"({'; '.join(f'{r.comparison}: {r.verdict}' for r in part.itertuples())})")

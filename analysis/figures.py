@@ -97,7 +97,9 @@ def draw_study(table: pd.DataFrame, spec, comparisons: pd.DataFrame | None = Non
         draw_effect_rows(axes[1], rows, [f"{r.comparison}\n{metric_words(r.metric)}" for r in rows.itertuples()])
         axes[1].set_title("paired effects (seed-blocked), as the verdicts test them", fontsize=9)
     draw_knn_curves(axes[-1], table, spec, order, palette)
-    figure.suptitle(f"{spec.paper} {spec.figure} replica: {spec.name}", fontsize=11)
+    title = (f"sweep over {factor_label(spec)}" if spec.paper == "sweep" else
+             f"{spec.paper} {spec.figure} replica: {spec.name}")
+    figure.suptitle(title, fontsize=11)
     figure.tight_layout()
     return figure
 

@@ -27,7 +27,7 @@ from analysis.results import ResultsError, load_trials
 from analysis.sequential import study_level, study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
-from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES
+from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES, study_spec
 from study.files import replace_file
 from study.cli import OneLineParser
 
@@ -51,8 +51,9 @@ def draw_figures(tables: dict[str, pd.DataFrame], scale_folder: Path, claims: pd
 def study_figures(name: str, table: pd.DataFrame, folder: Path, claims: pd.DataFrame) -> dict[str, Path]:
     """A study's replica with the paired effects of its comparisons in `claims` (evaluate_claims' rows) and,
     for labels and overclustering, its per-epoch curves, drawn into folder."""
-    spec = STUDIES[name]
-    figures = {spec.figure: plot_study(table, spec, folder / spec.figure, claims[claims["study"] == name])}
+    spec = study_spec(name, folder)
+    own = claims[claims["study"] == name] if len(claims) else None  # a sweep has no registered claims
+    figures = {spec.figure: plot_study(table, spec, folder / spec.figure, own)}
     if name == "labels":
         figures["labels-quality"] = plot_label_quality(table, spec, folder / "label_quality")
     if name == "overclustering":
@@ -271,13 +272,16 @@ def study_claims(name: str, table: pd.DataFrame, folder: Path) -> pd.DataFrame:
 
 def redraw_study(name: str, folder: Path) -> int:
     """`--study NAME --folder DIR`: one study's figures from DIR/trials.parquet, their PNG paths on stdout."""
-    if name not in STUDIES:
-        return fail(f"unknown study {name!r}; give --study one of {', '.join(STUDIES)}")
+    try:
+        spec = study_spec(name, folder)
+    except KeyError:
+        return fail(f"unknown study {name!r}; give --study one of {', '.join(STUDIES)}, or a sweep's name with its "
+                    f"folder")
     try:
         table = load_trials(folder, name)
     except ResultsError as error:
         return fail(str(error))
-    metric = STUDIES[name].metric
+    metric = spec.metric
     if metric not in table.columns:
         return fail(f"{folder / 'trials.parquet'} has no column {metric}; is it a {name} table? rerun "
                     f"`python -m study.run {name} --out {folder}`")

@@ -10,6 +10,7 @@ Each claim's text lives only in CLAIMS; a study's claims are those whose compari
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 
@@ -37,10 +38,81 @@ class StudySpec:
         """The factor values as results record them (a Times value by its multiple)."""
         return tuple(recorded(value) for value in self.values)
 
+    @property
+    def factors(self) -> tuple[str, ...]:
+        """The keys one value sets: one, or two for a two-factor sweep (factor "KEY1 x KEY2")."""
+        return tuple(self.factor.split(" x "))
+
+    def settings_of(self, value) -> dict:
+        """The config keys a factor value sets: {factor: value}, or both keys of a two-factor pair."""
+        return dict(zip(self.factors, value)) if isinstance(value, tuple) else {self.factor: value}
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "paper": self.paper, "figure": self.figure, "factor": self.factor,
+                           "values": [list(v) if isinstance(v, tuple) else v for v in self.values],
+                           "metric": self.metric, "fixed": self.fixed})
+
 
 def recorded(value):
-    """A factor value as results record it: a Times value by its multiple."""
+    """A factor value as results record it: a Times value by its multiple, a two-factor pair as "a, b"."""
+    if isinstance(value, tuple):
+        return ", ".join(str(part) for part in value)
     return value.multiple if isinstance(value, Times) else value
+
+
+# An ad-hoc sweep (`study.run --sweep KEY=a,b,c`): a study not in the catalogue, named sweep-KEY, whose
+# spec is kept in its output folder (SWEEP_FILE) so that analysis reads it as it reads a registered one.
+SWEEP_PREFIX = "sweep-"
+SWEEP_FILE = "study.json"
+
+
+def sweep_study(assignments: list[str], metric: str = "svm_map") -> StudySpec:
+    """One factor, or a two-factor grid, from KEY=a,b,c assignments; values read as int, float or text.
+    Raises ValueError naming the mistake."""
+    if not 1 <= len(assignments) <= 2:
+        raise ValueError(f"give one or two --sweep KEY=a,b,... (got {len(assignments)})")
+    keys, grids = [], []
+    for text in assignments:
+        key, _, values = text.partition("=")
+        parsed = [plain_value(part.strip()) for part in values.split(",") if part.strip()]
+        if not key.strip() or len(parsed) < 2 or len(set(map(str, parsed))) != len(parsed):
+            raise ValueError(f"--sweep {text!r}: give KEY=a,b,... with at least two different values")
+        keys.append(key.strip())
+        grids.append(parsed)
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"--sweep names {keys[0]} twice; give two different keys")
+    values = tuple(grids[0]) if len(keys) == 1 else tuple((a, b) for a in grids[0] for b in grids[1])
+    name = SWEEP_PREFIX + "-".join(keys)
+    return StudySpec(name=name, paper="sweep", figure=name, factor=" x ".join(keys), values=values, metric=metric)
+
+
+def plain_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def study_spec(name: str, folder=None) -> StudySpec:
+    """A registered study by name, or the sweep whose spec its output folder keeps; raises KeyError."""
+    if name in STUDIES:
+        return STUDIES[name]
+    if folder is not None and name.startswith(SWEEP_PREFIX):
+        from pathlib import Path
+
+        path = Path(folder) / SWEEP_FILE
+        try:
+            data = json.loads(path.read_text())
+            values = tuple(tuple(v) if isinstance(v, list) else v for v in data["values"])
+            spec = StudySpec(name=data["name"], paper="sweep", figure=data["figure"], factor=data["factor"],
+                             values=values, metric=data["metric"], fixed=dict(data.get("fixed", {})))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise KeyError(f"{path} does not describe sweep {name}; rerun it with python -m study.run --sweep") from None
+        if spec.name == name and spec.figure == name:
+            return spec
+    raise KeyError(f"unknown study {name!r}")
 
 
 # Paper 5.3.1: the three main aspects use online labels and zero margins unless varied; lambda is

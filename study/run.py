@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from study import cost, files, ledger, lock, packing, rounds
-from study.catalogue import FIRST_ROUND, STUDIES, Times
+from study.catalogue import FIRST_ROUND, STUDIES, SWEEP_FILE, StudySpec, Times, sweep_study
 from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
 from study.preflight import check_cluster_gpus, check_launch, check_options, gpus_per_trial
 from study.profiles import PROFILES
@@ -58,12 +58,18 @@ class RunOptions:
     dry_run: bool = False
     estimate: bool = False
     verbose: bool = False
+    sweep: tuple[str, ...] = ()  # KEY=a,b,c: an ad-hoc study of one or two factors instead of a named one
+    metric: str = "svm_map"  # a sweep's metric
     list: bool = False
 
 
 def parse_args(argv: list[str] | None) -> RunOptions:
     parser = OneLineParser(prog="python -m study.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", nargs="?", help=f"one of: {', '.join(STUDIES)}, or all")
+    parser.add_argument("study", nargs="?", help=f"one of: {', '.join(STUDIES)}, or all (or --sweep)")
+    parser.add_argument("--sweep", action="append", default=[], metavar="KEY=a,b,...",
+                        help="instead of a study: vary this config key over these values (twice: a two-factor "
+                             "grid), with the same checks, resume, results, figure and summary")
+    parser.add_argument("--metric", default="svm_map", help="a sweep's metric (default svm_map)")
     parser.add_argument("--list", action="store_true", help="list the studies with their figure and grid size")
     parser.add_argument("--scale", default="tiny", help=f"one of: {', '.join(PROFILES)} (default tiny)")
     parser.add_argument("--seeds", type=seed_count, default=3,
@@ -95,8 +101,8 @@ def parse_args(argv: list[str] | None) -> RunOptions:
                         help="print what the plan costs in device-hours (study.cost; no data or device needed) "
                              "and launch nothing")
     parsed = vars(parser.parse_args(argv))
-    settings = tuple(parsed.pop("set"))
-    return RunOptions(**parsed, settings=settings)
+    settings, sweep = tuple(parsed.pop("set")), tuple(parsed.pop("sweep"))
+    return RunOptions(**parsed, settings=settings, sweep=sweep)
 
 
 def seed_count(text: str) -> int | str:
@@ -132,7 +138,7 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
         raise ConfigError(f"--checkpoint-every {options.checkpoint_every}: must be >= 1 (epochs between saves)")
     rounds.check(options.seeds, options.max_seeds)
     seeds = FIRST_ROUND if options.seeds == "auto" else options.seeds
-    trials = expand(STUDIES[study], PROFILES[options.scale], seeds, overrides)
+    trials = expand(spec_for(options, study), PROFILES[options.scale], seeds, overrides)
     packing.check_share(gpus_per_trial(options))
     epochs = trials[0].config.epochs
     if options.inject_crash and not 1 <= options.inject_crash <= epochs:
@@ -153,7 +159,23 @@ def output_folder(options: RunOptions, study: str, several: bool) -> Path:
     return Path("runs") / options.scale / study
 
 
-def studies_named(name: str | None) -> list[str]:
+def spec_for(options: RunOptions, name: str) -> StudySpec:
+    """The registered study of that name, or the sweep --sweep describes; raises ConfigError."""
+    if not options.sweep:
+        return STUDIES[name]
+    if options.metric not in ("svm_map", "knn_top1", "linear_top1"):
+        raise ConfigError(f"--metric {options.metric}: give svm_map, knn_top1 or linear_top1")
+    try:
+        return sweep_study(list(options.sweep), options.metric)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def studies_named(name: str | None, options: RunOptions) -> list[str]:
+    if options.sweep:
+        if name is not None:
+            raise ConfigError(f"give a study ({name}) or --sweep, not both")
+        return [spec_for(options, "").name]
     if name is None:
         raise ConfigError(f"no study given; name one of: {', '.join(STUDIES)}, or all (python -m study.run --list "
                           f"shows them)")
@@ -167,7 +189,7 @@ def studies_named(name: str | None) -> list[str]:
 
 def print_list(plans: dict[str, list[Trial]]) -> None:
     for name, trials in plans.items():
-        spec = STUDIES[name]
+        spec = spec_for(options, name)
         values = ", ".join(f"{v.multiple}x" if isinstance(v, Times) else str(v) for v in spec.values)
         seeds = len({t.seed for t in trials})
         print(f"{spec.name:<13} {spec.paper} {spec.figure:<6} {spec.factor} in [{values}]: "
@@ -199,7 +221,7 @@ def check_same_code(resumed: dict, version: str) -> None:
 def print_plan(trials: list[Trial], options: RunOptions, out: Path) -> None:
     """What a run would do: the study, where it would write, the settings every trial shares (one per
     line), each trial, and what it would cost (study.cost)."""
-    spec = STUDIES[trials[0].study]
+    spec = spec_for(options, trials[0].study)
     print(f"study {spec.name} ({spec.paper} {spec.figure}): {spec.factor} over {list(spec.levels)}, "
           f"{options.seeds} seed(s), scale {options.scale}: {len(trials)} trials")
     print(f"output folder: {out}")
@@ -291,7 +313,9 @@ def write_results(study: str, trials: list[Trial], table: pd.DataFrame, out: Pat
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
-    spec = STUDIES[study]
+    spec = spec_for(options, study)
+    if options.sweep:  # analysis reads an ad-hoc study's spec from its folder
+        files.replace_file(out / SWEEP_FILE, spec.to_json())
     figures = []
     if not table.empty:
         ledger.write_table(table, out)
@@ -440,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             if options.list:
                 print_list({name: plan(options, name) for name in STUDIES})
                 return 0
-            names = studies_named(options.study)
+            names = studies_named(options.study, options)
             plans = {name: plan(options, name) for name in names}
             if options.seeds == "auto":
                 plans = {name: rounds.held_round(output_folder(options, name, several=len(names) > 1),

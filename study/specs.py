@@ -33,11 +33,12 @@ def expand(spec: StudySpec, profile: ScaleProfile, seeds: int, overrides: dict |
     overrides = dict(overrides or {})
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: need at least 1 seed")
-    if spec.factor in overrides:
-        raise ConfigError(f"{spec.factor} is what study {spec.name!r} varies; drop --set {spec.factor}=...")
+    for factor in spec.factors:
+        if factor in overrides:
+            raise ConfigError(f"{factor} is what study {spec.name!r} varies; drop --set {factor}=...")
     if "seed" in overrides:
         raise ConfigError("seeds come from --seeds N (seeds 0..N-1); drop --set seed=...")
-    arms = {value: {**spec.fixed, **overrides, spec.factor: value} for value in spec.values}
+    arms = {value: {**spec.fixed, **overrides, **spec.settings_of(value)} for value in spec.values}
     methods = {value: keys.get("method", DEFAULT_METHOD) for value, keys in arms.items()}
     takes = {value: set(TrialConfig.keys_of(method)) for value, method in methods.items()}
     for key in overrides:
@@ -48,7 +49,7 @@ def expand(spec: StudySpec, profile: ScaleProfile, seeds: int, overrides: dict |
     for value, keys in arms.items():
         method_defaults = profile.config(method=methods[value]).to_dict()
         chosen = {key: setting.resolve(method_defaults[key]) if isinstance(setting, Times) else setting
-                  for key, setting in keys.items() if key in takes[value] or key == spec.factor}
+                  for key, setting in keys.items() if key in takes[value] or key in spec.factors}
         base = profile.config(**chosen)
         trials += [Trial(spec.name, spec.factor, recorded(value), seed, base.replace(seed=seed)) for seed in range(seeds)]
     return trials

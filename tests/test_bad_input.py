@@ -209,6 +209,9 @@ CASES = {  # name: (study.run arguments, words the error must contain, set-up of
     "--seeds auto on a corrupt table": (["sampling", "--seeds", "auto", "--max-seeds", "5"], "is unreadable",
                                         lambda t: (t / "out").mkdir() or (t / "out" / "trials.parquet")
                                         .write_bytes(b"PAR1 not really")),
+    "a sweep with one value": (["--sweep", "lr=0.1"], "at least two different values", None),
+    "a study and a sweep": (["sampling", "--sweep", "lr=0.1,0.2"], "not both", None),
+    "a sweep of an unknown key": (["--sweep", "bogus=1,2"], "unknown config key", None),
     "more CPUs than the machine has": (["sampling", "--set", "threads=4096"], "needs 4096 CPUs", None),
     "an --out name too long for the file system": (["sampling", "--out", "{tmp}/" + "o" * 300], "too long", None),
     "a --storage name too long for the file system": (["sampling", "--storage", "{tmp}/" + "s" * 300], "too long",

@@ -196,3 +196,30 @@ def test_a_run_lands_beside_the_committed_results_unless_told_otherwise():
     assert output_folder(RunOptions(study="all", scale="cifar"), "labels", several=True) == Path("runs/cifar/labels")
     named = RunOptions(study="sampling", out="results/tiny/sampling")
     assert output_folder(named, "sampling", several=False) == Path("results/tiny/sampling")
+
+
+def test_an_ad_hoc_sweep_runs_end_to_end_like_a_registered_study(tmp_path):
+    out = tmp_path / "sweep"
+    result = run_cli("--sweep", "inter_margin=-1,0", "--seeds", "1", "--epochs", "1", *SYNTHETIC, "--out", str(out),
+                     "--storage", str(tmp_path / "ray"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = pd.read_parquet(out / "trials.parquet")
+    assert sorted(table["value"].unique()) == [-1, 0] and set(table["study"]) == {"sweep-inter_margin"}
+    assert (out / "sweep-inter_margin.png").exists() and (out / "study.json").exists()
+    assert "sweep-inter_margin: final svm_map per inter_margin" in result.stdout
+    again = run_cli("--sweep", "inter_margin=-1,0", "--seeds", "1", "--epochs", "1", *SYNTHETIC, "--out", str(out),
+                    "--storage", str(tmp_path / "ray"), "--resume")
+    assert again.returncode == 0 and "2 of 2 trials already finished" in again.stdout
+
+
+def test_sweeps_of_two_factors_cross_their_values_and_bad_ones_are_refused():
+    from study.catalogue import sweep_study
+
+    grid = sweep_study(["inter_margin=-1,0", "negative_sampling=hard,random"])
+    assert grid.levels == ("-1, hard", "-1, random", "0, hard", "0, random")
+    assert grid.settings_of(grid.values[1]) == {"inter_margin": -1, "negative_sampling": "random"}
+    trials = expand(grid, PROFILES["tiny"], seeds=2)
+    assert len(trials) == 8 and {t.config.negative_sampling for t in trials} == {"hard", "random"}
+    for bad in (["inter_margin=-1"], ["=1,2"], ["lr=0.1,0.1"], ["a=1,2", "b=1,2", "c=1,2"], ["a=1,2", "a=3,4"]):
+        with pytest.raises(ValueError):
+            sweep_study(bad)
