@@ -15,6 +15,7 @@ import sys
 from fractions import Fraction
 
 import mpmath
+
 from study.cli import OneLineParser
 
 DIGITS = 40  # the most digits printed (--digits; 3 by default), all of them exact

@@ -20,8 +20,8 @@ import pandas as pd
 
 from analysis.figures import COLORBLIND, epoch_axis, save
 from analysis.results import summarize
-from study.files import replace_file
 from study.cli import OneLineParser
+from study.files import replace_file
 
 NEEDED = {"value", "seed", "epoch", "loss_inter", "label_nmi", "labels_changed", "clusters_reseeded"}
 LABEL_PANELS = {"label_nmi": "pseudo-label NMI", "labels_changed": "share of labels changed in the epoch",

@@ -28,8 +28,8 @@ from analysis.sequential import study_level, study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
 from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES, study_spec
-from study.files import replace_file
 from study.cli import OneLineParser
+from study.files import replace_file
 
 PAPER_TABLES = {"methods": ("table1", table1, "Table 1: base methods without and with the inter-image branch "
                             "(claim 13)"),

@@ -25,8 +25,8 @@ from analysis.claims import DECIDED, evaluate_claims, left_out_trials
 from analysis.results import ResultsError, load_trials
 from analysis.stats import ALPHA
 from study.catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
-from study.files import replace_file
 from study.cli import OneLineParser
+from study.files import replace_file
 
 LOOKS = "looks.json"
 

@@ -25,12 +25,12 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from study.cli import OneLineParser
 from study.profiles import PROFILES
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.fit import StepTimer
 from trainers.trial import Trial, resolve_device
-from study.cli import OneLineParser
 
 VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
             "intra+inter (NPIDv2-InterCLR, semi-hard)": {"method": "npidv2-interclr", "negative_sampling": "semi-hard"},

@@ -40,10 +40,10 @@ import pandas as pd
 from scipy import stats
 
 from study import files
+from study.cli import OneLineParser
 from study.profiles import PROFILES
 from study.run import code_version
 from trainers.config import TrialConfig
-from study.cli import OneLineParser
 
 # The candidate scales: the tiny profile's settings with these moved. K = 16 per 5,000 images (the
 # profile's K / N, the paper's 4096 / 1.28M) and min_cluster_size 8 per 5,000 / 50 clusters.

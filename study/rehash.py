@@ -17,8 +17,8 @@ from pathlib import Path
 
 
 from study import ledger
-from study.cli import OneLineParser
 from study.catalogue import STUDIES
+from study.cli import OneLineParser
 from study.profiles import PROFILES
 from study.specs import expand
 from trainers.config import ConfigError

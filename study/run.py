@@ -28,13 +28,13 @@ import pandas as pd
 
 from study import cost, files, ledger, lock, packing, rounds
 from study.catalogue import FIRST_ROUND, STUDIES, SWEEP_FILE, StudySpec, Times, sweep_study
+from study.cli import OneLineParser
 from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
 from study.preflight import check_cluster_gpus, check_launch, check_options, gpus_per_trial
 from study.profiles import PROFILES
 from study.specs import Trial, expand
 from trainers import data as datasets
 from trainers.config import ConfigError, parse_assignment
-from study.cli import OneLineParser
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ import tempfile
 import time
 import traceback
 
+from study.cli import OneLineParser
 from study.profiles import PROFILES
 from trainers import data as datasets
 from trainers.checkpoint import TrialState
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.fit import fit
 from trainers.methods.registry import METHODS
-from study.cli import OneLineParser
 
 SMOKE_SETTINGS = {"dataset": "synthetic", "image_size": 32, "epochs": 2, "batch_size": 64, "eval_every": 1,
                   "deterministic": True, "num_negatives": 16, "clusters_per_class": 2, "min_cluster_size": 5,

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from study import run
-from trainers.config import ConfigError
 from study.cli import OneLineParser
+from trainers.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the job does not need: the checkout's environment, results, run folders and history.

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.evaluate import svm_map
 from study.cli import OneLineParser
+from trainers.evaluate import svm_map
 
 
 def synthetic_features(classes: int, dim: int, size: int, spread: float, generator: torch.Generator):

@@ -23,9 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from study import files
+from study.cli import OneLineParser
 from study.profiles import PROFILES
 from trainers.config import ConfigError, TrialConfig, parse_assignment
-from study.cli import OneLineParser
 
 VARIANTS = {  # paper Table 4 (8 V100, 200 epochs): days and GB per GPU
     "Intra": ({"loss_lambda": 1.0}, 2.6, 5.6),
