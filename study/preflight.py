@@ -167,6 +167,35 @@ def read_image_manifest(path: Path | None) -> dict[str, list[int]]:
             and len(value) == 2 and all(type(v) is int for v in value)}
 
 
+# A plan is stepped before launch where that is cheap: in-memory data of at most this many training images.
+STEP_CHECK_MAX_IMAGES = 20000
+
+
+def check_first_steps(trials: list[Trial], data: datasets.ImageData) -> None:
+    """Each distinct setting of the plan (seeds aside) builds its trial, starts its method on the initial
+    network's embeddings (bank, k-means labels, pools) and takes one training step, so that settings which
+    pass every range check yet fail in a trial are refused before launch, in one line."""
+    from trainers.trial import Trial as Runnable
+
+    if datasets.image_files(data) or len(data.train) > STEP_CHECK_MAX_IMAGES:
+        print("not stepped before launch (image files or a large set): each trial checks itself as it starts")
+        return
+    distinct = {t.config.replace(seed=0).config_hash(): t for t in trials}
+    for trial in distinct.values():
+        config = trial.config.replace(seed=0, device="cpu", deterministic=False)
+        try:
+            runnable = Runnable(config, data)
+            runnable.start(measure=False)
+            images, labels, indices = next(iter(runnable.training_batches()))
+            runnable.step(images, labels, indices, step=0)
+        except ConfigError as error:
+            raise ConfigError(f"{trial.factor}={trial.value}: {error}") from None
+        except Exception as error:  # an assertion or a shape the checks did not foresee
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ConfigError(f"{trial.factor}={trial.value} fails at its first step ({type(error).__name__}: "
+                              f"{message}); change the setting it names, or report the case") from None
+
+
 def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: RunOptions) -> None:
     """The trials that share a GPU fit in the memory of the GPU this driver sees; raises ConfigError."""
     share = gpus_per_trial(options)
@@ -192,7 +221,9 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
             check_resources(trials, options)
         check_devices(trials, options)
         # A dry run writes nothing: the image check then keeps no record of what it decoded.
-        check_gpu_packing(trials, check_data(trials, None if options.dry_run else Path(options.storage)), options)
+        data = check_data(trials, None if options.dry_run else Path(options.storage))
+        check_gpu_packing(trials, data, options)
+        check_first_steps(trials, data)
     # With several studies, --resume continues the ones that started and starts the rest, so that a
     # stopped `all` run resumes as a whole; one study named alone must have something to resume.
     started = {name: out.is_dir() and ledger.Manifest.load(out) is not None for name, out in outs.items()}

@@ -75,13 +75,19 @@ class Trial:
         self.splits = tuple(datasets.evaluation_batches(split, config.num_workers)
                             for split in (self.data.train, self.data.test))
 
-    def start(self, floors: FloorCache | None = None) -> dict:
+    def start(self, floors: FloorCache | None = None, measure: bool = True) -> dict:
         """Epoch 0: batch-norm statistics calibrated on the training set, the floor metrics of the initial
-        network (from `floors` where another trial measured them), and the method's start."""
+        network (from `floors` where another trial measured them), and the method's start. With
+        measure=False the floor is not measured (the row holds the method's start metrics only): what a
+        check before launch needs to take a step."""
         c, d = self.config, self.data
         calibrate_batch_norm(self.method.encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
-        row, embeddings = self.evaluate_epoch(0, with_svm=True, floors=floors)
-        row.update(trained_gains(row, row))
+        if measure:
+            row, embeddings = self.evaluate_epoch(0, with_svm=True, floors=floors)
+            row.update(trained_gains(row, row))
+        else:
+            row, (_, embeddings) = {}, extract(self.method.encoder, self.splits[0], c.image_size, d.mean, d.std,
+                                               self.device)
         row.update(self.method.start(embeddings, self.streams))
         return row
 
