@@ -217,9 +217,9 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
     """Every check that needs the data, the folders or the cluster; returns each study's manifest when
     --resume continues it. Raises ConfigError or DataError."""
     for trials in plans.values():
+        check_devices(trials, options)  # a missing GPU says more than a missing CPU
         if options.address is None:
             check_resources(trials, options)
-        check_devices(trials, options)
         # A dry run writes nothing: the image check then keeps no record of what it decoded.
         data = check_data(trials, None if options.dry_run else Path(options.storage))
         check_gpu_packing(trials, data, options)

@@ -21,7 +21,7 @@ from trainers.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the job does not need: the checkout's environment, results, run folders and history.
-UPLOAD_EXCLUDES = [".git", ".venv", ".ray_runs", "results", "notebooks", "data", "**/__pycache__", "*.egg-info"]
+UPLOAD_EXCLUDES = [".git", ".venv", ".ray_runs", "results", "runs", "notebooks", "data", "**/__pycache__", "*.egg-info"]
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -37,7 +37,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def job_arguments(study_argv: list[str]) -> list[str]:
     """study.run's arguments, checked, with --out and --storage made absolute."""
     options = run.parse_args(study_argv)
-    for name in run.studies_named(options.study):
+    names = run.studies_named(options.study, options)
+    for name in names:
         run.plan(options, name)
     absolute = list(study_argv)
     for flag in ("--out", "--storage"):
@@ -48,9 +49,9 @@ def job_arguments(study_argv: list[str]) -> list[str]:
             absolute[absolute.index(flag) + 1] = str(Path(value).resolve())
         else:
             absolute = [a for a in absolute if not a.startswith(flag + "=")] + [flag, str(Path(value).resolve())]
-    if options.out is None:
-        absolute += ["--out", str((ROOT / "results" / options.scale).resolve() if options.study == "all"
-                                  else (ROOT / run.output_folder(options, options.study, False)).resolve())]
+    if options.out is None:  # study.run's default, made absolute: runs/<scale>/<study>, or runs/<scale> for all
+        default = run.output_folder(options, names[0], False) if len(names) == 1 else Path("runs") / options.scale
+        absolute += ["--out", str((ROOT / default).resolve())]
     return absolute
 
 
