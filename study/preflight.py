@@ -217,12 +217,12 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
     """Every check that needs the data, the folders or the cluster; returns each study's manifest when
     --resume continues it. Raises ConfigError or DataError."""
     for trials in plans.values():
-        check_devices(trials, options)  # a missing GPU says more than a missing CPU
-        if options.address is None:
-            check_resources(trials, options)
+        check_devices(trials, options)  # a missing GPU, or GPU memory, says more than a missing CPU
         # A dry run writes nothing: the image check then keeps no record of what it decoded.
         data = check_data(trials, None if options.dry_run else Path(options.storage))
         check_gpu_packing(trials, data, options)
+        if options.address is None:
+            check_resources(trials, options)
         check_first_steps(trials, data)
     # With several studies, --resume continues the ones that started and starts the rest, so that a
     # stopped `all` run resumes as a whole; one study named alone must have something to resume.
