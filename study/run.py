@@ -187,7 +187,7 @@ def studies_named(name: str | None, options: RunOptions) -> list[str]:
     return [name]
 
 
-def print_list(plans: dict[str, list[Trial]]) -> None:
+def print_list(plans: dict[str, list[Trial]], options: RunOptions) -> None:
     for name, trials in plans.items():
         spec = spec_for(options, name)
         values = ", ".join(f"{v.multiple}x" if isinstance(v, Times) else str(v) for v in spec.values)
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             check_options(options)
             if options.list:
-                print_list({name: plan(options, name) for name in STUDIES})
+                print_list({name: plan(options, name) for name in STUDIES}, options)
                 return 0
             names = studies_named(options.study, options)
             plans = {name: plan(options, name) for name in names}

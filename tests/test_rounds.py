@@ -51,11 +51,11 @@ def test_rounds_extend_one_run_until_the_last_look(tmp_path):
     assert table.duplicated(["config_hash", "epoch"]).sum() == 0
     manifest = json.loads((out / "run.json").read_text())
     assert len(manifest["config_hashes"]) == 12 and manifest["status"] == "finished"
-    assert json.loads((out / "looks.json").read_text()) == {"max_seeds": 4, "seeds": [3, 4]}
+    assert json.loads((out / "looks.json").read_text()) == {"study": "overclustering", "max_seeds": 4, "seeds": [3, 4]}
     assert len(list((Path(manifest["run_folder"]) / "trials").iterdir())) == 12  # one run folder for both rounds
 
     # --resume finds the round the folder holds (4 seeds), reruns nothing and stops at the last look.
     resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "12 of 12 trials already finished" in resumed.stdout and "look at 3" not in resumed.stdout
-    assert json.loads((out / "looks.json").read_text()) == {"max_seeds": 4, "seeds": [3, 4]}
+    assert json.loads((out / "looks.json").read_text()) == {"study": "overclustering", "max_seeds": 4, "seeds": [3, 4]}

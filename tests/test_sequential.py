@@ -96,13 +96,13 @@ def test_the_command_asks_for_the_next_round_and_records_its_looks(tmp_path):
     undecided = judge(tmp_path, 9)
     assert undecided.returncode == 3, undecided.stderr
     assert undecided.stdout.splitlines()[-1] == "next: 5"
-    assert json.loads((tmp_path / "looks.json").read_text()) == {"max_seeds": 9, "seeds": [3]}
+    assert json.loads((tmp_path / "looks.json").read_text()) == {"study": "lambda", "max_seeds": 9, "seeds": [3]}
 
     lambda_table(5, 3.0).to_parquet(tmp_path / "trials.parquet")
     decided = judge(tmp_path, 9)
     assert decided.returncode == 0, decided.stdout + decided.stderr
     assert decided.stdout.splitlines()[-1].startswith("stops at 5 seeds: every comparison decided (")
-    assert json.loads((tmp_path / "looks.json").read_text()) == {"max_seeds": 9, "seeds": [3, 5]}
+    assert json.loads((tmp_path / "looks.json").read_text()) == {"study": "lambda", "max_seeds": 9, "seeds": [3, 5]}
     scale = tmp_path / "scale"
     (scale / "lambda").mkdir(parents=True)
     (tmp_path / "looks.json").rename(scale / "lambda" / "looks.json")

@@ -167,7 +167,7 @@ def test_a_study_stopped_midway_stops_the_rest_and_resume_starts_the_studies_nev
     # Two studies stand for `all`. A Tune run cut short before any trial ran (what Ctrl-C leaves):
     # every trial unfinished, none failed.
     names = ["labels", "sampling"]
-    monkeypatch.setattr(run, "studies_named", lambda name: names)
+    monkeypatch.setattr(run, "studies_named", lambda name, options: names)
     monkeypatch.setattr(run, "start_ray", lambda address: None)
     monkeypatch.setattr(run, "run_tune", lambda trials, options, run_folder: run_folder.mkdir(parents=True) or [])
     monkeypatch.setattr(run, "draw_figures", lambda study, out: [])
