@@ -99,3 +99,14 @@ def test_no_import_cycles():
 
     for module in edges:
         visit(module, [])
+
+
+def test_every_console_script_names_a_main_function():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), name
