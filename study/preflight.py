@@ -51,7 +51,7 @@ PATH_MAX = 4096 - 512
 def check_resources(trials: list[Trial], options: RunOptions, cpus_available: int | None = None) -> None:
     """A trial that asks for more CPUs than any node has would wait in Ray's queue for ever."""
     config, profile = trials[0].config, PROFILES[options.scale]
-    needed = max(profile.cpus_per_trial, config.threads + config.num_workers)
+    needed = cpus_per_trial(trials, options)
     available = cpus_available if cpus_available is not None else (os.cpu_count() or 1)
     if needed > available:
         where = "this machine" if options.address is None else "the cluster's largest node"
@@ -63,6 +63,13 @@ def check_resources(trials: list[Trial], options: RunOptions, cpus_available: in
 def gpus_per_trial(options: RunOptions) -> float:
     """The GPU share each trial asks Ray for: --gpus-per-trial, else the profile's."""
     return PROFILES[options.scale].gpus_per_trial if options.gpus_per_trial is None else options.gpus_per_trial
+
+
+def cpus_per_trial(trials: list[Trial], options: RunOptions) -> float:
+    """The CPUs each trial asks Ray for: at least what its torch threads and loader workers keep busy,
+    raised to the profile's share."""
+    config = trials[0].config
+    return max(PROFILES[options.scale].cpus_per_trial, config.threads + config.num_workers)
 
 
 def needs_gpu(trials: list[Trial], options: RunOptions) -> bool:

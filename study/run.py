@@ -30,7 +30,7 @@ from study import cost, files, ledger, lock, packing, rounds
 from study.catalogue import FIRST_ROUND, STUDIES, SWEEP_FILE, StudySpec, Times, sweep_study
 from study.cli import OneLineParser
 from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
-from study.preflight import check_cluster_gpus, check_launch, check_options, gpus_per_trial
+from study.preflight import check_cluster_gpus, check_launch, check_options, cpus_per_trial, gpus_per_trial
 from study.profiles import PROFILES
 from study.specs import Trial, expand
 from trainers import data as datasets
@@ -237,10 +237,10 @@ def print_plan(trials: list[Trial], options: RunOptions, out: Path) -> None:
 
 def print_estimate(trials: list[Trial], options: RunOptions, header: bool = True) -> float:
     """Prints the plan's cost (study.cost); returns its device-hours."""
-    profile, config = PROFILES[options.scale], trials[0].config
+    profile = PROFILES[options.scale]
     if header:
         print(f"study {trials[0].study} at scale {options.scale}: {len(trials)} trials")
-    cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)
+    cpus = cpus_per_trial(trials, options)
     lines, hours = cost.describe(trials, profile.costs, cpus, gpus_per_trial(options))
     print("\n".join(lines))
     if profile.costs.device == "CPU" and options.address is None:
@@ -278,15 +278,12 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
     saved = ledger.last_epochs(trials, run_folder)  # -1: not started
     epochs_to_go = sum(t.config.epochs - saved[ledger.trial_name(t)] for t in trials)
 
-    profile = PROFILES[options.scale]
     params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": ledger.trial_name(t),
                "state_dir": str(ledger.trial_state(run_folder, t).path.parent),
                "floor_cache": str(ledger.floor_cache(run_folder)),
                "checkpoint_every": options.checkpoint_every, "crash_at_epoch": options.inject_crash,
                "gpu_share": gpus_per_trial(options), "verbose": options.verbose} for t in trials]
-    # A trial holds at least the CPUs its torch threads and loader workers keep busy.
-    config = trials[0].config
-    cpus = max(profile.cpus_per_trial, config.threads + config.num_workers)
+    cpus = cpus_per_trial(trials, options)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"cpu": cpus, "gpu": gpus_per_trial(options)}),
         param_space={"trial": tune.grid_search(params)},
