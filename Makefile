@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-gpu data run test
+.PHONY: setup setup-gpu data browser run test
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ data:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	fi
 
+# Headless Chromium from Debian's package, for the HTML report's rendering test; without apt the test is
+# skipped and says how to get it.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null || \
+		echo "could not install chromium; the HTML report's rendering test will be skipped"; \
+	fi
+
 run: setup data
 	$(PY) -m study.run sampling
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q

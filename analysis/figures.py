@@ -44,6 +44,13 @@ def plot_overclustering(table: pd.DataFrame, spec, stem: Path) -> Path:
     return save(draw_overclustering(table, spec), stem)
 
 
+def plot_health(table: pd.DataFrame, spec, stem: Path) -> Path | None:
+    """The mechanism's health signals per epoch and arm (study.run records them), or None if the table has
+    none of them (rows from before they were recorded)."""
+    columns = {k: v for k, v in HEALTH.items() if k in table.columns and table[k].notna().any()}
+    return save(draw_curves(table, spec, columns, from_epoch_1=frozenset(columns)), stem) if columns else None
+
+
 def plot_forest(claims: pd.DataFrame, stem: Path) -> Path:
     return save(draw_forest(claims), stem)
 
@@ -200,6 +207,9 @@ def draw_forest(claims: pd.DataFrame):
 
 LABEL_QUALITY = {"label_nmi": "NMI with true classes", "label_purity": "purity",
                  "labels_changed": "fraction of labels changed", "cluster_size_cv": "cluster size CV (std/mean)"}
+HEALTH = {"loss": "training loss", "loss_inter_to_chance": "inter loss / its chance level",
+          "inter_negatives_same_class": "share of inter negatives\nof the query's class",
+          "inter_positives_same_class": "share of inter positives\nof the query's class"}
 OVERCLUSTERING = {"deputy_same_class_rate": "share of queries whose deputy\nhas their class (claim 8)",
                   "overclustering_given_b": "Pr(Omega | B)"}
 

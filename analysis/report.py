@@ -22,7 +22,8 @@ import pandas as pd
 
 from analysis.bernoulli import PAPER_STATED, scientific, tail_probability
 from analysis.claims import DECIDED, VERDICT_RULE, claim_health, evaluate_claims, left_out_trials
-from analysis.figures import plot_forest, plot_label_quality, plot_overclustering, plot_study
+from analysis.figures import plot_forest, plot_health, plot_label_quality, plot_overclustering, plot_study
+from analysis.html import write_site
 from analysis.results import ResultsError, load_trials
 from analysis.sequential import study_level, study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
@@ -54,6 +55,9 @@ def study_figures(name: str, table: pd.DataFrame, folder: Path, claims: pd.DataF
     spec = study_spec(name, folder)
     own = claims[claims["study"] == name] if len(claims) else None  # a sweep has no registered claims
     figures = {spec.figure: plot_study(table, spec, folder / spec.figure, own)}
+    health = plot_health(table, spec, folder / "health")
+    if health is not None:
+        figures[f"{name}-health"] = health
     if name == "labels":
         figures["labels-quality"] = plot_label_quality(table, spec, folder / "label_quality")
     if name == "overclustering":
@@ -334,13 +338,15 @@ def main(argv: list[str] | None = None) -> int:
         replace_file(scale_folder / "CLAIMS.md", claims_markdown(claims, figures, tables, scale_folder, args.scale,
                                                                 levels))
         replace_file(scale_folder / "claims.csv", claims.drop(columns=["text"]).to_csv(index=False))
+        write_site(scale_folder, args.scale, tables, claims, figures,
+                   {claim.number: claim_health(tables, claim) for claim in CLAIMS})
         if args.readme is not None:
             update_readme(args.readme, headline_markdown(claims, args.scale))
     except OSError as error:
         return fail(unwritable(scale_folder, error))
     except ValueError as error:
         return fail(str(error))
-    print(f"{len(figures)} figure(s) and CLAIMS.md written under {scale_folder}")
+    print(f"{len(figures)} figure(s), CLAIMS.md and index.html written under {scale_folder}")
     for number, part in claims.groupby("claim", sort=False):
         print(f"  claim {number}: {part['claim_verdict'].iloc[0]}")
     return 0
