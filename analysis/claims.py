@@ -1,4 +1,4 @@
-"""One verdict rule for all of the papers' claims (study.catalogue.CLAIMS, pre-registered comparisons).
+"""One verdict rule for all of the papers' claims (catalogue.CLAIMS, pre-registered comparisons).
 
 Each comparison is a contrast of two factor values of a study from its blocked model (arm + seed,
 analysis.stats), or one value against 0, tested in the comparison's form against its margin (the
@@ -14,7 +14,7 @@ import math
 import pandas as pd
 
 from analysis import stats
-from study.catalogue import (CLAIMS, FIGURE_GAP, MARGIN_RULE, PAPER_GAINS, QUALITY_METRICS, SEED_BUDGET, STUDIES,
+from catalogue import (CLAIMS, FIGURE_GAP, MARGIN_RULE, PAPER_GAINS, QUALITY_METRICS, SEED_BUDGET, STUDIES,
                              Comparison, Gate)
 
 VERDICT_RULE = (

@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.claims import evaluate_claims
 from analysis.results import ResultsError, final_epoch, load_trials, summarize
-from study.catalogue import CLAIMS, study_spec
+from catalogue import CLAIMS, study_spec
 from study.cli import OneLineParser
 
 COMPARED = ("knn_top1", "svm_map", "linear_top1", "loss")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.catalogue import CLAIMS, study_spec
+from catalogue import CLAIMS, study_spec
 from study.files import replace_file
 
 STYLE = """

@@ -28,7 +28,7 @@ from analysis.results import ResultsError, load_trials
 from analysis.sequential import study_level, study_levels
 from analysis.stats import ALPHA, MAX_SEEDS_SHOWN
 from analysis.tables import bernoulli_table, markdown, table1, table6, table7, table8
-from study.catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES, study_spec
+from catalogue import CLAIMS, REGISTERED_IN, SEED_BUDGET, STUDIES, study_spec
 from study.cli import OneLineParser
 from study.files import replace_file
 
@@ -135,7 +135,7 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
              "arithmetic (below).", "",
              f"![every comparison]({figures['forest'].relative_to(scale_folder)})", "",
              f"**Verdict rule.** {VERDICT_RULE}", "",
-             f"**Margins** are registered in `study/catalogue.py` (MARGIN_RULE, PAPER_GAINS, FIGURE_GAP, "
+             f"**Margins** are registered in `catalogue/__init__.py` (MARGIN_RULE, PAPER_GAINS, FIGURE_GAP, "
              f"SEED_BUDGET = {SEED_BUDGET}; the rule, gates and margins were registered in commit {REGISTERED_IN}: a "
              "study whose code version (below) predates it was run before they were written): *margin* is the smallest effect of interest the tests use; for a "
              "quality metric, *scaled gap* is the paper's gap scaled to this scale's trained gain and "

@@ -4,7 +4,7 @@ look their seed count is in the schedule, records the look in DIR/looks.json, pr
 comparison's verdict and exits 0 when the study may stop (every comparison decided, or N seeds),
 3 when it needs the next round's seeds (`next: SEEDS` on the last line).
 
-Looks are planned before any data (study.catalogue.seed_rounds: 3 seeds, then 2 more per round, up
+Looks are planned before any data (catalogue.seed_rounds: 3 seeds, then 2 more per round, up
 to N). At a look
 with n of N seeds (information fraction t = n / N) every one-sided test runs at the nominal level
 of the Lan-DeMets alpha-spending boundary of O'Brien-Fleming type, alpha(t) = 2 - 2 Phi(z_(1 -
@@ -24,7 +24,7 @@ from scipy.stats import norm
 from analysis.claims import DECIDED, evaluate_claims, left_out_trials
 from analysis.results import ResultsError, load_trials
 from analysis.stats import ALPHA
-from study.catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
+from catalogue import CLAIMS, FIRST_ROUND, STUDIES, seed_rounds
 from study.cli import OneLineParser
 from study.files import replace_file
 

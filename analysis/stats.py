@@ -80,7 +80,7 @@ def one_sample(values: np.ndarray) -> Contrast:
     return Contrast(float(values.mean()), sd / math.sqrt(n), n - 1.0, sd, n)
 
 
-# How the report writes each form of study.catalogue.Comparison between its two values.
+# How the report writes each form of catalogue.Comparison between its two values.
 SYMBOLS = {"superiority": ">", "non-inferiority": ">=", "non-superiority": "not >", "equivalence": "~"}
 
 

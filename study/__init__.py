@@ -1,2 +1,5 @@
-"""What to run: the catalogue of studies and claims, scale profiles, and the Ray Tune runner
-(python -m study.run NAME)."""
+"""What to run and how: scale profiles, the trials of a study (trials), the Ray Tune runner
+(python -m study.run NAME) with its output folder (outputs), seeds in rounds (rounds), progress and
+cluster submission; its safety (lock, preflight, failures, files); and measurement (benchmark, table4,
+packing, cost, svm_cost, smoke, positive_control). The studies and claims themselves are the
+top-level `catalogue` package."""

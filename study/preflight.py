@@ -10,15 +10,15 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from study import files, ledger, packing
+from study import files, outputs, packing
 from study.profiles import PROFILES
-from study.specs import Trial
+from study.trials import Trial
 from trainers import data as datasets
 from trainers.checkpoint import check_writable
 from trainers.config import ConfigError
 
 if TYPE_CHECKING:
-    from study.run import RunOptions
+    from study.options import RunOptions
 
 
 def check_options(options: RunOptions) -> None:
@@ -233,8 +233,8 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
         check_first_steps(trials, data)
     # With several studies, --resume continues the ones that started and starts the rest, so that a
     # stopped `all` run resumes as a whole; one study named alone must have something to resume.
-    started = {name: out.is_dir() and ledger.Manifest.load(out) is not None for name, out in outs.items()}
-    resumed = {name: ledger.check_output(outs[name], trials, options.resume and (len(plans) == 1 or started[name]))
+    started = {name: out.is_dir() and outputs.Manifest.load(out) is not None for name, out in outs.items()}
+    resumed = {name: outputs.check_output(outs[name], trials, options.resume and (len(plans) == 1 or started[name]))
                for name, trials in plans.items()}
     for name, manifest in resumed.items():
         check_writable(outs[name], "output folder")
@@ -242,6 +242,6 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
             check_writable(Path(options.storage), "--storage folder")
         else:
             check_writable(Path(manifest.run_folder), "run folder")
-            ledger.last_epochs(plans[name], manifest.run_folder)  # every state file must load
+            outputs.last_epochs(plans[name], manifest.run_folder)  # every state file must load
     check_reachable(options.address)
     return resumed

@@ -16,20 +16,20 @@ import sys
 from pathlib import Path
 
 
-from study import ledger
-from study.catalogue import STUDIES
+from catalogue import STUDIES
+from study import outputs
 from study.cli import OneLineParser
 from study.profiles import PROFILES
-from study.specs import expand
+from study.trials import expand
 from trainers.config import ConfigError
 
 
 def rehash(folder: Path) -> int:
     """Rewrite the folder's tables with today's hashes; returns the number of trials re-keyed."""
-    path = folder / f"{ledger.RESULT_TABLE}.parquet"
+    path = folder / f"{outputs.RESULT_TABLE}.parquet"
     if not path.exists():
         raise ConfigError(f"no results table at {path}; give a folder that study.run wrote")
-    table = ledger.read_table(path)
+    table = outputs.read_table(path)
     study, scale = table["study"].iloc[0], table["scale"].iloc[0]
     trials = expand(STUDIES[study], PROFILES[scale], int(table["seed"].max()) + 1)
     if table["epoch"].max() != trials[0].config.epochs:
@@ -40,13 +40,13 @@ def rehash(folder: Path) -> int:
     if set(stored.index) != set(new_hash) or (stored != 1).any():
         raise ConfigError(f"{path} holds trials {sorted(stored.index)}, today's plan {sorted(new_hash)}; "
                           f"rerun the study instead")
-    manifest = ledger.Manifest.load(folder)
+    manifest = outputs.Manifest.load(folder)
     if manifest is not None and manifest.status != "finished":
         raise ConfigError(f"{folder} holds an unfinished run; finish it with `python -m study.run {study} --resume "
                           f"--out {folder}` before re-keying")
     renamed = {old: new_hash[(value, seed)] for old, value, seed in zip(table["config_hash"], table["value"], table["seed"])}
     table["config_hash"] = table["config_hash"].map(renamed)
-    ledger.write_table(table, folder)
+    outputs.write_table(table, folder)
     if manifest is not None:
         manifest.config_hashes = [renamed.get(old, old) for old in manifest.config_hashes]
         manifest.save(folder)

@@ -1,5 +1,5 @@
 """`python -m study.run STUDY --seeds auto --max-seeds N`: a study's seeds added in rounds
-(study.catalogue.seed_rounds) until analysis.sequential finds every comparison of the study decided
+(catalogue.seed_rounds) until analysis.sequential finds every comparison of the study decided
 at its alpha-spending boundary, or N seeds have run.
 
 Each round extends the plan by the next seeds into the same run folder: run.json takes the larger
@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 
-from study import ledger
-from study.catalogue import FIRST_ROUND, seed_rounds
+from catalogue import FIRST_ROUND, seed_rounds
+from study import outputs
 from trainers.config import ConfigError
 
 
@@ -31,22 +31,22 @@ def check(seeds, max_seeds: int) -> None:
 def held_round(out: Path, max_seeds: int, plan_seeds, first: list) -> list:
     """The trials of the round the output folder holds (its run.json's plan, else its result table's),
     so that --resume continues that round and a rerun is checked against it; the first round otherwise."""
-    manifest = ledger.Manifest.load(out) if out.is_dir() else None
-    table = out / f"{ledger.RESULT_TABLE}.parquet"
+    manifest = outputs.Manifest.load(out) if out.is_dir() else None
+    table = out / f"{outputs.RESULT_TABLE}.parquet"
     if manifest is not None:
         held = set(manifest.config_hashes)
     elif table.exists():
-        held = set(ledger.read_table(table, ["config_hash"])["config_hash"])
+        held = set(outputs.read_table(table, ["config_hash"])["config_hash"])
     else:
         return first
     for seeds in seed_rounds(max_seeds):
         trials = plan_seeds(seeds)
         if {t.config.config_hash() for t in trials} == held:
             return trials
-    return first  # not a round of this plan: ledger.check_output refuses it by name
+    return first  # not a round of this plan: outputs.check_output refuses it by name
 
 
-def run_rounds(trials: list, out: Path, manifest: ledger.Manifest, options, plan_seeds, run_study) -> bool:
+def run_rounds(trials: list, out: Path, manifest: outputs.Manifest, options, plan_seeds, run_study) -> bool:
     """Run rounds from `trials` on; True when the study stopped with every trial finished."""
     name = trials[0].study
     seeds = len({t.seed for t in trials})

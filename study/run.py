@@ -4,7 +4,7 @@ Writes to runs/<scale>/<study>/ (or --out; the committed results/<scale>/<study>
 there): trials.parquet and trials.csv (one row per trial
 and evaluated epoch), the figure replica as PNG and PDF, RUN.md with the exact command, code
 version and environment, and run.json, which --resume reads. Each trial keeps its state in the
-run folder under --storage (study.ledger), so crashed trials retry from their last epoch and an
+run folder under --storage (study.outputs), so crashed trials retry from their last epoch and an
 interrupted study continues with --resume.
 """
 
@@ -20,48 +20,22 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from study import cost, files, ledger, lock, packing, rounds
-from study.catalogue import FIRST_ROUND, STUDIES, SWEEP_FILE, StudySpec, Times, sweep_study
+from catalogue import FIRST_ROUND, STUDIES, SWEEP_FILE, StudySpec, Times, sweep_study
+from study import cost, files, lock, outputs, packing, rounds
 from study.cli import OneLineParser
 from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
+from study.options import RunOptions
 from study.preflight import check_cluster_gpus, check_launch, check_options, cpus_per_trial, gpus_per_trial
 from study.profiles import PROFILES
-from study.specs import Trial, expand
+from study.trials import Trial, expand
 from trainers import data as datasets
 from trainers.config import ConfigError, parse_assignment
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What to run and how: the runner's whole API (the command line fills it; study.submit too)."""
-    study: str | None = None  # a study name, or "all"
-    scale: str = "tiny"
-    seeds: int | str = 3  # seeds 0..seeds-1 per factor value, or "auto": rounds up to max_seeds (study.rounds)
-    max_seeds: int = 0
-    epochs: int | None = None  # None: the profile's
-    settings: tuple[str, ...] = ()  # KEY=VALUE overrides of trial config keys
-    out: str | None = None  # None: runs/<scale>/<study>
-    storage: str = ".ray_runs"
-    resume: bool = False
-    address: str | None = None
-    max_concurrent: int = 0
-    gpus_per_trial: float | None = None  # None: the profile's
-    max_failures: int = 2
-    checkpoint_every: int = 1
-    inject_crash: int = 0
-    dry_run: bool = False
-    estimate: bool = False
-    verbose: bool = False
-    sweep: tuple[str, ...] = ()  # KEY=a,b,c: an ad-hoc study of one or two factors instead of a named one
-    metric: str = "svm_map"  # a sweep's metric
-    list: bool = False
-    callback: tuple[str, ...] = ()  # experiment trackers fed through Tune's callbacks: wandb, mlflow
 
 
 def parse_args(argv: list[str] | None) -> RunOptions:
@@ -319,12 +293,12 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
     from study.progress import StudyProgress
     from study.trainable import run_trial
 
-    saved = ledger.last_epochs(trials, run_folder)  # -1: not started
-    epochs_to_go = sum(t.config.epochs - saved[ledger.trial_name(t)] for t in trials)
+    saved = outputs.last_epochs(trials, run_folder)  # -1: not started
+    epochs_to_go = sum(t.config.epochs - saved[outputs.trial_name(t)] for t in trials)
 
-    params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": ledger.trial_name(t),
-               "state_dir": str(ledger.trial_state(run_folder, t).path.parent),
-               "floor_cache": str(ledger.floor_cache(run_folder)),
+    params = [{"config": t.config.to_dict(), "metadata": t.metadata(), "name": outputs.trial_name(t),
+               "state_dir": str(outputs.trial_state(run_folder, t).path.parent),
+               "floor_cache": str(outputs.floor_cache(run_folder)),
                "checkpoint_every": options.checkpoint_every, "crash_at_epoch": options.inject_crash,
                "gpu_share": gpus_per_trial(options), "verbose": options.verbose} for t in trials]
     cpus = cpus_per_trial(trials, options)
@@ -347,7 +321,7 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
             for result in tuner.fit() if result.error is not None]
 
 
-def write_results(study: str, trials: list[Trial], table: pd.DataFrame, out: Path, manifest: ledger.Manifest,
+def write_results(study: str, trials: list[Trial], table: pd.DataFrame, out: Path, manifest: outputs.Manifest,
                   options: RunOptions, seconds: float, left: list[Trial], failures: list[TrialFailure]) -> list[str]:
     """The result table, each trial's resolved configuration (configs.json), figures and RUN.md; returns the
     figures drawn. Raises OSError (a full disk)."""
@@ -360,11 +334,11 @@ def write_results(study: str, trials: list[Trial], table: pd.DataFrame, out: Pat
         files.replace_file(out / SWEEP_FILE, spec.to_json())
     figures = []
     if not table.empty:
-        ledger.write_table(table, out)
+        outputs.write_table(table, out)
         figures = draw_figures(study, out)
     # Every key a trial ran with, as trained (margins already mapped to the profile's K), by config hash.
     files.replace_file(out / "configs.json", json.dumps(
-        {t.config.config_hash(): {"trial": ledger.trial_name(t), **t.config.to_dict()} for t in trials}, indent=1))
+        {t.config.config_hash(): {"trial": outputs.trial_name(t), **t.config.to_dict()} for t in trials}, indent=1))
     lines = [f"# {spec.name} ({spec.paper} {spec.figure}) at scale {options.scale}", "",
              f"- command: `{manifest.command}`",
              f"- to rerun it from the repository root: `{rerun_command(manifest.command)}`",
@@ -376,7 +350,7 @@ def write_results(study: str, trials: list[Trial], table: pd.DataFrame, out: Pat
              f"- figures: {', '.join(Path(f).name for f in figures) or 'none'}",
              f"- trial states: {manifest.run_folder}"]
     if left:
-        lines += ["", f"## Unfinished trials ({len(left)})", *[f"- {ledger.trial_name(t)}" for t in left]]
+        lines += ["", f"## Unfinished trials ({len(left)})", *[f"- {outputs.trial_name(t)}" for t in left]]
     if failures:
         lines += ["", "## Failed trials", *[f"- {failure}" for failure in failures]]
     files.replace_file(out / "RUN.md", "\n".join(lines) + "\n")
@@ -413,41 +387,41 @@ def report_findings(out: Path, committed: Path) -> None:
     per arm the study's metric with its interval, its claims on these rows, and the largest differences
     from the committed results of the same trials, where there are any."""
     command = [sys.executable, "-m", "analysis.compare", "--summary", str(out)]
-    if (committed / f"{ledger.RESULT_TABLE}.parquet").exists():
+    if (committed / f"{outputs.RESULT_TABLE}.parquet").exists():
         command += ["--against", str(committed)]
     sys.stdout.flush()
     if subprocess.run(command).returncode != 0:
         print("no summary printed (above: why)", file=sys.stderr)
 
 
-def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options: RunOptions) -> bool:
+def run_study(trials: list[Trial], out: Path, manifest: outputs.Manifest, options: RunOptions) -> bool:
     """Run a study's unfinished trials and write its results; True when every trial finished."""
     import ray
 
     name = trials[0].study
     run_folder = Path(manifest.run_folder)
     print_plan(trials, options, out)
-    pending = ledger.unfinished(trials, run_folder)
+    pending = outputs.unfinished(trials, run_folder)
     if options.resume:
         print(f"resuming {run_folder}: {len(trials) - len(pending)} of {len(trials)} trials already finished")
     try:
         manifest.status = "running"
         manifest.save(out)
     except OSError as error:
-        print(f"error: cannot write {out / ledger.MANIFEST} ({error.strerror or error}); free space there, or give "
+        print(f"error: cannot write {out / outputs.MANIFEST} ({error.strerror or error}); free space there, or give "
               f"--out NEW_DIR", file=sys.stderr)
         return False
     started = time.perf_counter()
     try:
         failures = run_tune(pending, options, run_folder) if pending else []
     except Exception:  # Tune could not keep its own records: re-raised unless the run folder's disk is full
-        if not ledger.space_shortage(run_folder, pending):
+        if not outputs.space_shortage(run_folder, pending):
             raise
         failures = []
     seconds = time.perf_counter() - started
     provenance = {"scale": options.scale, "code_version": manifest.code_version, "ray_version": ray.__version__}
-    table, left = ledger.collect(trials, run_folder, provenance)
-    shortage = ledger.space_shortage(run_folder, left) or any(f.cause.startswith(DISK_FULL) for f in failures)
+    table, left = outputs.collect(trials, run_folder, provenance)
+    shortage = outputs.space_shortage(run_folder, left) or any(f.cause.startswith(DISK_FULL) for f in failures)
     for failure in failures:
         if not (shortage and failure.cause.startswith(DISK_FULL)):  # said once, below
             print(f"failed trial {failure}", file=sys.stderr)
@@ -457,7 +431,7 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
         manifest.save(out)
     except OSError as error:  # a full or vanished disk: the trial states keep every finished epoch
         print(f"error: cannot write the results to {out} ({error.strerror or error}; about "
-              f"{ledger.table_bytes(table) / 2 ** 20:.1f} MB needed); free space there, then "
+              f"{outputs.table_bytes(table) / 2 ** 20:.1f} MB needed); free space there, then "
               f"{resume_command(manifest.command)}",
               file=sys.stderr)
         return False
@@ -466,16 +440,16 @@ def run_study(trials: list[Trial], out: Path, manifest: ledger.Manifest, options
     if not table.empty:
         report_findings(out, Path("results") / options.scale / name)
     if shortage:
-        needed = ledger.space_needed(run_folder, left)
+        needed = outputs.space_needed(run_folder, left)
         amounts = (f": its {len(left)} unfinished trials need about {needed / 2 ** 20:.1f} MB, "
-                   f"{ledger.free_space(run_folder) / 2 ** 20:.1f} MB are free") if needed else ""
+                   f"{outputs.free_space(run_folder) / 2 ** 20:.1f} MB are free") if needed else ""
         print(f"error: no space left in {run_folder}{amounts}; free space there, then "
               f"{resume_command(manifest.command)}", file=sys.stderr)
     elif left:
         print(f"{len(left)} of {len(trials)} trials unfinished; {next_step(failures, manifest.command)}",
               file=sys.stderr)
     failed = {failure.trial for failure in failures}
-    if any(ledger.trial_name(t) not in failed for t in left):  # Ctrl-C, or a full disk: not a trial's own error
+    if any(outputs.trial_name(t) not in failed for t in left):  # Ctrl-C, or a full disk: not a trial's own error
         raise StudyStopped(name)
     return not left
 
@@ -543,9 +517,9 @@ def main(argv: list[str] | None = None) -> int:
                 return refuse(error, locks)
         finished = True
         for position, (name, trials) in enumerate(plans.items()):
-            manifest = resumed[name] or ledger.Manifest(
+            manifest = resumed[name] or outputs.Manifest(
                 study=name, scale=options.scale,
-                run_folder=str(ledger.new_run_folder(options.storage, options.scale, name)),
+                run_folder=str(outputs.new_run_folder(options.storage, options.scale, name)),
                 config_hashes=[t.config.config_hash() for t in trials], status="running", command=command,
                 code_version=version)
             try:

@@ -20,12 +20,12 @@ from PIL import Image
 from analysis import bernoulli
 from analysis import report as analysis_report
 from analysis import sequential
+from catalogue import STUDIES
 from study import rehash
-from study import ledger, lock, submit
+from study import outputs, lock, submit
 from study import run as study_run
 from study.profiles import PROFILES
-from study.catalogue import STUDIES
-from study.specs import expand
+from study.trials import expand
 from trainers import fit as trainers_fit
 from trainers.config import parse_assignment
 
@@ -42,7 +42,7 @@ def planned_trials(study="sampling"):
 
 def manifest(tmp, status="finished", hashes=None, run_folder=None):
     trials = planned_trials()
-    return ledger.Manifest(study="sampling", scale="tiny", run_folder=str(run_folder or tmp / "storage" / "run"),
+    return outputs.Manifest(study="sampling", scale="tiny", run_folder=str(run_folder or tmp / "storage" / "run"),
                            config_hashes=hashes or [t.config.config_hash() for t in trials], status=status,
                            command="python -m study.run sampling", code_version="test")
 
@@ -60,7 +60,7 @@ def unfinished_run(tmp):
 
 def state_file(tmp):
     unfinished_run(tmp)
-    path = ledger.trial_state(tmp / "storage" / "run", planned_trials()[0]).path
+    path = outputs.trial_state(tmp / "storage" / "run", planned_trials()[0]).path
     path.parent.mkdir(parents=True)
     return path
 

@@ -7,7 +7,7 @@ import pytest
 from analysis.claims import (REACH_FRACTION, claim_verdict, comparison_verdict, evaluate_claims, left_out_trials,
                              per_trial)
 from analysis.stats import SYMBOLS
-from study.catalogue import (CLAIMS, FIGURE_GAP, INTER_LEARNS, PAPER_GAINS, QUALITY_METRICS, Claim,
+from catalogue import (CLAIMS, FIGURE_GAP, INTER_LEARNS, PAPER_GAINS, QUALITY_METRICS, Claim,
                              Comparison)
 
 

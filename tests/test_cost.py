@@ -3,7 +3,7 @@
 import pytest
 
 from study import cost
-from study.specs import Trial
+from study.trials import Trial
 from trainers.config import TrialConfig
 
 UNITS = cost.UnitCosts("hand-made", train_size=1000, test_size=200, classes=4, device="GPU",

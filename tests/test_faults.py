@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import torch
 
-from study import ledger
+from catalogue import STUDIES
+from study import outputs
 from study.profiles import PROFILES
-from study.catalogue import STUDIES
-from study.specs import expand
+from study.trials import expand
 from trainers.config import parse_assignment
 from trainers.fit import fit
 
@@ -64,7 +64,7 @@ def saved_epoch(out: Path, trial) -> int:
     """The trial's last saved epoch, read from the run folder that run.json names; -1 if none yet."""
     try:
         run_folder = json.loads((out / "run.json").read_text())["run_folder"]
-        path = ledger.trial_state(run_folder, trial).path
+        path = outputs.trial_state(run_folder, trial).path
         return torch.load(path, map_location="cpu", weights_only=False)["epoch"] if path.exists() else -1
     except (OSError, ValueError, KeyError, RuntimeError, EOFError):  # not written yet, or mid-replace
         return -1
@@ -89,7 +89,7 @@ def test_crashed_trials_retry_from_their_last_epoch(tmp_path):
     assert result.stdout.count("resuming after epoch 1") == 2  # ... and continued from its last saved epoch
     run_folder = json.loads((out / "run.json").read_text())["run_folder"]
     for trial in trials:
-        assert (ledger.trial_state(run_folder, trial).path.parent / "crash-injected").exists()
+        assert (outputs.trial_state(run_folder, trial).path.parent / "crash-injected").exists()
     table = assert_every_row_once(out, trials)
     assert_same_as_uninterrupted(table, trials[1])
 
@@ -116,7 +116,7 @@ def test_interrupted_driver_resumes_without_losing_or_repeating_rows(tmp_path, s
                 pass
     assert driver.returncode != 0
     assert json.loads((out / "run.json").read_text())["status"] != "finished"
-    finished_state = ledger.trial_state(json.loads((out / "run.json").read_text())["run_folder"], trials[0]).path
+    finished_state = outputs.trial_state(json.loads((out / "run.json").read_text())["run_folder"], trials[0]).path
     finished_before = finished_state.stat().st_mtime_ns
 
     refused = subprocess.run(study_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=300)

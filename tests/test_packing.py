@@ -39,10 +39,10 @@ def test_shares_ray_cannot_schedule_or_a_trial_cannot_use_are_refused():
 
 def test_a_gpu_trial_without_a_gpu_share_is_refused_where_a_gpu_is_visible(monkeypatch):
     from study import preflight
-    from study.catalogue import STUDIES
+    from catalogue import STUDIES
     from study.profiles import PROFILES
     from study.run import RunOptions
-    from study.specs import expand
+    from study.trials import expand
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     trials = expand(STUDIES["sampling"], PROFILES["tiny"], 1, {"device": "cuda"})

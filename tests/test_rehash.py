@@ -1,11 +1,11 @@
 import pandas as pd
 import pytest
 
-from study import ledger
-from study.catalogue import STUDIES
+from catalogue import STUDIES
+from study import outputs
 from study.profiles import PROFILES
 from study.rehash import main, rehash
-from study.specs import expand
+from study.trials import expand
 from trainers.config import ConfigError
 
 
@@ -15,8 +15,8 @@ def stored_table(folder, seeds=2, epochs=PROFILES["tiny"].settings["epochs"]):
              "scale": "tiny", "code_version": "abc", "epoch": epoch, "knn_top1": 50.0 + epoch + seed}
             for value in ("online", "offline") for seed in range(seeds) for epoch in range(epochs + 1)]
     folder.mkdir(parents=True)
-    ledger.write_table(pd.DataFrame(rows), folder)
-    ledger.Manifest("labels", "tiny", "/nowhere", sorted({r["config_hash"] for r in rows}), "finished", "cmd",
+    outputs.write_table(pd.DataFrame(rows), folder)
+    outputs.Manifest("labels", "tiny", "/nowhere", sorted({r["config_hash"] for r in rows}), "finished", "cmd",
                     "abc").save(folder)
     return pd.DataFrame(rows)
 
@@ -28,8 +28,8 @@ def test_rehash_gives_todays_hashes_and_keeps_the_metrics(tmp_path):
     today = {(t.value, t.seed): t.config.config_hash() for t in expand(STUDIES["labels"], PROFILES["tiny"], 2)}
     assert [today[(v, s)] for v, s in zip(after["value"], after["seed"])] == after["config_hash"].tolist()
     assert after.drop(columns="config_hash").equals(before.drop(columns="config_hash"))
-    assert sorted(ledger.Manifest.load(tmp_path / "labels").config_hashes) == sorted(today.values())
-    ledger.check_output(tmp_path / "labels", expand(STUDIES["labels"], PROFILES["tiny"], 2), resume=False)
+    assert sorted(outputs.Manifest.load(tmp_path / "labels").config_hashes) == sorted(today.values())
+    outputs.check_output(tmp_path / "labels", expand(STUDIES["labels"], PROFILES["tiny"], 2), resume=False)
 
 
 def test_rehash_refuses_trials_that_are_not_todays_plan(tmp_path):

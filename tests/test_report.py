@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study.catalogue import CLAIMS
+from catalogue import CLAIMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_epoch_axes_tick_whole_epochs():
 
     matplotlib.use("Agg")
     from analysis.figures import draw_label_quality, draw_study
-    from study.catalogue import STUDIES
+    from catalogue import STUDIES
 
     table = results_table(["online", "offline"])  # epochs 0, 1, 2: matplotlib would tick 0.25, 0.5, ...
     for figure, axes in ((draw_study(table, STUDIES["labels"]), [-1]),
@@ -110,7 +110,7 @@ def test_knn_curve_joins_the_evaluated_epochs_when_eval_every_skips_some():
 
     matplotlib.use("Agg")
     from analysis.figures import draw_study
-    from study.catalogue import STUDIES
+    from catalogue import STUDIES
 
     table = results_table(["online", "offline"])
     table.loc[table["epoch"] == 1, "knn_top1"] = float("nan")  # eval_every=2 over 2 epochs: 0 and 2 measured
@@ -228,7 +228,7 @@ def test_a_replica_shows_every_seed_and_the_paired_effect_its_verdict_tests():
     matplotlib.use("Agg")
     from analysis.claims import evaluate_claims
     from analysis.figures import draw_study
-    from study.catalogue import STUDIES
+    from catalogue import STUDIES
 
     table = results_table(["online", "offline"])  # 2 seeds per arm
     comparisons = evaluate_claims({"labels": table}, [c for c in CLAIMS if c.figure == "fig6a"])
@@ -248,7 +248,7 @@ def test_the_same_results_draw_the_same_bytes(tmp_path):
 
     matplotlib.use("Agg")
     from analysis.figures import plot_study
-    from study.catalogue import STUDIES
+    from catalogue import STUDIES
 
     table = results_table(["online", "offline"])
     first, second = (plot_study(table, STUDIES["labels"], tmp_path / name / "fig") for name in ("a", "b"))

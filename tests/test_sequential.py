@@ -14,7 +14,7 @@ from scipy.special import stdtr
 from scipy.stats import norm
 
 from analysis.sequential import nominal_levels, next_seeds, spent, study_levels
-from study.catalogue import seed_rounds
+from catalogue import seed_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from study.catalogue import STUDIES
+from catalogue import STUDIES
 from study.profiles import PROFILES
-from study.specs import expand
+from study.trials import expand
 from trainers.config import ConfigError, parse_assignment
 from trainers.fit import fit
 
@@ -213,7 +213,7 @@ def test_an_ad_hoc_sweep_runs_end_to_end_like_a_registered_study(tmp_path):
 
 
 def test_sweeps_of_two_factors_cross_their_values_and_bad_ones_are_refused():
-    from study.catalogue import sweep_study
+    from catalogue import sweep_study
 
     grid = sweep_study(["inter_margin=-1,0", "negative_sampling=hard,random"])
     assert grid.levels == ("-1, hard", "-1, random", "0, hard", "0, random")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from trainers.errors import ConfigError
 from trainers.evaluate import SVM_FOLDS
 from trainers.methods.registry import METHODS
-from trainers.methods.base import MethodSettings, check_finite, check_temperature
+from trainers.settings import MethodSettings, check_finite, check_temperature
 
 DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 NETWORKS = ("small-cnn", "resnet18-cifar", "resnet50")

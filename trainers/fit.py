@@ -26,7 +26,7 @@ import torch
 from trainers import data as datasets
 from trainers.checkpoint import TrialState, check_writable
 from trainers.config import ConfigError, TrialConfig, parse_assignment
-from trainers.floors import FloorCache
+from trainers.baseline import FloorCache
 from trainers.methods.registry import METHODS
 from trainers.trial import METRICS, Trial, trained_gains
 
@@ -68,7 +68,7 @@ def format_row(row: dict) -> str:
 def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str | Path | None = None) -> list[dict]:
     """Train and evaluate one trial; returns one metric row per epoch (0 .. epochs).
 
-    `floor_cache`: a folder where trials share their epoch-0 metrics (trainers.floors)."""
+    `floor_cache`: a folder where trials share their epoch-0 metrics (trainers.baseline)."""
     reporter = reporter or ConsoleReporter()
     torch.set_num_threads(config.threads)
     trial = Trial(config)

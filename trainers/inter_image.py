@@ -22,11 +22,11 @@ from torch.profiler import record_function
 
 from trainers.errors import ConfigError
 from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
-from trainers.losses import margin_nce
+from trainers.losses import cosine, cosine_many, margin_nce
 from trainers.memory_bank import MemoryBank
-from trainers.methods.base import MethodSettings, check_margin, check_temperature
 from trainers.randomness import RandomStreams
 from trainers.samplers import NEGATIVE_SAMPLING, Clusters, pool_size, same_cluster_positives, sample_negatives
+from trainers.settings import MethodSettings, check_margin, check_temperature
 
 LABEL_MODES = ("online", "offline")
 
@@ -236,13 +236,3 @@ class InterImageBranch:
         return {"label_nmi": float(normalized_mutual_info_score(truth.numpy(), labels.numpy())),
                 "label_purity": float(table.max(dim=1).values.sum()) / len(labels),
                 "cluster_size_cv": float(sizes.std() / sizes.mean()) if len(sizes) > 1 else 0.0}
-
-
-def cosine(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """B x D, B x D -> B (both unit norm)."""
-    return (query * keys).sum(dim=1)
-
-
-def cosine_many(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """B x D, B x K x D -> B x K."""
-    return torch.einsum("bd,bkd->bk", query, keys)

@@ -1,10 +1,20 @@
-"""Losses as plain functions of similarities."""
+"""Similarities of unit-norm embeddings, and the losses as plain functions of them."""
 
 from __future__ import annotations
 
 import torch
 
 from trainers.errors import ConfigError
+
+
+def cosine(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """B x D, B x D -> B (both unit norm)."""
+    return (query * keys).sum(dim=1)
+
+
+def cosine_many(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """B x D, B x K x D -> B x K."""
+    return torch.einsum("bd,bkd->bk", query, keys)
 
 
 def margin_nce(positive: torch.Tensor, negatives: torch.Tensor, margin: float, temperature: float) -> torch.Tensor:

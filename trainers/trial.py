@@ -26,7 +26,7 @@ from trainers import data as datasets
 from trainers.checkpoint import CheckpointError
 from trainers.config import ConfigError, TrialConfig
 from trainers.evaluate import calibrate_batch_norm, extract, knn_top1, linear_probe_top1, svm_map, svm_subset
-from trainers.floors import FloorCache, floor_key
+from trainers.baseline import FloorCache, floor_key
 from trainers.methods.registry import METHODS
 from trainers.randomness import RandomStreams
 

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 
 from trainers.augment import BYOL_VIEWS, training_view
 from trainers.errors import ConfigError
-from trainers.inter_image import ClusteringSettings, cosine
-from trainers.methods.base import MethodSettings
+from trainers.inter_image import ClusteringSettings
+from trainers.losses import cosine
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.momentum import cosine_momentum, ema_update
 from trainers.networks import build_encoder, compute_precision, mlp
+from trainers.settings import MethodSettings
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 
 from trainers.augment import MOCOV2, training_view
 from trainers.errors import ConfigError
-from trainers.inter_image import InterBranchSettings, cosine
-from trainers.losses import margin_nce
-from trainers.methods.base import MethodSettings, check_temperature
+from trainers.inter_image import InterBranchSettings
+from trainers.losses import cosine, margin_nce
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.momentum import ema_update
 from trainers.networks import Encoder, build_encoder
+from trainers.settings import MethodSettings, check_temperature
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,12 @@ import torch
 
 from trainers.augment import NPIDV2, training_view
 from trainers.errors import ConfigError
-from trainers.inter_image import InterBranchSettings, cosine, cosine_many
-from trainers.losses import margin_nce
+from trainers.inter_image import InterBranchSettings
+from trainers.losses import cosine, cosine_many, margin_nce
 from trainers.memory_bank import MemoryBank
-from trainers.methods.base import MethodSettings, check_margin, check_temperature
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.networks import build_encoder
+from trainers.settings import MethodSettings, check_margin, check_temperature
 
 
 @dataclass(frozen=True)

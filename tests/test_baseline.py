@@ -7,7 +7,7 @@ import torch
 
 from trainers import data as datasets
 from trainers.config import TrialConfig
-from trainers.floors import FloorCache, floor_key
+from trainers.baseline import FloorCache, floor_key
 from trainers.methods.registry import METHODS
 
 CONFIG = TrialConfig.create(dataset="synthetic", image_size=16, batch_size=64, num_negatives=16, clusters_per_class=2,

@@ -24,7 +24,7 @@ import pandas as pd
 
 from study import files
 from study.lock import LOCK_FILE
-from study.specs import Trial
+from study.trials import Trial
 from trainers.checkpoint import STATE_FILE, TrialState
 from trainers.config import ConfigError
 
@@ -75,7 +75,7 @@ def trial_state(run_folder: str | Path, trial: Trial) -> TrialState:
 
 
 def floor_cache(run_folder: str | Path) -> Path:
-    """Where the run's trials share their epoch-0 metrics (trainers.floors)."""
+    """Where the run's trials share their epoch-0 metrics (trainers.baseline)."""
     return Path(run_folder) / "floors"
 
 

@@ -1,4 +1,4 @@
-"""What a study runs: its trials, each a TrialConfig built from the catalogue's data (study.catalogue,
+"""What a study runs: its trials, each a TrialConfig built from the catalogue's data (catalogue,
 which also states the precedence of settings) and a scale profile.
 """
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from study.catalogue import StudySpec, Times, recorded
+from catalogue import StudySpec, Times, recorded
 from study.profiles import ScaleProfile
 from trainers.config import DEFAULT_METHOD, ConfigError, TrialConfig
 
