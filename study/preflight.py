@@ -208,14 +208,15 @@ def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: Ru
     share = gpus_per_trial(options)
     if share == 0 or trials[0].config.device == "cpu":
         return
-    gpu_bytes = packing.visible_gpu_bytes()
     count = packing.trials_per_gpu(share)
-    if gpu_bytes is None:
-        print(f"no GPU visible to this driver: not checked that {count} trial(s) fit in one GPU's memory")
-        return
     # Every distinct setting (seeds aside): K, the sampler and the batch change the estimate, not only the method.
     distinct = {t.config.replace(seed=0).config_hash(): t.config for t in trials}
     largest = max((packing.estimate(config, data) for config in distinct.values()), key=packing.TrialMemory.total)
+    gpu_bytes = packing.visible_gpu_bytes()
+    if gpu_bytes is None:
+        print(f"GPU memory per trial (the largest setting) {largest.describe()}; no GPU visible to this driver, so "
+              f"not checked that {count} trial(s) fit in one GPU")
+        return
     packing.check_fits(share, largest, gpu_bytes)
     print(f"{count} trial(s) per GPU of {gpu_bytes / packing.GIB:.1f} GiB, each {largest.describe()}")
 

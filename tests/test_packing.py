@@ -170,3 +170,21 @@ def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launc
     assert code == 2 and len(lines) == 1
     assert lines[0].startswith("error: --gpus-per-trial 0.25 puts 4 trials on a GPU of 4.0 GiB") and "per GPU)" in lines[0]
     assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+
+def test_the_launch_check_prints_each_trials_gpu_memory_even_where_the_driver_sees_no_gpu(capsys):
+    from catalogue import STUDIES
+    from study import preflight
+    from study.profiles import PROFILES
+    from study.run import RunOptions
+    from study.trials import expand
+
+    overrides = {"device": "cuda", "dataset": "synthetic", "image_size": 16, "clusters_per_class": 2,
+                 "min_cluster_size": 5, "batch_size": 64}
+    trials = expand(STUDIES["sampling"], PROFILES["tiny"], 1, overrides)
+    data = datasets.load(trials[0].config)
+    preflight.check_gpu_packing(trials, data, RunOptions(study="sampling", gpus_per_trial=0.25))
+    printed = capsys.readouterr().out
+    expected = max((packing.estimate(t.config, data) for t in trials), key=packing.TrialMemory.total).describe()
+    assert f"GPU memory per trial (the largest setting) {expected}" in printed
+    assert "networks" in printed and "faiss 1.50" in printed and "4 trial(s) fit in one GPU" in printed
