@@ -136,3 +136,30 @@ def test_calibrated_batch_norm_makes_eval_mode_compute_what_training_computes():
     with torch.no_grad():
         calibrated = encoder(images)
     assert F.cosine_similarity(calibrated, trained_mode).min() > 0.99
+
+
+def test_a_bf16_trial_extracts_bf16_features_into_one_buffer_and_every_metric_reads_them():
+    torch.manual_seed(0)
+    encoder = Encoder("small-cnn", 1, 32, 16, cnn_width=8)
+    data = synthetic(seed=0)
+    loader = batches(data.train, 64, shuffle=False)
+    features, embeddings = evaluate.extract(encoder, loader, 16, data.mean, data.std, torch.device("cpu"))
+    half, half_embeddings = evaluate.extract(encoder, loader, 16, data.mean, data.std, torch.device("cpu"),
+                                             feature_dtype=evaluate.feature_dtype("bf16"))
+    assert features.dtype == torch.float32 and half.dtype == torch.bfloat16 and half_embeddings.dtype == torch.float32
+    assert features.shape == half.shape == (len(data.train), 32)
+    assert torch.equal(half, features.to(torch.bfloat16)) and torch.equal(half_embeddings, embeddings)
+    # The same extraction as the per-batch pieces, in dataset order.
+    encoder.eval()
+    with torch.no_grad():
+        pieces = [F.normalize(encoder.features_and_projection(evaluation_view(images, 16, data.mean, data.std))[0], dim=1)
+                  for images, _, _ in loader]
+    assert torch.equal(features, torch.cat(pieces))
+
+    # Separable classes read as bf16: the metrics still see them (votes, probe and SVMs computed in fp32).
+    train, train_labels = gaussian_classes(50, 5, 10, 0.1, seed=1)
+    test, test_labels = gaussian_classes(20, 5, 10, 0.1, seed=2)
+    train, test = F.normalize(train, dim=1).to(torch.bfloat16), F.normalize(test, dim=1).to(torch.bfloat16)
+    assert knn_top1(train, train_labels, test, test_labels, k=20) == 100.0
+    assert linear_probe_top1(train, train_labels, test, test_labels, epochs=20) == 100.0
+    assert svm_map(train, train_labels, test, test_labels, costs=(1.0,)) == pytest.approx(100.0)

@@ -29,20 +29,37 @@ PROBE_MOMENTUM = 0.9
 KNN_SIMILARITIES_PER_CHUNK = 2 ** 26  # test x train similarities held at once (256 MB of float32)
 
 
+def feature_dtype(precision: str) -> torch.dtype:
+    """The dtype a trial keeps its extracted features in: bf16 for a bf16 trial, else float32."""
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 @torch.no_grad()
-def extract(encoder, batches, image_size: int, mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised backbone features N x F, embeddings N x D) of every image of `batches`
-    (trainers.data.evaluation_batches), in dataset order."""
+def extract(encoder, batches, image_size: int, mean, std, device,
+            feature_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised backbone features N x F in `feature_dtype`, embeddings N x D in float32) of every image of
+    `batches` (trainers.data.evaluation_batches), in dataset order.
+
+    Both are written into buffers allocated once, so the peak is the features themselves, not twice them
+    as a concatenation of per-batch pieces would make it. A bf16 trial keeps its features in bf16: at
+    ImageNet scale the training set's 1.28M x 2,048 features take 5.2 GB instead of 10.5 GB."""
     was_training = encoder.training
     encoder.eval()
-    features, embeddings = [], []
+    features = embeddings = None
+    start = 0
     for images, _, _ in batches:
         x = evaluation_view(images.to(device, non_blocking=True), image_size, mean, std)
         backbone, projection = encoder.features_and_projection(x)
-        features.append(F.normalize(backbone, dim=1))
-        embeddings.append(F.normalize(projection, dim=1))
+        if features is None:
+            count = len(batches.dataset)
+            features = torch.empty(count, backbone.shape[1], dtype=feature_dtype, device=device)
+            embeddings = torch.empty(count, projection.shape[1], dtype=torch.float32, device=device)
+        stop = start + len(backbone)
+        features[start:stop] = F.normalize(backbone, dim=1)
+        embeddings[start:stop] = F.normalize(projection, dim=1)
+        start = stop
     encoder.train(was_training)
-    return torch.cat(features), torch.cat(embeddings)
+    return features, embeddings
 
 
 @torch.no_grad()
@@ -86,7 +103,7 @@ def knn_top1(train_features: torch.Tensor, train_labels: torch.Tensor, test_feat
     chunk = max(1, KNN_SIMILARITIES_PER_CHUNK // len(train_features))
     correct = torch.zeros((), dtype=torch.long, device=device)
     for features, labels in zip(test_features.to(device).split(chunk), test_labels.to(device).split(chunk)):
-        similarity, neighbours = (features @ train_features.T).topk(k, dim=1)
+        similarity, neighbours = (features @ train_features.T).float().topk(k, dim=1)  # bf16 features: votes in fp32
         votes = torch.zeros(len(features), num_classes, device=device)
         votes.scatter_add_(1, train_labels[neighbours], torch.exp(similarity / temperature))
         correct += (votes.argmax(dim=1) == labels).sum()
@@ -103,8 +120,8 @@ def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor, 
     with the data and not with how hard the problem is; the weights start at zero and the sample
     order comes from `seed` on the CPU, so a CPU run is deterministic."""
     device = train_features.device
-    mean = train_features.mean(dim=0)
-    std = train_features.std(dim=0, unbiased=False)
+    mean = train_features.mean(dim=0).float()  # bf16 features: reduced with float accumulation, used in fp32
+    std = train_features.std(dim=0, unbiased=False).float()
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature carries no information
     num_classes = int(train_labels.max()) + 1
     train_labels = train_labels.to(device)
@@ -155,8 +172,8 @@ def svm_map(train_features: torch.Tensor, train_labels: torch.Tensor, test_featu
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.svm import LinearSVC
 
-    x_train = np.ascontiguousarray(train_features.cpu().numpy(), dtype=np.float64)
-    x_test = np.ascontiguousarray(test_features.cpu().numpy(), dtype=np.float64)
+    x_train = np.ascontiguousarray(train_features.float().cpu().numpy(), dtype=np.float64)
+    x_test = np.ascontiguousarray(test_features.float().cpu().numpy(), dtype=np.float64)
     y_train, y_test = train_labels.cpu().numpy(), test_labels.cpu().numpy()
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
 

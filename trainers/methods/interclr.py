@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from trainers.data import Canvases, evaluation_batches
-from trainers.evaluate import extract
+from trainers.evaluate import extract, feature_dtype
 from trainers.inter_image import InterImageBranch
 from trainers.memory_bank import MemoryBank
 from trainers.methods.base import Method
@@ -82,7 +82,8 @@ class InterCLR(IntraImageMethod):
         if self.inter.wants_offline_labels(epoch):
             c = self.config
             features, embeddings = extract(self.bank_encoder, evaluation_batches(self.data.train, c.num_workers),
-                                           c.image_size, self.data.mean, self.data.std, self.device)
+                                           c.image_size, self.data.mean, self.data.std, self.device,
+                                           feature_dtype(c.precision))
             totals["labels_changed"] = self.inter.relabel_offline(embeddings, epoch) * len(self.data.train)
             if self.bank_encoder is self.encoder:  # NPIDv2: the evaluation would extract the same again
                 self.train_extraction = (features, embeddings)
