@@ -12,7 +12,7 @@ A trial's time is built from unit costs (`UnitCosts`, one per profile), term by 
   svm         the SVMs at the last epoch (one class at a time per CPU of the trial);
   relabel     global k-means at the start, and per offline relabelling a pass over the training set
               and a k-means;
-  overclustering  the truncated triplet's epoch-0 pass (forward only, no loader workers).
+  overclustering  the truncated triplet's epoch-0 pass (forward only, paced the same way).
 A trial holds its device share for all of it, so its device-hours are its hours x its share. The unit
 costs of the GPU profiles are declared, not measured (no GPU was available to measure them): each
 names its source, and the output says "declared". The largest terms are named, so a reader sees where
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from study.prepare import PREPARED_DECODE_SPEEDUP
 from trainers.config import TrialConfig
 
 
@@ -40,12 +41,14 @@ class UnitCosts:
     device: str = "GPU"
 
 
-def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_device: bool = False) -> dict[str, float]:
+def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_device: bool = False,
+                decode_speedup: float = 1.0) -> dict[str, float]:
     """Hours per term of one trial (see the module's notes). `decode_on_device`: as if the loader handed
-    encoded images to the device to decode (not built), so that only the device paces a pass."""
+    encoded images to the device to decode (not built), so that only the device paces a pass.
+    `decode_speedup`: the loader workers' rate times this (a tree from study.prepare)."""
     n, n_test = costs.train_size, costs.test_size
     loader_workers = config.num_workers if config.num_workers and not decode_on_device else 0
-    per_image_decode = 1 / (loader_workers * costs.decode_images_per_s) if loader_workers else 0.0
+    per_image_decode = 1 / (loader_workers * costs.decode_images_per_s * decode_speedup) if loader_workers else 0.0
 
     def pass_seconds(images: int) -> float:
         """One forward-only pass: the device's pace or the loader's, whichever is slower."""
@@ -57,15 +60,13 @@ def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_de
     offline = clusters and config.label_mode == "offline"
     relabels = sum(1 for e in range(1, config.epochs + 1) if offline and e % config.offline_every == 0)
     svm = costs.classes * costs.svm_s_per_class / max(1.0, cpus)
-    # The triplet's epoch-0 pass reads the data without loader workers: one CPU decodes it.
-    triplet_pass = n * max(1 / costs.forward_images_per_s, 1 / costs.decode_images_per_s if loader_workers else 0.0)
     seconds = {
         "floor": pass_seconds(n) + pass_seconds(n + n_test) + svm,
         "training": config.epochs * epoch,
         "evaluations": len(evaluated) * pass_seconds(n + n_test),
         "svm": svm,
         "relabel": (costs.kmeans_s if clusters else 0.0) + relabels * (pass_seconds(n) + costs.kmeans_s),
-        "overclustering": triplet_pass if config.method == "truncated-triplet" else 0.0,
+        "overclustering": pass_seconds(n) if config.method == "truncated-triplet" else 0.0,
     }
     return {term: value / 3600 for term, value in seconds.items()}
 
@@ -101,9 +102,12 @@ def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -
         text = (f"  {method}: {duration(per_trial, costs.device)} per trial x {len(group)} (largest: "
                 f"{', '.join(f'{term} {value * share:.2g} h' for term, value in largest)}; epochs paced by "
                 f"{paced_by(config, costs)}")
-        if config.num_workers:
+        if config.num_workers and costs.decode_images_per_s != float("inf"):
+            prepared = sum(trial_hours(config, costs, cpus, decode_speedup=PREPARED_DECODE_SPEEDUP).values()) * share
             on_device = sum(trial_hours(config, costs, cpus, decode_on_device=True).values()) * share
-            text += f"; {duration(on_device, costs.device)} if images were decoded on the device, which is not built"
+            text += (f"; {duration(prepared, costs.device)} on a tree from study.prepare (decoding "
+                     f"{PREPARED_DECODE_SPEEDUP:g}x faster); {duration(on_device, costs.device)} if images were "
+                     f"decoded on the device, which is not built")
         lines.append(text + ")")
     days = f" ({total / 24:.1f} {costs.device}-days)" if total >= 24 else ""
     lines.append(f"  the plan: {len(trials)} trials, {duration(total, costs.device)}{days}")

@@ -96,18 +96,23 @@ class ImageFolderImages(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from torchvision.transforms.v2.functional import resize
-
         path, label = self.samples[index]
-        image = read_image(path)
-        height, width = image.shape[1:]
-        scale = self.load_size / max(height, width)
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        if size != (height, width):
-            image = resize(image, list(size), antialias=True)
+        image = fit_longer_side(read_image(path), self.load_size)
+        size = image.shape[1:]
         canvas = torch.zeros(3, self.load_size, self.load_size, dtype=torch.uint8)
         canvas[:, :size[0], :size[1]] = image
         return canvas, torch.tensor(size), label, index
+
+
+def fit_longer_side(image: torch.Tensor, load_size: int) -> torch.Tensor:
+    """uint8 3 x H x W resized (antialiased) so that its longer side is load_size; unchanged when it already
+    is, as in a tree that `study.prepare` wrote at this load_size."""
+    from torchvision.transforms.v2.functional import resize
+
+    height, width = image.shape[1:]
+    scale = load_size / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return image if size == (height, width) else resize(image, list(size), antialias=True)
 
 def read_image(path: str) -> torch.Tensor:
     """An image file decoded by torchvision.io (JPEG, PNG, GIF, WebP) as uint8 3 x H x W; raises DataError."""

@@ -1,0 +1,75 @@
+"""`python -m study.prepare SRC DST --load-size N`: the copy holds each image as the loader would resize it,
+so loading the copy gives the same sizes and (up to JPEG's error) the same pixels; reruns skip what is
+done; the copy never leaves DST."""
+
+import os
+
+import pytest
+import torch
+from torchvision.io import encode_jpeg, encode_png
+
+from study.prepare import main
+from trainers.data import ImageFolderImages, load_image_folder
+
+SIZES = {"a": [(40, 30), (21, 50)], "b": [(16, 16), (64, 9)]}  # (height, width)
+
+
+def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
+    """A colour gradient: JPEG keeps such images within a few levels."""
+    y = torch.linspace(0, 1, height).view(1, -1, 1)
+    x = torch.linspace(0, 1, width).view(1, 1, -1)
+    colour = torch.tensor([0.2 + 0.1 * seed, 0.5, 0.8]).view(3, 1, 1)
+    return (255 * (colour * y + (1 - colour) * x)).round().to(torch.uint8)
+
+
+@pytest.fixture()
+def tree(tmp_path):
+    source = tmp_path / "source"
+    for split in ("train", "test"):
+        for label, sizes in SIZES.items():
+            folder = source / split / label
+            folder.mkdir(parents=True)
+            for i, (height, width) in enumerate(sizes):
+                image = smooth_image(height, width, i)
+                if i % 2:
+                    (folder / f"{i}.png").write_bytes(encode_png(image).numpy().tobytes())
+                else:
+                    (folder / f"{i}.JPEG").write_bytes(encode_jpeg(image, quality=98).numpy().tobytes())
+    return source
+
+
+def test_the_copy_loads_as_the_original_does_and_a_rerun_skips_it(tree, tmp_path, capsys):
+    target = tmp_path / "prepared"
+    assert main([str(tree), str(target), "--load-size", "16", "--workers", "2"]) == 0
+    assert "wrote 8 images" in capsys.readouterr().out
+    for split in ("train", "test"):
+        original = ImageFolderImages.from_root(tree / split, 16)
+        prepared = ImageFolderImages.from_root(target / split, 16)
+        assert prepared.classes == original.classes and len(prepared) == len(original) == 4
+        for i in range(4):
+            canvas, size, label, _ = original[i]
+            canvas_p, size_p, label_p, _ = prepared[i]
+            assert torch.equal(size, size_p) and label == label_p and max(size.tolist()) == 16
+            assert (canvas.float() - canvas_p.float()).abs().mean() < 3.0  # JPEG's error on a gradient
+    assert load_image_folder(str(target), 16).num_classes == 2
+    assert main([str(tree), str(target), "--load-size", "16"]) == 0
+    rerun = capsys.readouterr().out
+    assert "wrote 0 images" in rerun and "(8 already there)" in rerun
+
+
+def test_overlapping_trees_name_collisions_and_links_out_are_refused_in_one_line(tree, tmp_path, capsys):
+    assert main([str(tree), str(tree / "train" / "copy"), "--load-size", "16"]) == 2
+    assert "overlap" in capsys.readouterr().err
+    (tree / "train" / "a" / "0.png").write_bytes((tree / "train" / "a" / "1.png").read_bytes())  # beside 0.JPEG
+    assert main([str(tree), str(tmp_path / "t1"), "--load-size", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "rename one" in err
+    os.remove(tree / "train" / "a" / "0.png")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = tmp_path / "t2"
+    (target / "train").mkdir(parents=True)
+    (target / "train" / "a").symlink_to(outside)
+    assert main([str(tree), str(target), "--load-size", "16"]) == 2
+    assert "through a link" in capsys.readouterr().err and list(outside.iterdir()) == []
+    assert main([str(tree), str(tmp_path / "t3"), "--load-size", "3"]) == 2
