@@ -21,8 +21,7 @@ from analysis import bernoulli
 from analysis import report as analysis_report
 from analysis import sequential
 from catalogue import STUDIES
-from study import rehash
-from study import outputs, lock, submit
+from study import lock, outputs, rehash, submit
 from study import run as study_run
 from study.profiles import PROFILES
 from study.trials import expand
