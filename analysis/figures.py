@@ -15,6 +15,7 @@ import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
 from analysis.results import final_epoch, summarize
+from catalogue import INTER_LEARNS, NEGATIVES_OTHER_CLASS
 from study.files import save_figure
 
 COLORBLIND = tuple(sns.color_palette("colorblind").as_hex())
@@ -48,7 +49,15 @@ def plot_health(table: pd.DataFrame, spec, stem: Path) -> Path | None:
     """The mechanism's health signals per epoch and arm (study.run records them), or None if the table has
     none of them (rows from before they were recorded)."""
     columns = {k: v for k, v in HEALTH.items() if k in table.columns and table[k].notna().any()}
-    return save(draw_curves(table, spec, columns, from_epoch_1=frozenset(columns)), stem) if columns else None
+    if not columns:
+        return None
+    figure = draw_curves(table, spec, columns, from_epoch_1=frozenset(columns))
+    for axis, column in zip(figure.axes, columns):
+        for gate in (g for g in (INTER_LEARNS, NEGATIVES_OTHER_CLASS) if g.column == column):
+            line = axis.axhline(gate.bound, color="0.3", linestyle="--", linewidth=1,
+                                label=f"health gate: at most {gate.bound:g}")
+            axis.legend(handles=[line], fontsize=7, loc="best")
+    return save(figure, stem)
 
 
 def plot_forest(claims: pd.DataFrame, stem: Path) -> Path:
