@@ -31,7 +31,8 @@ data:
 # Headless Chromium from Debian's package, for the HTML report's rendering test; without apt the test is
 # skipped and says how to get it.
 browser:
-	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 && \
+		command -v apt-get >/dev/null 2>&1; then \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null || \
 		echo "could not install chromium; the HTML report's rendering test will be skipped"; \
 	fi

@@ -12,6 +12,7 @@ import math
 import re
 from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -71,7 +72,7 @@ def verdict_html(verdict: str) -> str:
 
 
 def image(path: Path, scale_folder: Path, alt: str, css: str = "") -> str:
-    source = escape(path.relative_to(scale_folder).as_posix(), quote=True)
+    source = escape(quote(path.relative_to(scale_folder).as_posix()), quote=True)
     return f'<a href="{source}"><img src="{source}" alt="{escape(alt, quote=True)}"{css}></a>'
 
 
@@ -88,9 +89,10 @@ def run_facts(folder: Path) -> dict[str, str]:
 
 
 def study_figures(name: str, scale_folder: Path) -> list[Path]:
-    """The PNGs in a study's folder, the replica first."""
+    """The PNGs in a study's folder (regular files, no links), the replica first."""
     folder = scale_folder / name
-    return sorted(folder.glob("*.png"), key=lambda p: (p.stem != study_spec(name, folder).figure, p.name))
+    return sorted((p for p in folder.glob("*.png") if p.is_file() and not p.is_symlink()),  # never a link out
+                  key=lambda p: (p.stem != study_spec(name, folder).figure, p.name))
 
 
 def number(value, digits: int = 3) -> str:
@@ -175,7 +177,7 @@ def read_configs(path: Path) -> dict | None:
         return None
     try:
         configs = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting deeper than json reads
         return None
     if not isinstance(configs, dict) or not all(isinstance(c, dict) for c in configs.values()):
         return None

@@ -14,7 +14,8 @@ A trial's GPU memory is estimated from its config, not measured on a GPU, term b
   sampler      the inter branch's pools: a B x N mask and B x N float32 scores, and two B x pool-width
                int64 index tensors;
   evaluation   the cached training and test features ((N + N_test) x F, bf16 in a bf16 trial, else
-               float32) and embeddings ((N + N_test) x D float32), and one kNN chunk of similarities;
+               float32) and embeddings ((N + N_test) x D float32), and one kNN chunk of similarities (float32,
+               and bf16 before that in a bf16 trial);
   faiss        faiss's temporary GPU memory (its default cap, 1.5 GiB) where k-means may run there;
   allowance    x 1.25 for the allocator's fragmentation, augmentation temporaries and cuDNN workspaces,
                plus 1 GiB for the CUDA context of each trial's process.
@@ -97,8 +98,10 @@ def estimate(config: TrialConfig, data) -> TrialMemory:
         width = n if config.negative_sampling == "random" else math.ceil(config.pool_fraction * n)
         sampler = b * n * (1 + 4) + 2 * 8 * b * max(width, config.num_negatives)
     feature_bytes = torch.finfo(feature_dtype(config.precision)).bits // 8  # bf16 trials keep bf16 features
+    # A kNN chunk's similarities: float32, and for bf16 features first their bf16 product.
+    similarity_bytes = 4 + (feature_bytes if feature_bytes != 4 else 0)
     evaluation = (n + len(data.test)) * (feature_bytes * method.encoder.feature_dim + 4 * d) \
-        + 4 * KNN_SIMILARITIES_PER_CHUNK
+        + similarity_bytes * KNN_SIMILARITIES_PER_CHUNK
     clusters = "clusters_per_class" in keys and config.kmeans_backend != "torch"
     return TrialMemory(networks, per_image * b * method.views_with_gradients, bank, gathered, sampler, evaluation,
                        FAISS_TEMP_BYTES if clusters else 0)

@@ -10,12 +10,14 @@ the resize: on 400 x 350 JPEGs at load_size 256, 2.4x the images per second per 
 The images are re-encoded as JPEG at quality 95, so their pixels differ from resizing the originals on
 the fly (by the JPEG error; FFCV's ImageNet recipe stores its images the same way, at quality 90): a
 study's trials should all read the same tree. Reruns skip images already written (a file newer than its
-source), so an interrupted preparation continues where it stopped; every file is written whole through
-study.files, inside DST only.
+source), so an interrupted preparation continues where it stopped; DST/PREPARED.json records the size
+and quality, and a rerun at another size is refused rather than keeping the old images. Every file is
+written whole through study.files, inside DST only.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +25,10 @@ from pathlib import Path
 
 from study.cli import OneLineParser
 from study.files import replace_file
-from trainers.data import DataError, fit_longer_side, read_image, scan_image_folder
+from trainers.data import DataError, check_image_header, fit_longer_side, read_image, scan_image_folder
 
 SPLITS = ("train", "test")
+RECORD = "PREPARED.json"  # the load_size and JPEG quality the tree was written at
 JPEG_QUALITY = 95
 # Loader images per second per worker on a prepared tree over the original one: 1214 / 497, 400 x 350
 # synthetic JPEGs at load_size 256 on a 2-core AMD EPYC (one worker). study.cost uses it.
@@ -53,12 +56,37 @@ def plan(source: Path, target: Path) -> list[tuple[Path, Path]]:
 
 
 def make_folders(jobs: list[tuple[Path, Path]], target: Path) -> None:
-    """The class folders, each checked to lie inside target after links are followed."""
+    """The split and class folders, made one level at a time, each checked to lie inside target (links
+    followed) before anything is made in it."""
+    target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
     for folder in sorted({out.parent for _, out in jobs}):
-        folder.mkdir(parents=True, exist_ok=True)
-        if not folder.resolve().is_relative_to(root):
-            raise DataError(f"{folder} leads outside {root} through a link; remove the link")
+        for level in [*reversed(folder.relative_to(root).parents)][1:] + [folder.relative_to(root)]:
+            path = root / level
+            if not path.parent.resolve().is_relative_to(root):
+                raise DataError(f"{path.parent} leads outside {root} through a link; remove the link")
+            path.mkdir(exist_ok=True)
+            if not path.resolve().is_relative_to(root):
+                raise DataError(f"{path} leads outside {root} through a link; remove the link")
+
+
+def check_record(target: Path, load_size: int) -> None:
+    """DST holds images of one size and quality: a tree prepared otherwise is refused (its images would be
+    kept as they are), and a new one is recorded before any image is written; raises DataError."""
+    record = {"load_size": load_size, "jpeg_quality": JPEG_QUALITY}
+    path = target / RECORD
+    if path.is_file() and not path.is_symlink():
+        try:
+            found = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            found = None
+        if found != record:
+            raise DataError(f"{target} was prepared as {found}, not {record}; give another target folder, or the "
+                            f"same --load-size")
+        return
+    if path.is_symlink() or path.exists():
+        raise DataError(f"{path} is not a regular file; remove it")
+    replace_file(path, json.dumps(record))
 
 
 def prepare_one(image: Path, out: Path, load_size: int) -> bool:
@@ -67,6 +95,7 @@ def prepare_one(image: Path, out: Path, load_size: int) -> bool:
 
     if out.is_file() and not out.is_symlink() and out.stat().st_mtime >= image.stat().st_mtime:
         return False
+    check_image_header(str(image))  # the pixel budget, before a decode could take gigabytes
     resized = fit_longer_side(read_image(str(image)), load_size)
     replace_file(out, encode_jpeg(resized, quality=JPEG_QUALITY).numpy().tobytes())
     return True
@@ -76,6 +105,7 @@ def prepare(source: Path, target: Path, load_size: int, workers: int, report_eve
     """Prepare the tree (see the module's notes); returns (images written, images already there)."""
     jobs = plan(source, target)
     make_folders(jobs, target)
+    check_record(target, load_size)
     started, last = time.monotonic(), time.monotonic()
     written = done = 0
     # torchvision's decoder and encoder release the GIL, so threads use the CPUs.

@@ -113,13 +113,27 @@ def tracker_callbacks(options: RunOptions, study: str, run_folder: Path) -> list
 
 
 def check_trackers(names: tuple[str, ...]) -> None:
-    """Each --callback tracker's package is installed; raises ConfigError naming the install otherwise."""
+    """Each --callback tracker's package is installed, and W&B can log in or is offline; raises ConfigError
+    naming the fix (else Tune's callback would fail after the run had started)."""
     import importlib.util
 
     for name in names:
         if importlib.util.find_spec(name) is None:
             raise ConfigError(f"--callback {name} needs the {name} package; pip install -e '.[tracking]' "
                               f"(or drop --callback {name})")
+    if "wandb" in names:
+        from ray.air.integrations.wandb import _set_api_key  # the check Tune's callback makes when it starts
+
+        try:
+            _set_api_key()
+        except ValueError:
+            raise ConfigError("--callback wandb finds no W&B login; run `wandb login`, set WANDB_API_KEY, or log "
+                              "offline with WANDB_MODE=offline") from None
+
+
+# Passed on to a cluster job (study.submit), so its trackers log where and how the submitting shell asked.
+TRACKER_ENVIRONMENT = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_API_KEY", "WANDB_DIR", "MLFLOW_TRACKING_URI",
+                       "MLFLOW_ALLOW_FILE_STORE")
 
 
 def seed_count(text: str) -> int | str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 import time
@@ -87,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({type(error).__name__}); start it with `ray start --head` or pass --address", file=sys.stderr)
         return 2
     entrypoint = " ".join([options.python, "-m", "study.run", *map(shlex.quote, arguments)])
+    trackers = {name: os.environ[name] for name in run.TRACKER_ENVIRONMENT if name in os.environ}
     runtime_env = {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES,
-                   "env_vars": {"STUDY_CODE_VERSION": run.code_version()}}
+                   "env_vars": {"STUDY_CODE_VERSION": run.code_version(), **trackers}}
     job_id = submit_when_ready(client, entrypoint, runtime_env)
     print(f"submitted job {job_id}: {entrypoint}", flush=True)
     if options.no_wait:

@@ -84,7 +84,7 @@ def test_estimate_counts_the_momentum_target_and_the_queue():
     assert memory.evaluation == 4 * (600 + 200) * (32 + 16) + 4 * 2 ** 26
     # A bf16 trial keeps its features in bf16 (2 bytes), its embeddings in float32.
     bf16 = packing.estimate(config.replace(precision="bf16"), data)
-    assert bf16.evaluation == (600 + 200) * (2 * 32 + 4 * 16) + 4 * 2 ** 26
+    assert bf16.evaluation == (600 + 200) * (2 * 32 + 4 * 16) + (2 + 4) * 2 ** 26
 
 
 def test_estimate_counts_the_inter_branch_bank_pools_and_faiss():

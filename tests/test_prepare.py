@@ -55,6 +55,9 @@ def test_the_copy_loads_as_the_original_does_and_a_rerun_skips_it(tree, tmp_path
     assert main([str(tree), str(target), "--load-size", "16"]) == 0
     rerun = capsys.readouterr().out
     assert "wrote 0 images" in rerun and "(8 already there)" in rerun
+    # Another size into the same folder would keep the 16-pixel images: refused.
+    assert main([str(tree), str(target), "--load-size", "32"]) == 2
+    assert "prepared as {'load_size': 16" in capsys.readouterr().err
 
 
 def test_overlapping_trees_name_collisions_and_links_out_are_refused_in_one_line(tree, tmp_path, capsys):
@@ -72,4 +75,20 @@ def test_overlapping_trees_name_collisions_and_links_out_are_refused_in_one_line
     (target / "train" / "a").symlink_to(outside)
     assert main([str(tree), str(target), "--load-size", "16"]) == 2
     assert "through a link" in capsys.readouterr().err and list(outside.iterdir()) == []
+    split_linked = tmp_path / "t4"
+    split_linked.mkdir()
+    (split_linked / "train").symlink_to(outside)  # a link one level up: nothing may be made through it
+    assert main([str(tree), str(split_linked), "--load-size", "16"]) == 2
+    assert "through a link" in capsys.readouterr().err and list(outside.iterdir()) == []
     assert main([str(tree), str(tmp_path / "t3"), "--load-size", "3"]) == 2
+
+
+def test_an_animated_image_loads_as_its_first_frame(tmp_path):
+    from PIL import Image
+
+    from trainers.data import read_image
+
+    frames = [Image.new("RGB", (12, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    image = read_image(str(tmp_path / "a.gif"))
+    assert image.shape == (3, 8, 12) and image[0].float().mean() > 200 and image[2].float().mean() < 50

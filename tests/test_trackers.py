@@ -13,6 +13,9 @@ from study.run import check_trackers
 from tests.test_study import ROOT, SYNTHETIC
 from trainers.config import ConfigError
 
+pytest.importorskip("wandb", reason="the [tracking] extra: pip install -e '.[tracking]'")
+pytest.importorskip("mlflow", reason="the [tracking] extra: pip install -e '.[tracking]'")
+
 
 def test_a_sweep_logs_every_trials_epochs_to_wandb_offline_and_to_mlflows_file_store(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -46,6 +49,15 @@ def test_a_missing_tracker_or_an_unknown_one_is_refused_in_one_line(monkeypatch)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError, match=r"--callback wandb needs the wandb package; pip install -e '\.\[tracking\]'"):
         check_trackers(("mlflow", "wandb"))
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no netrc login either
+    monkeypatch.setenv("NETRC", "/nonexistent/.netrc")
+    with pytest.raises(ConfigError, match="no W&B login.*WANDB_MODE=offline"):
+        check_trackers(("wandb",))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    check_trackers(("wandb", "mlflow"))
     unknown = subprocess.run([sys.executable, "-m", "study.run", "sampling", "--callback", "tensorboard", "--dry-run"],
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert unknown.returncode == 2 and unknown.stderr.count("\n") == 1 and "wandb" in unknown.stderr

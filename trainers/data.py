@@ -115,13 +115,15 @@ def fit_longer_side(image: torch.Tensor, load_size: int) -> torch.Tensor:
     return image if size == (height, width) else resize(image, list(size), antialias=True)
 
 def read_image(path: str) -> torch.Tensor:
-    """An image file decoded by torchvision.io (JPEG, PNG, GIF, WebP) as uint8 3 x H x W; raises DataError."""
+    """An image file decoded by torchvision.io (JPEG, PNG, GIF, WebP) as uint8 3 x H x W (an animation's first
+    frame); raises DataError."""
     from torchvision.io import ImageReadMode, decode_image
 
     try:
-        return decode_image(path, mode=ImageReadMode.RGB)
+        image = decode_image(path, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as error:  # what torchvision.io raises for damaged or unknown files
         raise DataError(_unreadable_image(path, error)) from None
+    return image[0] if image.dim() == 4 else image  # an animated GIF decodes to frames: its first one
 
 
 # 64 megapixels, 5 times ImageNet's largest training image: one decoded RGB image of this size is 192 MB.
@@ -194,19 +196,25 @@ def image_files(data: ImageData) -> list[str]:
             for path, _ in split.samples]
 
 
-def check_image(path: str) -> None:
-    """Decode one file whole (a truncated JPEG has an intact header) within the pixel budget, so a damaged
-    tree fails before a run rather than a trial hours in; raises DataError."""
+def check_image_header(path: str) -> None:
+    """The file's header names a size within the pixel budget, read before anything is decoded; raises
+    DataError."""
     from PIL import Image
 
     try:
-        with Image.open(path) as image:  # the header alone: the size, before anything is decoded
+        with Image.open(path) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise DataError(_too_large(path, image.width, image.height))
     except Image.DecompressionBombError:  # PIL's own limit, checked on opening
         raise DataError(_too_large(path, None, None)) from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
         raise DataError(_unreadable_image(path, error)) from None
+
+
+def check_image(path: str) -> None:
+    """Decode one file whole (a truncated JPEG has an intact header) within the pixel budget, so a damaged
+    tree fails before a run rather than a trial hours in; raises DataError."""
+    check_image_header(path)
     read_image(path)  # then the whole file, by the decoder the trials use
 
 

@@ -59,6 +59,8 @@ def extract(encoder, batches, image_size: int, mean, std, device,
         embeddings[start:stop] = F.normalize(projection, dim=1)
         start = stop
     encoder.train(was_training)
+    if features is None or start != len(features):  # an unfilled row of torch.empty would pass as a feature
+        raise ValueError(f"the evaluation loader gave {start} images of its dataset's {len(batches.dataset)}")
     return features, embeddings
 
 
@@ -103,7 +105,8 @@ def knn_top1(train_features: torch.Tensor, train_labels: torch.Tensor, test_feat
     chunk = max(1, KNN_SIMILARITIES_PER_CHUNK // len(train_features))
     correct = torch.zeros((), dtype=torch.long, device=device)
     for features, labels in zip(test_features.to(device).split(chunk), test_labels.to(device).split(chunk)):
-        similarity, neighbours = (features @ train_features.T).float().topk(k, dim=1)  # bf16 features: votes in fp32
+        # bf16 features: neighbours ranked on bf16 similarities, their votes weighed in fp32
+        similarity, neighbours = (features @ train_features.T).float().topk(k, dim=1)
         votes = torch.zeros(len(features), num_classes, device=device)
         votes.scatter_add_(1, train_labels[neighbours], torch.exp(similarity / temperature))
         correct += (votes.argmax(dim=1) == labels).sum()
@@ -120,7 +123,7 @@ def linear_probe_top1(train_features: torch.Tensor, train_labels: torch.Tensor, 
     with the data and not with how hard the problem is; the weights start at zero and the sample
     order comes from `seed` on the CPU, so a CPU run is deterministic."""
     device = train_features.device
-    mean = train_features.mean(dim=0).float()  # bf16 features: reduced with float accumulation, used in fp32
+    mean = train_features.mean(dim=0, dtype=torch.float32)  # bf16 features: standardised in fp32
     std = train_features.std(dim=0, unbiased=False).float()
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant feature carries no information
     num_classes = int(train_labels.max()) + 1
@@ -172,8 +175,8 @@ def svm_map(train_features: torch.Tensor, train_labels: torch.Tensor, test_featu
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.svm import LinearSVC
 
-    x_train = np.ascontiguousarray(train_features.float().cpu().numpy(), dtype=np.float64)
-    x_test = np.ascontiguousarray(test_features.float().cpu().numpy(), dtype=np.float64)
+    x_train = np.ascontiguousarray(train_features.cpu().float().numpy(), dtype=np.float64)
+    x_test = np.ascontiguousarray(test_features.cpu().float().numpy(), dtype=np.float64)
     y_train, y_test = train_labels.cpu().numpy(), test_labels.cpu().numpy()
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
 
