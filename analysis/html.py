@@ -88,11 +88,10 @@ def run_facts(folder: Path) -> dict[str, str]:
     return facts
 
 
-def study_figures(name: str, scale_folder: Path) -> list[Path]:
-    """The PNGs in a study's folder (regular files, no links), the replica first."""
-    folder = scale_folder / name
-    return sorted((p for p in folder.glob("*.png") if p.is_file() and not p.is_symlink()),  # never a link out
-                  key=lambda p: (p.stem != study_spec(name, folder).figure, p.name))
+def study_figures(name: str, figures: dict[str, Path], scale_folder: Path) -> list[Path]:
+    """The figures the report drew into a study's folder, the replica first (the report draws it first), so
+    that no other file of the folder is ever shown."""
+    return [path for path in figures.values() if path.parent == scale_folder / name]
 
 
 def number(value, digits: int = 3) -> str:
@@ -122,7 +121,7 @@ def index_page(tables: dict[str, pd.DataFrame], claims: pd.DataFrame, figures: d
         own = claims[claims["study"] == name] if len(claims) else claims
         verdicts = "<br>".join(f"claim {escape(str(row.claim))} {escape(row.comparison)}: {verdict_html(row.verdict)}"
                                for row in own.itertuples()) or "no registered claim"
-        shown = study_figures(name, scale_folder)
+        shown = study_figures(name, figures, scale_folder)
         rows.append([f'<a href="{escape(pages[name], quote=True)}">{escape(name)}</a><br>'
                      f"{escape(spec.paper)} {escape(spec.figure)}",
                      image(shown[0], scale_folder, f"{name} replica", ' class="thumb"') if shown else "-",
@@ -193,7 +192,7 @@ def study_page(name: str, table: pd.DataFrame, scale_folder: Path, claims: pd.Da
     body = [table_html(["run", ""], [[escape(k), f"<code>{escape(v)}</code>" if k.endswith(("command", "root"))
                                    else escape(v)] for k, v in facts.items()]) if facts else
             "<p>No RUN.md in this folder.</p>"]
-    for path in study_figures(name, scale_folder):
+    for path in study_figures(name, figures, scale_folder):
         title = FIGURE_TITLES.get(path.stem, f"Replica of {spec.paper} {path.stem}")
         body.append(f"<h2>{escape(title)}</h2>" + image(path, scale_folder, f"{name}: {path.stem}"))
     own = claims[claims["study"] == name] if len(claims) else claims

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from catalogue import FIRST_ROUND, STUDIES, SWEEP_FILE, StudySpec, Times, sweep_study
-from study import cost, files, lock, outputs, packing, rounds
+from study import cost, files, lock, outputs, packing, rounds, trackers
 from study.cli import OneLineParser
 from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
 from study.options import RunOptions
@@ -75,65 +75,13 @@ def parse_args(argv: list[str] | None) -> RunOptions:
     parser.add_argument("--estimate", action="store_true",
                         help="print what the plan costs in device-hours (study.cost; no data or device needed) "
                              "and launch nothing")
-    parser.add_argument("--callback", action="append", default=[], choices=TRACKERS,
+    parser.add_argument("--callback", action="append", default=[], choices=trackers.TRACKERS,
                         help="also log every trial's epochs to this experiment tracker through Tune's own callback "
                              "(pip install -e '.[tracking]'; WANDB_MODE=offline and a file MLFLOW_TRACKING_URI "
                              "keep them local; docs/running.md)")
     parsed = vars(parser.parse_args(argv))
-    settings, sweep, trackers = tuple(parsed.pop("set")), tuple(parsed.pop("sweep")), tuple(parsed.pop("callback"))
-    return RunOptions(**parsed, settings=settings, sweep=sweep, callback=trackers)
-
-
-TRACKERS = ("wandb", "mlflow")
-
-
-def tracker_callbacks(options: RunOptions, study: str, run_folder: Path) -> list:
-    """Tune's own logger callbacks for the trackers --callback names. W&B: project WANDB_PROJECT (default
-    interclr-study), one group per scale and study, every trial's files in wandb/ under the run's storage folder;
-    offline with WANDB_MODE=offline. MLflow: MLFLOW_TRACKING_URI, else MLflow's file store mlruns/ in the run's
-    storage folder (local, no server); one experiment per scale and study."""
-    callbacks = []
-    if "wandb" in options.callback:
-        from ray.air.integrations.wandb import WandbLoggerCallback
-
-        # dir: wandb writes into the run's storage itself; through Tune's end-of-trial copy of the trial's
-        # folder a run still flushing when its trial ends is copied short.
-        callbacks.append(WandbLoggerCallback(project=os.environ.get("WANDB_PROJECT", "interclr-study"),
-                                             group=f"{options.scale}-{study}", log_config=True, excludes=["config"],
-                                             dir=str(run_folder.resolve())))
-    if "mlflow" in options.callback:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:  # MLflow 3 keeps its file store, but only when asked: it needs no database or server
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            uri = (run_folder.resolve() / "mlruns").as_uri()
-        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=f"{options.scale}-{study}"))
-    return callbacks
-
-
-def check_trackers(names: tuple[str, ...]) -> None:
-    """Each --callback tracker's package is installed, and W&B can log in or is offline; raises ConfigError
-    naming the fix (else Tune's callback would fail after the run had started)."""
-    import importlib.util
-
-    for name in names:
-        if importlib.util.find_spec(name) is None:
-            raise ConfigError(f"--callback {name} needs the {name} package; pip install -e '.[tracking]' "
-                              f"(or drop --callback {name})")
-    if "wandb" in names:
-        from ray.air.integrations.wandb import _set_api_key  # the check Tune's callback makes when it starts
-
-        try:
-            _set_api_key()
-        except ValueError:
-            raise ConfigError("--callback wandb finds no W&B login; run `wandb login`, set WANDB_API_KEY, or log "
-                              "offline with WANDB_MODE=offline") from None
-
-
-# Passed on to a cluster job (study.submit), so its trackers log where and how the submitting shell asked.
-TRACKER_ENVIRONMENT = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_API_KEY", "WANDB_DIR", "MLFLOW_TRACKING_URI",
-                       "MLFLOW_ALLOW_FILE_STORE")
+    settings, sweep, named = tuple(parsed.pop("set")), tuple(parsed.pop("sweep")), tuple(parsed.pop("callback"))
+    return RunOptions(**parsed, settings=settings, sweep=sweep, callback=named)
 
 
 def seed_count(text: str) -> int | str:
@@ -168,7 +116,7 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
     if options.checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every {options.checkpoint_every}: must be >= 1 (epochs between saves)")
     rounds.check(options.seeds, options.max_seeds)
-    check_trackers(options.callback)
+    trackers.check(options.callback)
     seeds = FIRST_ROUND if options.seeds == "auto" else options.seeds
     trials = expand(spec_for(options, study), PROFILES[options.scale], seeds, overrides)
     packing.check_share(gpus_per_trial(options))
@@ -329,7 +277,7 @@ def run_tune(trials: list[Trial], options: RunOptions, run_folder: Path) -> list
             storage_path=str(run_folder),
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             callbacks=[StudyProgress(len(trials), epochs_to_go),
-                       *tracker_callbacks(options, trials[0].study, run_folder)],
+                       *trackers.callbacks(options, trials[0].study, run_folder)],
             verbose=0))
     return [failure_of(result.config["trial"]["name"], result.error, result.path)
             for result in tuner.fit() if result.error is not None]

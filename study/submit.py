@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from study import run
+from study import run, trackers
 from study.cli import OneLineParser
 from trainers.config import ConfigError
 
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({type(error).__name__}); start it with `ray start --head` or pass --address", file=sys.stderr)
         return 2
     entrypoint = " ".join([options.python, "-m", "study.run", *map(shlex.quote, arguments)])
-    trackers = {name: os.environ[name] for name in run.TRACKER_ENVIRONMENT if name in os.environ}
+    tracking = {name: os.environ[name] for name in trackers.ENVIRONMENT if name in os.environ}
     runtime_env = {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES,
-                   "env_vars": {"STUDY_CODE_VERSION": run.code_version(), **trackers}}
+                   "env_vars": {"STUDY_CODE_VERSION": run.code_version(), **tracking}}
     job_id = submit_when_ready(client, entrypoint, runtime_env)
     print(f"submitted job {job_id}: {entrypoint}", flush=True)
     if options.no_wait:

@@ -145,7 +145,7 @@ def test_a_bf16_trial_extracts_bf16_features_into_one_buffer_and_every_metric_re
     loader = batches(data.train, 64, shuffle=False)
     features, embeddings = evaluate.extract(encoder, loader, 16, data.mean, data.std, torch.device("cpu"))
     half, half_embeddings = evaluate.extract(encoder, loader, 16, data.mean, data.std, torch.device("cpu"),
-                                             feature_dtype=evaluate.feature_dtype("bf16"))
+                                             precision="bf16")
     assert features.dtype == torch.float32 and half.dtype == torch.bfloat16 and half_embeddings.dtype == torch.float32
     assert features.shape == half.shape == (len(data.train), 32)
     assert torch.equal(half, features.to(torch.bfloat16)) and torch.equal(half_embeddings, embeddings)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from study.run import check_trackers
+from study.trackers import check as check_trackers
 from tests.test_study import ROOT, SYNTHETIC
 from trainers.config import ConfigError
 

@@ -114,6 +114,7 @@ def fit_longer_side(image: torch.Tensor, load_size: int) -> torch.Tensor:
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     return image if size == (height, width) else resize(image, list(size), antialias=True)
 
+
 def read_image(path: str) -> torch.Tensor:
     """An image file decoded by torchvision.io (JPEG, PNG, GIF, WebP) as uint8 3 x H x W (an animation's first
     frame); raises DataError."""

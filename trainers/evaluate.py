@@ -36,9 +36,9 @@ def feature_dtype(precision: str) -> torch.dtype:
 
 @torch.no_grad()
 def extract(encoder, batches, image_size: int, mean, std, device,
-            feature_dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(normalised backbone features N x F in `feature_dtype`, embeddings N x D in float32) of every image of
-    `batches` (trainers.data.evaluation_batches), in dataset order.
+            precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised backbone features N x F in the trial's feature_dtype(precision), embeddings N x D in float32)
+    of every image of `batches` (trainers.data.evaluation_batches), in dataset order.
 
     Both are written into buffers allocated once, so the peak is the features themselves, not twice them
     as a concatenation of per-batch pieces would make it. A bf16 trial keeps its features in bf16: at
@@ -52,7 +52,7 @@ def extract(encoder, batches, image_size: int, mean, std, device,
         backbone, projection = encoder.features_and_projection(x)
         if features is None:
             count = len(batches.dataset)
-            features = torch.empty(count, backbone.shape[1], dtype=feature_dtype, device=device)
+            features = torch.empty(count, backbone.shape[1], dtype=feature_dtype(precision), device=device)
             embeddings = torch.empty(count, projection.shape[1], dtype=torch.float32, device=device)
         stop = start + len(backbone)
         features[start:stop] = F.normalize(backbone, dim=1)

@@ -25,7 +25,7 @@ import torch
 from trainers import data as datasets
 from trainers.checkpoint import CheckpointError
 from trainers.config import ConfigError, TrialConfig
-from trainers.evaluate import calibrate_batch_norm, extract, feature_dtype, knn_top1, linear_probe_top1, svm_map, svm_subset
+from trainers.evaluate import calibrate_batch_norm, extract, knn_top1, linear_probe_top1, svm_map, svm_subset
 from trainers.baseline import FloorCache, floor_key
 from trainers.methods.registry import METHODS
 from trainers.randomness import RandomStreams
@@ -120,7 +120,7 @@ class Trial:
         already has them. `floors`: where the metrics of this (initial) encoder may already be."""
         c, d, encoder = self.config, self.data, self.method.encoder
         started = time.perf_counter()
-        args = (c.image_size, d.mean, d.std, self.device, feature_dtype(c.precision))
+        args = (c.image_size, d.mean, d.std, self.device, c.precision)
         train_features, train_embeddings = train_extraction or extract(encoder, self.splits[0], *args)
         train_labels, test_labels = d.train_labels(), d.test_labels()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from trainers.data import Canvases, evaluation_batches
-from trainers.evaluate import extract, feature_dtype
+from trainers.evaluate import extract
 from trainers.inter_image import InterImageBranch
 from trainers.memory_bank import MemoryBank
 from trainers.methods.base import Method
@@ -83,7 +83,7 @@ class InterCLR(IntraImageMethod):
             c = self.config
             features, embeddings = extract(self.bank_encoder, evaluation_batches(self.data.train, c.num_workers),
                                            c.image_size, self.data.mean, self.data.std, self.device,
-                                           feature_dtype(c.precision))
+                                           c.precision)
             totals["labels_changed"] = self.inter.relabel_offline(embeddings, epoch) * len(self.data.train)
             if self.bank_encoder is self.encoder:  # NPIDv2: the evaluation would extract the same again
                 self.train_extraction = (features, embeddings)
