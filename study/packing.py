@@ -68,13 +68,17 @@ def trials_per_gpu(gpus_per_trial: float) -> int:
 
 
 def check_share(gpus_per_trial: float) -> None:
-    """A share Ray can schedule and a trial can use; raises ConfigError."""
-    if not 0 <= gpus_per_trial <= 1:  # also refuses nan and inf
-        more = (f" would reserve {gpus_per_trial:g} GPUs for a trial that runs on one (trials across GPUs are not "
-                f"built yet), so all but one would sit idle" if gpus_per_trial > 1 and math.isfinite(gpus_per_trial)
-                else "")
-        raise ConfigError(f"--gpus-per-trial {gpus_per_trial}{more}; give a share of one GPU in (0, 1] (0.25: four "
-                          f"trials per GPU)")
+    """A GPU request Ray can schedule and a trial can use: a share of one GPU in (0, 1], or a whole number of
+    GPUs for a trial over that many ranks (trainers.distributed); raises ConfigError."""
+    whole = math.isfinite(gpus_per_trial) and gpus_per_trial > 1 and gpus_per_trial == int(gpus_per_trial)
+    if not (0 <= gpus_per_trial <= 1 or whole):  # also refuses nan and inf
+        raise ConfigError(f"--gpus-per-trial {gpus_per_trial}; give a share of one GPU in (0, 1] (0.25: four "
+                          f"trials per GPU) or a whole number of GPUs for each trial (2: a trial over 2 GPUs)")
+
+
+def ranks_per_trial(gpus_per_trial: float) -> int:
+    """The data-parallel ranks a GPU request gives each trial: one per whole GPU, one for a share."""
+    return int(gpus_per_trial) if gpus_per_trial > 1 else 1
 
 
 def estimate(config: TrialConfig, data) -> TrialMemory:

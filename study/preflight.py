@@ -66,10 +66,10 @@ def gpus_per_trial(options: RunOptions) -> float:
 
 
 def cpus_per_trial(trials: list[Trial], options: RunOptions) -> float:
-    """The CPUs each trial asks Ray for: at least what its torch threads and loader workers keep busy,
-    raised to the profile's share."""
+    """The CPUs each trial asks Ray for: per rank, at least what its torch threads and loader workers keep
+    busy, raised to the profile's share; times the trial's ranks (config.data_parallel)."""
     config = trials[0].config
-    return max(PROFILES[options.scale].cpus_per_trial, config.threads + config.num_workers)
+    return max(PROFILES[options.scale].cpus_per_trial, config.threads + config.num_workers) * config.data_parallel
 
 
 def needs_gpu(trials: list[Trial], options: RunOptions) -> bool:
@@ -86,6 +86,11 @@ def check_devices(trials: list[Trial], options: RunOptions) -> None:
                else f"the {options.scale} profile gives each trial a GPU")
         raise ConfigError(f"{why}, but no CUDA device is visible here; run on a GPU machine, give --address of a "
                           f"cluster with GPUs, or use --scale tiny / --set device=cpu")
+    whole = int(gpus_per_trial(options)) if gpus_per_trial(options) > 1 else 0
+    if options.address is None and whole and torch.cuda.device_count() < whole:
+        raise ConfigError(f"--gpus-per-trial {whole} runs each trial over {whole} GPUs, but this machine has "
+                          f"{torch.cuda.device_count()}; give at most {torch.cuda.device_count()}, or a cluster "
+                          f"(--address) with a node of {whole}")
     if gpus_per_trial(options) == 0 and trials[0].config.device == "cuda":
         source = ("--gpus-per-trial 0" if options.gpus_per_trial is not None
                   else f"the {options.scale} profile's GPU share of 0")
@@ -99,7 +104,13 @@ def check_cluster_gpus(trials: list[Trial], options: RunOptions) -> None:
     if needs_gpu(trials, options) and not ray.cluster_resources().get("GPU", 0):
         raise ConfigError(f"the Ray cluster at {options.address} has no GPU, but these trials need one; add GPU "
                           f"nodes, or use --scale tiny / --set device=cpu")
-    largest = max((int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")), default=0)
+    alive = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    whole = gpus_per_trial(options) if gpus_per_trial(options) > 1 else 0
+    most = max((int(resources.get("GPU", 0)) for resources in alive), default=0)
+    if whole > most:  # a trial's ranks share one node (trainers.distributed)
+        raise ConfigError(f"--gpus-per-trial {whole:g} runs each trial over {whole:g} GPUs of one node, but the "
+                          f"cluster's largest node has {most}; give at most {most}")
+    largest = max((int(resources.get("CPU", 0)) for resources in alive), default=0)
     check_resources(trials, options, largest)
 
 

@@ -118,8 +118,13 @@ def plan(options: RunOptions, study: str) -> list[Trial]:
     rounds.check(options.seeds, options.max_seeds)
     trackers.check(options.callback)
     seeds = FIRST_ROUND if options.seeds == "auto" else options.seeds
-    trials = expand(spec_for(options, study), PROFILES[options.scale], seeds, overrides)
     packing.check_share(gpus_per_trial(options))
+    ranks = packing.ranks_per_trial(gpus_per_trial(options))
+    if ranks > 1:
+        if overrides.setdefault("data_parallel", ranks) != ranks:
+            raise ConfigError(f"--set data_parallel={overrides['data_parallel']} disagrees with --gpus-per-trial "
+                              f"{gpus_per_trial(options):g} (one rank per GPU); give one of them")
+    trials = expand(spec_for(options, study), PROFILES[options.scale], seeds, overrides)
     epochs = trials[0].config.epochs
     if options.inject_crash and not 1 <= options.inject_crash <= epochs:
         raise ConfigError(f"--inject-crash {options.inject_crash}: must be an epoch in 1..{epochs}")

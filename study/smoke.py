@@ -6,8 +6,10 @@ deterministic kernels on synthetic 32 x 32 images (no data needed; `--set datase
 data_root=DIR` reads the real batches), once straight through and once stopped after epoch 1 and
 resumed from its saved state. Printed per method: seconds, the last epoch's loss, peak memory, and
 whether the resumed run equals the uninterrupted one bit for bit (deterministic kernels promise that
-on a GPU too). Exits 1 if any method fails. `--set device=cpu` (with e.g. `network=small-cnn
-image_size=16`) runs the same path on a CPU, as the tests do. Trials across GPUs are not built yet.
+on a GPU too). Then, where 2 GPUs are visible (or with `--ranks 2` on a CPU, over gloo), every method
+again as one trial over 2 ranks (trainers.distributed), straight and resumed, with its last loss beside
+the one-device run's. Exits 1 if any method fails. `--set device=cpu` (with e.g. `network=small-cnn
+image_size=16`) runs the same path on a CPU, as the tests do.
 """
 
 from __future__ import annotations
@@ -85,10 +87,40 @@ def smoke(config: TrialConfig) -> dict:
             "peak_memory_mb": max(row["peak_memory_mb"] for row in whole), "resumes_exactly": same_rows(whole, resumed)}
 
 
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_one(method: str, config: TrialConfig, failed: list[str], label: str) -> dict | None:
+    """Smoke one config and print its line; a failure is added to `failed`. None: a config or data error
+    (printed), which ends the command with exit 2."""
+    try:
+        result = smoke(config)
+    except (ConfigError, datasets.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    except Exception:  # the point of a smoke test: report every method's failure, then go on
+        failed.append(label.strip())
+        print(f"  {label} FAILED\n{traceback.format_exc()}", flush=True)
+        return {}
+    ok = math.isfinite(result["loss"]) and result["resumes_exactly"]
+    if not ok:
+        failed.append(label.strip())
+    print(f"  {label} {'ok' if ok else 'FAILED':<6} {result['seconds']:6.1f} s  loss {result['loss']:.4f}  "
+          f"peak {result['peak_memory_mb']:.0f} MB  resumed run equals uninterrupted: "
+          f"{'yes' if result['resumes_exactly'] else 'NO'}", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m study.smoke", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="NAME")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--ranks", type=int, metavar="N",
+                        help="ranks for the trials over several devices (default: 2 where 2 GPUs are visible, else "
+                             "none)")
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_assignment(text) for text in args.set)
@@ -99,26 +131,24 @@ def main(argv: list[str] | None = None) -> int:
     first = next(iter(configs.values()))
     print(f"smoke: {len(configs)} method(s), network {first.network}, precision {first.precision}, deterministic "
           f"{first.deterministic}, device {first.device}, {first.epochs} epochs of {first.dataset}", flush=True)
-    failed = []
+    failed, losses = [], {}
     for method, config in configs.items():
-        try:
-            result = smoke(config)
-        except (ConfigError, datasets.DataError) as error:
-            print(f"error: {error}", file=sys.stderr)
+        result = run_one(method, config, failed, f"{method:<18}")
+        if result is None:
             return 2
-        except Exception:  # the point of a smoke test: report every method's failure, then go on
-            failed.append(method)
-            print(f"  {method:<18} FAILED\n{traceback.format_exc()}", flush=True)
-            continue
-        ok = math.isfinite(result["loss"]) and result["resumes_exactly"]
-        if not ok:
-            failed.append(method)
-        print(f"  {method:<18} {'ok' if ok else 'FAILED':<6} {result['seconds']:6.1f} s  loss {result['loss']:.4f}  "
-              f"peak {result['peak_memory_mb']:.0f} MB  resumed run equals uninterrupted: "
-              f"{'yes' if result['resumes_exactly'] else 'NO'}", flush=True)
-    print("  trials across GPUs (DDP): not built yet, not tested")
-    print(f"smoke: {len(configs) - len(failed)} of {len(configs)} methods passed"
-          + (f"; failed: {', '.join(failed)}" if failed else ""))
+        losses[method] = result.get("loss")
+    ranks = args.ranks if args.ranks is not None else (2 if first.device == "cuda" and visible_gpus() >= 2 else 1)
+    if ranks < 2:
+        print(f"  trials over several GPUs: not run ({visible_gpus()} GPU visible; --ranks 2 runs them on a CPU)")
+    for method, config in (configs.items() if ranks >= 2 else []):
+        result = run_one(method, config.replace(data_parallel=ranks), failed, f"{method:<18} over {ranks} ranks")
+        if result is None:
+            return 2
+        if "loss" in result and losses.get(method) is not None:
+            print(f"  {'':<18} last loss over {ranks} ranks / on one device - 1: "
+                  f"{result['loss'] / losses[method] - 1:+.1e}", flush=True)
+    runs = len(configs) * (2 if ranks >= 2 else 1)
+    print(f"smoke: {runs - len(failed)} of {runs} runs passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
 

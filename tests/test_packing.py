@@ -28,13 +28,11 @@ def test_four_trials_fit_exactly_and_not_in_less():
 
 def test_shares_ray_cannot_schedule_or_a_trial_cannot_use_are_refused():
     for share in (-0.5, 1.5, float("nan"), float("inf")):
-        with pytest.raises(ConfigError, match="share of one GPU"):
+        with pytest.raises(ConfigError, match="share of one GPU in .* or a whole number of GPUs"):
             packing.check_share(share)
-    for share in (2, 8):  # a trial runs on one device: N whole GPUs would leave N - 1 idle
-        with pytest.raises(ConfigError, match=f"reserve {share} GPUs for a trial that runs on one"):
-            packing.check_share(share)
-    for share in (0, 0.25, 1):
+    for share in (0, 0.25, 1, 2, 8):  # a share of one GPU, or whole GPUs for a trial over that many ranks
         packing.check_share(share)
+    assert [packing.ranks_per_trial(share) for share in (0, 0.25, 1, 2, 8)] == [1, 1, 1, 2, 8]
 
 
 def test_a_gpu_trial_without_a_gpu_share_is_refused_where_a_gpu_is_visible(monkeypatch):
@@ -51,6 +49,26 @@ def test_a_gpu_trial_without_a_gpu_share_is_refused_where_a_gpu_is_visible(monke
     with pytest.raises(ConfigError, match="--gpus-per-trial 0 with device=cuda"):
         preflight.check_devices(trials, RunOptions(study="sampling", gpus_per_trial=0.0))
     preflight.check_devices(trials, RunOptions(study="sampling", gpus_per_trial=0.5))
+
+
+def test_trials_over_more_gpus_than_a_node_or_a_batch_holds_are_refused_in_one_line(monkeypatch):
+    from study import preflight
+    from study.run import RunOptions, plan
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    options = RunOptions(study="methods", scale="cifar", gpus_per_trial=4.0)
+    trials = plan(options, "methods")
+    assert {t.config.data_parallel for t in trials} == {4}  # one rank per GPU
+    with pytest.raises(ConfigError, match="runs each trial over 4 GPUs, but this machine has 2; give at most 2"):
+        preflight.check_devices(trials, options)
+    preflight.check_devices(plan(RunOptions(study="methods", scale="cifar", gpus_per_trial=2.0), "methods"),
+                            RunOptions(study="methods", scale="cifar", gpus_per_trial=2.0))
+    with pytest.raises(ConfigError, match="disagrees with --gpus-per-trial 2"):
+        plan(RunOptions(study="methods", scale="cifar", gpus_per_trial=2.0, settings=("data_parallel=3",)), "methods")
+    # MoCo's Shuffle BN groups of 256 / 2 images cannot give 256 ranks an image each
+    with pytest.raises(ConfigError, match="Shuffle BN group of 128"):
+        plan(RunOptions(study="methods", scale="cifar", gpus_per_trial=256.0), "methods")
 
 
 class TwoScalesThenRelu(torch.nn.Module):

@@ -14,7 +14,17 @@ def test_the_smoke_command_resumes_every_method_it_runs_exactly(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "precision bf16, deterministic True, device cpu" in out
-    assert out.count("resumed run equals uninterrupted: yes") == 2 and "2 of 2 methods passed" in out
+    assert out.count("resumed run equals uninterrupted: yes") == 2 and "2 of 2 runs passed" in out
+
+
+def test_the_smoke_runs_trials_over_two_ranks_where_asked(capsys):
+    """The 2-GPU part, on a CPU over gloo: bf16, deterministic, stopped and resumed over 2 ranks."""
+    code = smoke.main(["--methods", "byol-interclr", "--ranks", "2", *CPU_SIZED])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "byol-interclr      over 2 ranks ok" in out and "2 of 2 runs passed" in out
+    assert out.count("resumed run equals uninterrupted: yes") == 2
+    assert "last loss over 2 ranks / on one device - 1" in out
 
 
 def test_a_run_that_resumes_differently_fails_the_smoke(capsys, monkeypatch):

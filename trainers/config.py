@@ -29,7 +29,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 CHOICES = {"dataset": DATASETS, "network": NETWORKS, "device": DEVICES, "method": tuple(METHODS),
            "precision": PRECISIONS}
-EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads", "deterministic")
+EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads", "deterministic", "data_parallel")
 DEFAULT_METHOD = "npidv2-interclr"
 MAX_LR = 10.0  # twice BYOL's largest rate (LARS, 0.3 x 4096 / 256 = 4.8); plain SGD here diverges far below it
 
@@ -76,6 +76,9 @@ class TrialConfig:
     device: str = "auto"
     threads: int = 1  # torch (and faiss) CPU threads for this trial
     deterministic: bool = False  # CUDA: deterministic kernels (bit-exact reruns) instead of cuDNN autotuning
+    # Processes that split each batch's network work (one GPU each on CUDA; trainers.distributed): the same
+    # computation as one process, up to the order of floating-point sums.
+    data_parallel: int = 1
 
     # the method's own keys; None means its defaults
     settings: MethodSettings | None = None
@@ -206,9 +209,11 @@ def _check_shared(c: TrialConfig) -> None:
     for key in ("epochs", "train_subset", "test_subset", "num_workers"):
         require(getattr(c, key) >= 0, f"{key}={getattr(c, key)} must be >= 0")
     for key in ("batch_size", "cnn_width", "image_size", "load_size", "head_hidden", "embedding_dim", "knn_k",
-                "threads", "eval_every", "svm_train_size", "probe_epochs"):
+                "threads", "eval_every", "svm_train_size", "probe_epochs", "data_parallel"):
         require(getattr(c, key) >= 1, f"{key}={getattr(c, key)} must be >= 1")
     check_temperature("knn_temperature", c.knn_temperature)
+    require(c.data_parallel <= c.batch_size, f"data_parallel={c.data_parallel} ranks would leave some without an "
+                                             f"image of a batch of {c.batch_size}; use at most {c.batch_size}")
     require(0 < c.lr <= MAX_LR, f"lr={c.lr} must be in (0, {MAX_LR:g}]; the profiles use 0.03")
     require(0 <= c.weight_decay < 1 and 0 <= c.momentum < 1, f"need weight_decay in [0, 1) (got {c.weight_decay}) "
                                                              f"and momentum in [0, 1) (got {c.momentum})")

@@ -27,11 +27,14 @@ from trainers import data as datasets
 from trainers.checkpoint import TrialState, check_writable
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.baseline import FloorCache
+from trainers.distributed import LEADER, Ranks, join_group, leave_group, spawn_ranks, stop_ranks
 from trainers.methods.registry import METHODS
 from trainers.trial import METRICS, Trial, trained_gains
 
 
 class Reporter(Protocol):
+    state: TrialState | None  # where the trial's state is kept, if anywhere: the other ranks of the trial read it too
+
     def restore(self, config_hash: str) -> dict | None:
         """The state saved by the last report, or None to start fresh; raises CheckpointError."""
 
@@ -65,15 +68,22 @@ def format_row(row: dict) -> str:
             f"epoch {show('epoch_time_s', 1)}s")
 
 
-def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str | Path | None = None) -> list[dict]:
+def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str | Path | None = None,
+        ranks: Ranks | None = None) -> list[dict]:
     """Train and evaluate one trial; returns one metric row per epoch (0 .. epochs).
 
-    `floor_cache`: a folder where trials share their epoch-0 metrics (trainers.baseline)."""
+    `floor_cache`: a folder where trials share their epoch-0 metrics (trainers.baseline). With
+    config.data_parallel > 1 this process is rank 0 and starts the others (trainers.distributed);
+    `ranks` is given to each rank's own call."""
     reporter = reporter or ConsoleReporter()
+    if config.data_parallel > 1 and ranks is None:
+        return fit_over_ranks(config, reporter, floor_cache)
     torch.set_num_threads(config.threads)
-    trial = Trial(config)
+    trial = Trial(config, ranks=ranks)
     machine = {"hostname": socket.gethostname(), "torch_version": str(torch.__version__)}
     state = reporter.restore(config.config_hash())
+    if ranks is not None:
+        ranks.check_same(-1 if state is None else state["epoch"], "the epoch to resume from")
     if state is not None:
         rows, start = trial.load_state_dict(state)
     else:
@@ -116,6 +126,48 @@ def fit(config: TrialConfig, reporter: Reporter | None = None, floor_cache: str 
         rows = rows + [row]
         reporter.report(row, trial.state_dict(epoch, rows))
     return rows
+
+
+def fit_over_ranks(config: TrialConfig, reporter: Reporter, floor_cache: str | Path | None) -> list[dict]:
+    """Rank 0 of a trial over config.data_parallel ranks: starts ranks 1.. (which load the same state
+    folder on a resume and report nothing), runs its own share, and waits for them."""
+    folder = str(reporter.state.path.parent) if getattr(reporter, "state", None) is not None else None
+    port, processes = spawn_ranks(config.data_parallel, follow_trial, (config, folder))
+    failed = True
+    try:
+        ranks = join_group(LEADER, config.data_parallel, port, device_type(config))
+        rows = fit(config, reporter, floor_cache, ranks)
+        failed = False
+        return rows
+    finally:
+        stop_ranks(processes, failed)  # before leaving the group: followers waiting on rank 0 are stopped, not failed
+        leave_group()
+
+
+def follow_trial(rank: int, world: int, port: int, config: TrialConfig, state_folder: str | None) -> None:
+    """Ranks 1.. of a trial: the whole trial, with rank 0 alone reporting and saving."""
+    ranks = join_group(rank, world, port, device_type(config))
+    try:
+        fit(config, Follower(state_folder), None, ranks)
+    finally:
+        leave_group()
+
+
+class Follower:
+    """The reporter of ranks 1..: reads the trial's state on a resume, reports and saves nothing (rank 0 does)."""
+
+    def __init__(self, state_folder: str | None):
+        self.state = TrialState(state_folder) if state_folder else None
+
+    def restore(self, config_hash: str) -> dict | None:
+        return self.state.load(config_hash) if self.state else None
+
+    def report(self, row: dict, state: dict) -> None:
+        pass
+
+
+def device_type(config: TrialConfig) -> str:
+    return "cuda" if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 class StepTimer:

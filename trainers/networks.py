@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainers.distributed import Ranks, shard_map
+
 
 class GlobalAveragePool(nn.Module):
     """B x C x H x W -> B x C means. Its backward is deterministic on CUDA, unlike AdaptiveAvgPool2d's."""
@@ -91,9 +93,14 @@ class Encoder(nn.Module):
         self.backbone, self.feature_dim = backbone(network, in_channels, cnn_width)
         self.head = mlp(self.feature_dim, head_hidden, embedding_dim, head_batchnorm)
         self.bf16 = bf16
+        self.ranks: Ranks | None = None  # set by trainers.distributed.distribute in a trial over several ranks
 
     def features_and_projection(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B x F backbone features, B x D head output before normalisation), both float32."""
+        """(B x F backbone features, B x D head output before normalisation), both float32. In a trial over
+        several ranks each computes its share of the batch and all receive the whole batch's outputs."""
+        return shard_map(self.ranks, self._features_and_projection, images)
+
+    def _features_and_projection(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with compute_precision(images.device, self.bf16):
             features = self.backbone(images)
             projection = self.head(features)

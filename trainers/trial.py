@@ -27,18 +27,26 @@ from trainers.checkpoint import CheckpointError
 from trainers.config import ConfigError, TrialConfig
 from trainers.evaluate import calibrate_batch_norm, extract, knn_top1, linear_probe_top1, svm_map, svm_subset
 from trainers.baseline import FloorCache, floor_key
+from trainers.distributed import Ranks, distribute
 from trainers.methods.registry import METHODS
 from trainers.randomness import RandomStreams
 
 METRICS = ("knn_top1", "svm_map", "linear_top1")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, rank: int = 0, ranks: int = 1) -> torch.device:
+    """The trial's device; rank r of a trial over several ranks takes GPU r of those it sees."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu or device=auto")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cuda":
+        return torch.device(name)
+    if ranks > torch.cuda.device_count():
+        raise ConfigError(f"data_parallel={ranks} needs a GPU per rank, but this process sees "
+                          f"{torch.cuda.device_count()}; lower data_parallel (--gpus-per-trial)")
+    torch.cuda.set_device(rank)
+    return torch.device("cuda", rank)
 
 
 def use_deterministic_kernels(deterministic: bool, device: torch.device) -> None:
@@ -54,9 +62,10 @@ def use_deterministic_kernels(deterministic: bool, device: torch.device) -> None
 
 
 class Trial:
-    def __init__(self, config: TrialConfig, data: datasets.ImageData | None = None):
-        self.config = config
-        self.device = resolve_device(config.device)
+    def __init__(self, config: TrialConfig, data: datasets.ImageData | None = None, ranks: Ranks | None = None):
+        """`ranks`: this process's place among the trial's ranks (trainers.distributed); None: one process."""
+        self.config, self.ranks = config, ranks
+        self.device = resolve_device(config.device, *((ranks.rank, ranks.world) if ranks else (0, 1)))
         use_deterministic_kernels(config.deterministic, self.device)
         if self.device.type == "cuda":  # a Ray worker may have run other trials: their peaks are not this one's
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -64,6 +73,8 @@ class Trial:
         config.check_against_data(len(self.data.train), self.data.num_classes)
         self.streams = RandomStreams.create(config.seed, self.device)  # seeds the initial weights too
         self.method = METHODS[config.method](config, self.data, self.device)
+        if ranks is not None:
+            distribute(self.method.network_modules(), ranks)
         self.optimizer = torch.optim.SGD(self.method.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
         self.iterations_per_epoch = len(self.data.train) // config.batch_size
@@ -104,13 +115,20 @@ class Trial:
         loss, logs = self.method.training_step(images, labels, indices, step, self.streams)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.ranks is not None:
+            self.ranks.sum_gradients(self.method.parameters())
         self.optimizer.step()
         self.schedule.step()
         self.method.after_step((step + 1) / self.total_iterations)
         return loss.detach(), logs
 
     def end_epoch(self, epoch: int) -> dict:
-        return self.method.end_epoch(epoch)
+        totals = self.method.end_epoch(epoch)
+        if self.ranks is not None:  # the replicas start every epoch from rank 0's state
+            state = self.method.state_dict()
+            self.ranks.broadcast_state(state)
+            self.method.load_state_dict(state)
+        return totals
 
     def evaluate_epoch(self, epoch: int, with_svm: bool, train_extraction: tuple | None = None,
                        floors: FloorCache | None = None) -> tuple[dict, torch.Tensor]:
@@ -124,8 +142,7 @@ class Trial:
         train_features, train_embeddings = train_extraction or extract(encoder, self.splits[0], *args)
         train_labels, test_labels = d.train_labels(), d.test_labels()
 
-        def measure() -> dict:
-            test_features, _ = extract(encoder, self.splits[1], *args)
+        def metrics_of(test_features: torch.Tensor) -> dict:
             frozen = (train_features, train_labels, test_features, test_labels)
             metrics = {"knn_top1": knn_top1(*frozen, c.knn_k, c.knn_temperature),
                        "svm_map": float("nan"), "linear_top1": float("nan")}
@@ -138,7 +155,19 @@ class Trial:
                 metrics["linear_top1"] = linear_probe_top1(*frozen, c.probe_epochs, seed=c.seed)
             return metrics
 
-        if floors is None:
+        def measure() -> dict:
+            return metrics_of(extract(encoder, self.splits[1], *args)[0])
+
+        if self.ranks is not None:
+            # Every rank's share of the network takes part in the extraction; rank 0 alone computes the
+            # metrics (or finds them in the floor cache) and sends them to the others.
+            test_features, _ = extract(encoder, self.splits[1], *args)
+            metrics = None
+            if self.ranks.leader:
+                metrics = (floors.get(floor_key(encoder, c, train_labels, test_labels), lambda: metrics_of(test_features))
+                           if floors is not None else metrics_of(test_features))
+            metrics = self.ranks.broadcast_object(metrics)
+        elif floors is None:
             metrics = measure()
         else:
             metrics = floors.get(floor_key(encoder, c, train_labels, test_labels), measure)

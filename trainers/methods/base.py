@@ -45,6 +45,11 @@ class Method:
         """What the optimiser trains."""
         raise NotImplementedError
 
+    def network_modules(self) -> list[torch.nn.Module]:
+        """Every network the method runs (trained, momentum and target ones): what a trial over several
+        ranks splits (trainers.distributed)."""
+        raise NotImplementedError
+
     def start(self, embeddings: torch.Tensor, streams: "RandomStreams") -> dict:
         """After the epoch-0 evaluation, given the training set's N x D initial embeddings (dataset order);
         returns extra epoch-0 metrics."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.augment import BYOL_VIEWS, training_view
+from trainers.distributed import shard_map
 from trainers.errors import ConfigError
 from trainers.inter_image import ClusteringSettings
 from trainers.losses import cosine
@@ -53,9 +54,14 @@ class OnlineTargetPair:
 
     def predict(self, view: torch.Tensor) -> torch.Tensor:
         _, projection = self.encoder.features_and_projection(view)
-        with compute_precision(view.device, self.encoder.bf16):
-            prediction = self.predictor(projection)
-        return F.normalize(prediction.float(), dim=1)
+        return F.normalize(shard_map(self.encoder.ranks, self._predict, projection), dim=1)
+
+    def _predict(self, projection: torch.Tensor) -> torch.Tensor:
+        with compute_precision(projection.device, self.encoder.bf16):
+            return self.predictor(projection).float()
+
+    def networks(self) -> list[torch.nn.Module]:
+        return [self.encoder, self.predictor, self.target]
 
     @torch.no_grad()
     def project(self, view: torch.Tensor) -> torch.Tensor:
@@ -85,6 +91,9 @@ class BYOL(IntraImageMethod):
 
     def parameters(self):
         return self.networks.parameters()
+
+    def network_modules(self):
+        return self.networks.networks()
 
     def intra_step(self, images, indices, streams, with_loss=True):
         c = self.config

@@ -47,6 +47,10 @@ class MoCov2Settings(MethodSettings):
         if self.bn_groups < 1 or trial.batch_size % self.bn_groups or trial.batch_size // self.bn_groups < 2:
             raise ConfigError(f"bn_groups={self.bn_groups} must divide batch_size={trial.batch_size} into groups of "
                               f"at least 2 images; use a divisor of batch_size")
+        group = trial.batch_size // self.bn_groups
+        if trial.data_parallel > group:
+            raise ConfigError(f"data_parallel={trial.data_parallel} ranks would leave some without an image of a "
+                              f"Shuffle BN group of {group}; use at most {group} ranks or fewer bn_groups")
 
 
 class KeyQueue:
@@ -84,6 +88,9 @@ class MoCov2(IntraImageMethod):
 
     def parameters(self):
         return list(self.encoder.parameters())
+
+    def network_modules(self):
+        return [self.encoder, self.key_encoder]
 
     def intra_step(self, images, indices, streams, with_loss=True):
         c, s = self.config, self.settings

@@ -49,6 +49,9 @@ class NPIDv2(IntraImageMethod):
     def parameters(self):
         return list(self.encoder.parameters())
 
+    def network_modules(self):
+        return [self.encoder]
+
     def start(self, embeddings, streams):
         """The bank starts as the initial network's embeddings of the un-augmented training images."""
         self.bank = MemoryBank(embeddings, self.settings.bank_momentum)

@@ -67,6 +67,9 @@ class TruncatedTriplet(Method):
     def parameters(self):
         return self.networks.parameters()
 
+    def network_modules(self):
+        return self.networks.networks()
+
     def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
         """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates."""
         saved = copy.deepcopy(self.networks.state_dict())
