@@ -7,13 +7,18 @@ gradients summed over them), so losses and parameters after the same steps agree
 
 import copy
 import math
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from study.profiles import PROFILES
 from trainers.config import ConfigError
-from trainers.distributed import LEADER, join_group, leave_group, spawn_ranks, stop_ranks
+from trainers.distributed import LEADER, follow, lead
 from trainers.fit import ConsoleReporter, fit
 from trainers.trial import Trial
 
@@ -40,29 +45,26 @@ def take_steps(method: str, ranks=None) -> dict:
     result = {key: copy.deepcopy(value) for key, value in result.items()}
     images, labels, indices = next(batches)
     second, _ = trial.step(images, labels, indices, 1)
+    if ranks is not None:
+        trial.end_epoch(1)
+        assert_same_on_every_rank([[m.state_dict() for m in trial.method.network_modules()], trial.method.state_dict()])
     return {**result, "losses": [float(first), float(second)]}
 
 
 def follow_steps(rank: int, world: int, port: int, methods: tuple) -> None:
-    ranks = join_group(rank, world, port, "cpu")
-    try:
-        for method in methods:
-            take_steps(method, ranks)
-    finally:
-        leave_group()
+    follow(rank, world, port, "cpu", lambda ranks: [take_steps(method, ranks) for method in methods])
 
 
 def steps_over_two_ranks(methods: tuple) -> dict:
-    port, processes = spawn_ranks(2, follow_steps, (methods,))
-    failed = True
-    try:
-        ranks = join_group(LEADER, 2, port, "cpu")
-        results = {method: take_steps(method, ranks) for method in methods}
-        failed = False
-    finally:
-        stop_ranks(processes, failed)
-        leave_group()
-    return results
+    return lead(2, "cpu", follow_steps, (methods,), lambda ranks: {method: take_steps(method, ranks) for method in methods})
+
+
+def assert_same_on_every_rank(state) -> None:
+    """Each rank compares its copy with rank 0's; a follower that differs fails, and rank 0's wait for it raises."""
+    for name, tensor in float_tensors(state):
+        leaders = tensor.clone()
+        dist.broadcast(leaders, LEADER)
+        assert torch.equal(leaders, tensor), f"rank {dist.get_rank()} holds another {name} than rank 0"
 
 
 def float_tensors(state, prefix=""):
@@ -165,3 +167,29 @@ def test_a_trial_over_two_ranks_matches_one_process(whole_runs):
     # The SVMs' cross-validated cost on 320 features can flip with the last digits: 1.5 points.
     assert abs(one[0]["svm_map"] - two[0]["svm_map"]) <= 1.5, (one[0]["svm_map"], two[0]["svm_map"])
     assert math.isclose(one[1]["loss"], two[1]["loss"], rel_tol=1e-3), (one[1]["loss"], two[1]["loss"])
+
+
+DIES_BEFORE_JOINING = """
+import sys
+from trainers.distributed import lead
+
+def dies(rank, world, port):
+    raise SystemExit(3)
+
+if __name__ == "__main__":
+    lead(2, "cpu", dies, (), lambda ranks: print("rank 0 ran without its follower"))
+"""
+
+
+def test_rank_0_stops_at_once_when_a_follower_dies(tmp_path):
+    """Without the watch, rank 0 would wait for the dead follower in the group's rendezvous for minutes
+    (on NCCL, in any collective until the group's timeout)."""
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_BEFORE_JOINING)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "rank 1 of this trial died (exit code 1); stopping the trial" in done.stdout
+    assert "ran without its follower" not in done.stdout
+    assert time.monotonic() - started < 60

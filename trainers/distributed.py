@@ -19,15 +19,15 @@ Rank 0 evaluates (all ranks extract features, rank 0 computes the metrics and se
 and saves the trial's state; the others load the same state file on a resume.
 
 A trial's ranks are processes on one machine (Ray places a trial's GPUs on one node): rank 0 is the
-process that runs the trial, and it starts the others (spawn_ranks), which follow it to the end.
+process that runs the trial, and it starts the others (`lead`), which follow it to the end.
 """
 
 from __future__ import annotations
 
 import datetime
 import multiprocessing
+import multiprocessing.connection
 import os
-import socket
 import threading
 import time
 import traceback
@@ -93,11 +93,11 @@ class Ranks:
 
     def check_same(self, value: int, what: str) -> None:
         """Refuse to go on unless every rank holds the same integer (e.g. the epoch a resume starts from)."""
-        low, high = torch.tensor([value]), torch.tensor([-value])
-        dist.all_reduce(low, op=dist.ReduceOp.MIN)
-        dist.all_reduce(high, op=dist.ReduceOp.MIN)
-        if int(low) != -int(high):
-            raise RuntimeError(f"the ranks of this trial disagree on {what} ({int(low)} .. {-int(high)}); the state "
+        bounds = torch.tensor([value, -value])
+        dist.all_reduce(bounds, op=dist.ReduceOp.MIN)  # a CPU tensor: the group's gloo half carries it
+        low, high = int(bounds[0]), -int(bounds[1])
+        if low != high:
+            raise RuntimeError(f"the ranks of this trial disagree on {what} ({low} .. {high}); the state "
                                f"folder changed while they started; rerun the trial")
 
 
@@ -218,29 +218,113 @@ def distribute(networks: list[nn.Module], ranks: Ranks) -> None:
 
 # ---- starting the ranks ------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+HOST = "127.0.0.1"
+STOP_WAIT_S = 30  # how long a stopped follower may take before it is killed
+FINISH_WAIT_S = 600  # how long followers may take to finish after rank 0 has finished the trial
 
 
-def join_group(rank: int, world: int, port: int, device: str) -> Ranks:
-    backend = "nccl" if device == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=COLLECTIVE_TIMEOUT)
+def rendezvous(world: int, port: int = 0) -> dist.TCPStore:
+    """Rank 0's store (on a free port the system picks: no race for it) or a follower's connection to it."""
+    return dist.TCPStore(HOST, port, world, is_master=port == 0, timeout=datetime.timedelta(minutes=5),
+                         wait_for_workers=False)
+
+
+def join_group(rank: int, world: int, store: dist.TCPStore, device: str) -> Ranks:
+    """Join the trial's process group: gloo on a CPU; on CUDA, NCCL for GPU tensors and gloo for the few
+    host-side values (the resume check, the metric row)."""
+    backend = "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=COLLECTIVE_TIMEOUT)
     return Ranks(rank, world)
 
 
-def spawn_ranks(world: int, follower, args: tuple) -> tuple[int, list]:
-    """Start ranks 1 .. world-1 as processes running follower(rank, world, port, *args); returns the port
-    rank 0 joins on and the processes. Not daemons: a rank's data loader starts worker processes of its own."""
-    port = free_port()
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_follow, args=(follower, rank, world, port, args), name=f"rank-{rank}")
-                 for rank in range(1, world)]
-    for process in processes:
-        process.start()
-    return port, processes
+class Followers:
+    """Ranks 1 .. world-1 as processes running follower(rank, world, port, *args), started by rank 0.
+
+    Not daemons (a rank's data loader starts worker processes of its own). While the trial runs, a watch
+    thread ends rank 0 at once if a follower dies: NCCL would leave rank 0 waiting in its next collective
+    until the group's timeout, holding its GPUs. Rank 0's exit is then a crashed trial, which Ray retries
+    from the last saved state."""
+
+    def __init__(self, world: int, port: int, follower, args: tuple):
+        context = multiprocessing.get_context("spawn")
+        self.processes = [context.Process(target=_follow, args=(follower, rank, world, port, args),
+                                          name=f"rank {rank}") for rank in range(1, world)]
+        for process in self.processes:
+            process.start()
+        self.finished = threading.Event()
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        """The only thread that reaps a follower until the trial is over (two threads reaping one process
+        can both miss its exit code)."""
+        running = list(self.processes)
+        while running and not self.finished.is_set():
+            ready = multiprocessing.connection.wait([p.sentinel for p in running], timeout=1.0)
+            for process in [p for p in running if p.sentinel in ready]:
+                running.remove(process)
+                process.join(timeout=STOP_WAIT_S)  # its sentinel can fire before its exit code is readable
+                if process.exitcode != 0 and not self.finished.is_set():
+                    print(f"{process.name} of this trial died (exit code {process.exitcode}); stopping the trial",
+                          flush=True)
+                    self.stop()
+                    os._exit(1)
+
+    def _end_watch(self) -> None:
+        self.finished.set()
+        if threading.current_thread() is not self.watcher:
+            self.watcher.join()
+
+    def stop(self) -> None:
+        """After a failed trial: terminate, then kill what does not stop."""
+        self._end_watch()
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in self.processes:
+            process.join(timeout=STOP_WAIT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def finish(self) -> None:
+        """After a finished trial: wait for the followers; raises if one failed or hangs."""
+        self._end_watch()
+        for process in self.processes:
+            process.join(timeout=FINISH_WAIT_S)
+        hung = [p.name for p in self.processes if p.is_alive()]
+        crashed = [p.name for p in self.processes if not p.is_alive() and p.exitcode != 0]
+        if hung:
+            self.stop()
+        if hung or crashed:
+            raise RuntimeError(f"{', '.join(hung + crashed)} of this trial {'hung' if hung else 'failed'} after rank 0 "
+                               f"finished; its traceback, if any, is printed above")
+
+
+def lead(world: int, device: str, follower, args: tuple, work):
+    """Rank 0: start ranks 1.. running follower(rank, world, port, *args), join the group, and return
+    work(ranks) once every rank has finished; on a failure the followers are stopped first."""
+    store = rendezvous(world)
+    followers = Followers(world, store.port, follower, args)
+    try:
+        try:
+            result = work(join_group(LEADER, world, store, device))
+        except BaseException:
+            followers.stop()  # before leaving the group: followers waiting on rank 0 are stopped, not failed
+            raise
+        followers.finish()
+    finally:
+        leave_group()
+    return result
+
+
+def follow(rank: int, world: int, port: int, device: str, work) -> None:
+    """A follower's side of `lead`: join rank 0's group, run work(ranks), leave."""
+    ranks = join_group(rank, world, rendezvous(world, port), device)
+    try:
+        work(ranks)
+    finally:
+        leave_group()
 
 
 def _follow(follower, rank: int, world: int, port: int, args: tuple) -> None:
@@ -259,17 +343,6 @@ def _exit_with_parent(parent: int, every_s: float = 5.0) -> None:
     while os.getppid() == parent:
         time.sleep(every_s)
     os._exit(1)
-
-
-def stop_ranks(processes: list, failed: bool) -> None:
-    """Wait for the followers after a finished trial; stop them after a failed one. Raises if one failed."""
-    for process in processes:
-        if failed:
-            process.terminate()
-        process.join(timeout=None if not failed else 30)
-    crashed = [p.name for p in processes if p.exitcode not in (0, None) and not failed]
-    if crashed:
-        raise RuntimeError(f"{', '.join(crashed)} of this trial failed; its traceback is printed above")
 
 
 def leave_group() -> None:

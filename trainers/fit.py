@@ -27,7 +27,7 @@ from trainers import data as datasets
 from trainers.checkpoint import TrialState, check_writable
 from trainers.config import ConfigError, TrialConfig, parse_assignment
 from trainers.baseline import FloorCache
-from trainers.distributed import LEADER, Ranks, join_group, leave_group, spawn_ranks, stop_ranks
+from trainers.distributed import Ranks, follow, lead
 from trainers.methods.registry import METHODS
 from trainers.trial import METRICS, Trial, trained_gains
 
@@ -132,25 +132,13 @@ def fit_over_ranks(config: TrialConfig, reporter: Reporter, floor_cache: str | P
     """Rank 0 of a trial over config.data_parallel ranks: starts ranks 1.. (which load the same state
     folder on a resume and report nothing), runs its own share, and waits for them."""
     folder = str(reporter.state.path.parent) if getattr(reporter, "state", None) is not None else None
-    port, processes = spawn_ranks(config.data_parallel, follow_trial, (config, folder))
-    failed = True
-    try:
-        ranks = join_group(LEADER, config.data_parallel, port, device_type(config))
-        rows = fit(config, reporter, floor_cache, ranks)
-        failed = False
-        return rows
-    finally:
-        stop_ranks(processes, failed)  # before leaving the group: followers waiting on rank 0 are stopped, not failed
-        leave_group()
+    return lead(config.data_parallel, device_type(config), follow_trial, (config, folder),
+                lambda ranks: fit(config, reporter, floor_cache, ranks))
 
 
 def follow_trial(rank: int, world: int, port: int, config: TrialConfig, state_folder: str | None) -> None:
     """Ranks 1.. of a trial: the whole trial, with rank 0 alone reporting and saving."""
-    ranks = join_group(rank, world, port, device_type(config))
-    try:
-        fit(config, Follower(state_folder), None, ranks)
-    finally:
-        leave_group()
+    follow(rank, world, port, device_type(config), lambda ranks: fit(config, Follower(state_folder), None, ranks))
 
 
 class Follower:

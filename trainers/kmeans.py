@@ -46,7 +46,10 @@ def global_kmeans(points: torch.Tensor, k: int, iterations: int, seed: int, back
     """(labels N, centroids k x D) of k-means on N x D points; same seed, same result."""
     if k > len(points):
         raise ValueError(f"k-means with {k} clusters needs at least {k} points, got {len(points)}")
-    if backend == "faiss" or (backend == "auto" and faiss_available() and (not points.is_cuda or faiss_gpus())):
+    # faiss on the GPU clusters on the first visible GPU(s): a trial's rank on another GPU (trainers.distributed)
+    # uses the torch implementation on its own GPU instead (rank 0's labels are the ones every rank keeps).
+    faiss_here = not points.is_cuda or (faiss_gpus() and points.device.index in (None, 0))
+    if backend == "faiss" or (backend == "auto" and faiss_available() and faiss_here):
         centroids = _faiss_centroids(points, k, iterations, seed, threads)
     else:
         centroids = _torch_centroids(points, k, iterations, seed)
@@ -62,7 +65,7 @@ def _faiss_centroids(points: torch.Tensor, k: int, iterations: int, seed: int, t
     # On a GPU trial, faiss clusters on the GPU (the features still pass through host memory once).
     kmeans = faiss.Kmeans(array.shape[1], k, niter=iterations, seed=seed, verbose=False,
                           min_points_per_centroid=1, max_points_per_centroid=len(array),
-                          gpu=bool(points.is_cuda and faiss_gpus()))
+                          gpu=1 if points.is_cuda and faiss_gpus() else False)  # one GPU: the trial's
     kmeans.train(array)
     return torch.from_numpy(kmeans.centroids).to(points.device)
 

@@ -100,6 +100,7 @@ class Trial:
             row, (_, embeddings) = {}, extract(self.method.encoder, self.splits[0], c.image_size, d.mean, d.std,
                                                self.device)
         row.update(self.method.start(embeddings, self.streams))
+        self.synchronise()
         return row
 
     def training_batches(self):
@@ -124,11 +125,16 @@ class Trial:
 
     def end_epoch(self, epoch: int) -> dict:
         totals = self.method.end_epoch(epoch)
-        if self.ranks is not None:  # the replicas start every epoch from rank 0's state
+        self.synchronise()
+        return totals
+
+    def synchronise(self) -> None:
+        """Over several ranks: every replica takes rank 0's method state (bank, queue, pseudo-labels, networks),
+        so that k-means and GPU sums that are not bit-reproducible cannot set the ranks' epochs apart."""
+        if self.ranks is not None:
             state = self.method.state_dict()
             self.ranks.broadcast_state(state)
             self.method.load_state_dict(state)
-        return totals
 
     def evaluate_epoch(self, epoch: int, with_svm: bool, train_extraction: tuple | None = None,
                        floors: FloorCache | None = None) -> tuple[dict, torch.Tensor]:
