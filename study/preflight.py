@@ -82,10 +82,14 @@ def check_devices(trials: list[Trial], options: RunOptions) -> None:
     import torch
 
     if options.address is None and needs_gpu(trials, options) and not torch.cuda.is_available():
-        why = ("device=cuda" if trials[0].config.device == "cuda"
-               else f"the {options.scale} profile gives each trial a GPU")
+        if trials[0].config.device == "cuda":
+            why, instead = "device=cuda", "--set device=cpu"
+        elif options.gpus_per_trial is not None:
+            why, instead = f"--gpus-per-trial {options.gpus_per_trial:g} asks for GPUs", "no --gpus-per-trial"
+        else:
+            why, instead = f"the {options.scale} profile gives each trial a GPU", "--scale tiny"
         raise ConfigError(f"{why}, but no CUDA device is visible here; run on a GPU machine, give --address of a "
-                          f"cluster with GPUs, or use --scale tiny / --set device=cpu")
+                          f"cluster with GPUs, or use {instead}")
     whole = int(gpus_per_trial(options)) if gpus_per_trial(options) > 1 else 0
     if options.address is None and whole and torch.cuda.device_count() < whole:
         raise ConfigError(f"--gpus-per-trial {whole} runs each trial over {whole} GPUs, but this machine has "
