@@ -161,22 +161,23 @@ class Trial:
                 metrics["linear_top1"] = linear_probe_top1(*frozen, c.probe_epochs, seed=c.seed)
             return metrics
 
-        def measure() -> dict:
-            return metrics_of(extract(encoder, self.splits[1], *args)[0])
-
-        if self.ranks is not None:
+        if self.ranks is None:
+            def measure() -> dict:  # the test set is extracted only where the floor cache lacks the metrics
+                return metrics_of(extract(encoder, self.splits[1], *args)[0])
+        else:
             # Every rank's share of the network takes part in the extraction; rank 0 alone computes the
             # metrics (or finds them in the floor cache) and sends them to the others.
             test_features, _ = extract(encoder, self.splits[1], *args)
-            metrics = None
-            if self.ranks.leader:
-                metrics = (floors.get(floor_key(encoder, c, train_labels, test_labels), lambda: metrics_of(test_features))
-                           if floors is not None else metrics_of(test_features))
+
+            def measure() -> dict:
+                return metrics_of(test_features)
+
+        metrics = None
+        if self.ranks is None or self.ranks.leader:
+            metrics = (measure() if floors is None else
+                       floors.get(floor_key(encoder, c, train_labels, test_labels), measure))
+        if self.ranks is not None:
             metrics = self.ranks.broadcast_object(metrics)
-        elif floors is None:
-            metrics = measure()
-        else:
-            metrics = floors.get(floor_key(encoder, c, train_labels, test_labels), measure)
         row = {"epoch": epoch, **metrics, "eval_time_s": time.perf_counter() - started, **self.evaluation_sizes()}
         return row, train_embeddings
 
