@@ -1,5 +1,5 @@
 """Cost of a training step per method, and where it goes: `python -m study.benchmark [--scale tiny]
-[--rounds 5] [--steps 20] [--set KEY=VALUE ...]`.
+[--rounds 5] [--steps 20] [--layouts] [--set KEY=VALUE ...]`.
 
 Three variants run in one process on the same data and device: intra only (NPIDv2), intra + inter
 (NPIDv2-InterCLR, semi-hard, online labels) and the truncated triplet (median deputy). Rounds
@@ -13,7 +13,9 @@ split of an intra + inter step into the inter branch's samplers, its bank write 
 and the rest (augmentation, networks, optimiser) from a profile of extra steps, the time of one
 full evaluation (the floor's: kNN, SVM mAP, linear probe), and the peak memory. On a GPU the step times come from
 CUDA events. With a GPU profile on a machine without its data, give e.g. `--set dataset=synthetic
---set image_size=16` to time the code path at toy size.
+--set image_size=16` to time the code path at toy size. `--layouts` also runs each variant with its
+networks in NCHW layout, interleaved with the channels-last ones `trainers.networks.build_encoder` makes,
+and prints each variant's NCHW / channels-last step ratio.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
             "intra+inter (NPIDv2-InterCLR, semi-hard)": {"method": "npidv2-interclr", "negative_sampling": "semi-hard"},
             "truncated triplet (median deputy)": {"method": "truncated-triplet", "deputy": "median"}}
 PARTS = ("samplers", "bank and labels")  # the record_function labels of trainers.inter_image
+NCHW = " [NCHW]"  # suffix of a variant's name run with its networks in NCHW layout (--layouts)
 
 
 def run_steps(trial: Trial, batches, start: int) -> list[float]:
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="iterations per variant per round")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also time each variant with NCHW networks, against the channels-last ones trials build")
     args = parser.parse_args(argv)
     try:
         overrides = dict(parse_assignment(t) for t in args.set)
@@ -90,10 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(base.threads)
     # Each variant starts as fit starts it: batch norm calibrated, the floor measured, the method started.
     trials = {name: Trial(config, data) for name, config in configs.items()}
+    if args.layouts:
+        for name, config in configs.items():
+            trials[name + NCHW] = trial = Trial(config, data)
+            for network in trial.method.network_modules():
+                network.to(memory_format=torch.contiguous_format)
     floors = {name: trial.start() for name, trial in trials.items()}
     order = torch.Generator().manual_seed(0)
     batches = list(datasets.batches(data.train, base.batch_size, shuffle=True, generator=order))
-    per_round: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    per_round: dict[str, list[float]] = {name: [] for name in trials}
     warmup = 3
     for trial in trials.values():
         run_steps(trial, batches[:warmup], start=0)
@@ -114,10 +124,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"device {device}, threads {base.threads}, batch {base.batch_size}, bank {len(data.train)}, "
           f"K {configs[inter].num_negatives}, {args.rounds} rounds x {args.steps} steps per variant")
-    for name in VARIANTS:
+    for name in trials:
         median = statistics.median(per_round[name])
-        print(f"  {name:<44} median step {median * 1000:7.1f} ms, {base.batch_size / median:7.0f} images/s  "
+        print(f"  {name:<51} median step {median * 1000:7.1f} ms, {base.batch_size / median:7.0f} images/s  "
               f"(rounds: {', '.join(f'{s * 1000:.1f}' for s in per_round[name])})")
+    if args.layouts:
+        for name in VARIANTS:
+            ratios_nchw = [b / a for a, b in zip(per_round[name], per_round[name + NCHW])]
+            print(f"  NCHW / channels-last step, {name}: median {statistics.median(ratios_nchw):.3f} "
+                  f"(min {min(ratios_nchw):.3f}, max {max(ratios_nchw):.3f}); one evaluation "
+                  f"{floors[name + NCHW]['eval_time_s']:.1f} s against {floors[name]['eval_time_s']:.1f} s")
     print(f"  ratio intra+inter / intra: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); paper Table 4 implies 1.92")
     print("  intra+inter step split: " + ", ".join(f"{part} {share:.0%}" for part, share in split.items()))

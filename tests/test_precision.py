@@ -1,6 +1,8 @@
 """precision=bf16 covers every forward a trial runs: each method's training step and its target or key
 network, the offline relabelling pass, batch-norm calibration and the evaluation's extraction. Hooked on
-every convolution and linear layer through a whole `fit`, on the CPU (bf16 autocast runs there)."""
+every convolution and linear layer through a whole `fit`, on the CPU (bf16 autocast runs there). The same
+hook checks that every convolution computes in channels-last layout, the layout trainers.networks builds
+for speed, in every one of those forwards."""
 
 import math
 
@@ -17,12 +19,16 @@ SMALL = {"num_negatives": 8, "clusters_per_class": 2, "min_cluster_size": 3, "qu
 
 
 def layer_output_dtypes(config: TrialConfig) -> list[tuple[str, torch.dtype]]:
-    """(layer type, output dtype) of every Conv2d and Linear forward during fit(config)."""
+    """(layer type, output dtype) of every Conv2d and Linear forward during fit(config); asserts that every
+    Conv2d output is in channels-last layout."""
     seen = []
 
     def record(module, inputs, output):
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             seen.append((type(module).__name__, output.dtype))
+        if isinstance(module, nn.Conv2d):
+            assert output.shape[1] > 1 and output.shape[2] * output.shape[3] > 1  # else both layouts pass
+            assert output.is_contiguous(memory_format=torch.channels_last), f"{module} computed in NCHW"
 
     handle = nn.modules.module.register_module_forward_hook(record)
     try:
