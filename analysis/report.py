@@ -179,14 +179,14 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
     lines += provenance(tables)
     lines += table_sections(tables, scale_folder)
     table4 = scale_folder / "table4" / "table4.md"
-    if table4.exists():  # written by `python -m study.table4`
+    if table4.exists():  # written by `python -m study.measure.table4`
         lines += ["", "## Table 4 replica (claim 11, measured in one run)", "",
                   *table4.read_text().splitlines()[2:]]
     return "\n".join(lines) + "\n"
 
 
 def positive_control(folder: Path) -> list[str]:
-    """The positive control's search (study.positive_control), if it has been run: does the inter branch
+    """The positive control's search (study.measure.positive_control), if it has been run: does the inter branch
     help its base at any CPU scale tried?"""
     path = folder / "effects.csv"
     if not path.exists():
@@ -196,7 +196,7 @@ def positive_control(folder: Path) -> list[str]:
     passing = [scale for scale, part in shown[shown["comparison"] == "inter - base"].groupby("scale")
                if len(part) == 2 and (part["ci_low"] > 0).all()]
     lines = ["", "## Positive control: does the inter branch help its base at some CPU scale?", "",
-             f"From `{folder.name}/effects.csv` (`python -m study.positive_control`, see its RUN.md): NPIDv2-InterCLR "
+             f"From `{folder.name}/effects.csv` (`python -m study.measure.positive_control`, see its RUN.md): NPIDv2-InterCLR "
              "under the paper's lambda protocol (lambda 0.75, random negatives, margin 0) against NPIDv2, paired over "
              "seeds (inter - base; NPIDv2-InterCLR at lambda 1 computes NPIDv2 bit for bit, so this is also lambda 0.75 "
              "- lambda 1); a scale passes when both kNN and linear intervals lie above 0. "

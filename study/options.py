@@ -1,5 +1,5 @@
 """The runner's options: what `python -m study.run` and `study.submit` ask for, read by the runner and its
-launch checks (study.preflight)."""
+launch checks (study.safety.preflight)."""
 
 from __future__ import annotations
 

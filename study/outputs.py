@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from study import files
-from study.lock import LOCK_FILE
 from study.trials import Trial
 from trainers.checkpoint import STATE_FILE, TrialState
 from trainers.config import ConfigError
 
 MANIFEST = "run.json"
+LOCK_FILE = ".lock"  # held by the driver writing the folder (study.safety.lock)
 RESULT_TABLE = "trials"
 
 

@@ -80,7 +80,7 @@ PROFILES = {p.name: p for p in [
         cpus_per_trial=1.0,
         costs=UnitCosts(
             "measured on a 2-core AMD EPYC: Trial.step medians with channels-last networks, one trial alone, "
-            "x 1.05 for the neighbour trial; evaluation passes from eval_time_s, study.svm_cost",
+            "x 1.05 for the neighbour trial; evaluation passes from eval_time_s, study.measure.svm_cost",
             train_size=5000, test_size=10000, classes=10, device="CPU",
             step_s={"npidv2": 0.052, "npidv2-interclr": 0.068, "mocov2": 0.075, "mocov2-interclr": 0.089,
                     "byol": 0.142, "byol-interclr": 0.149, "truncated-triplet": 0.151},

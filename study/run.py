@@ -27,11 +27,12 @@ from pathlib import Path
 import pandas as pd
 
 from catalogue import FIRST_ROUND, STUDIES, SWEEP_FILE, StudySpec, Times, sweep_study
-from study import cost, files, lock, outputs, packing, rounds, trackers
+from study import cost, files, outputs, packing, rounds, trackers
+from study.safety import lock
 from study.cli import OneLineParser
-from study.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
+from study.safety.failures import DISK_FULL, TrialFailure, failure_of, next_step, resume_command
 from study.options import RunOptions
-from study.preflight import check_cluster_gpus, check_launch, check_options, cpus_per_trial, gpus_per_trial
+from study.safety.preflight import check_cluster_gpus, check_launch, check_options, cpus_per_trial, gpus_per_trial
 from study.profiles import PROFILES
 from study.trials import Trial, expand
 from trainers import data as datasets

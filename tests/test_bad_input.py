@@ -21,9 +21,10 @@ from analysis import bernoulli
 from analysis import report as analysis_report
 from analysis import sequential
 from catalogue import STUDIES
-from study import lock, outputs, rehash, submit
+from study import outputs, rehash, submit
 from study import run as study_run
 from study.profiles import PROFILES
+from study.safety import lock
 from study.trials import expand
 from trainers import fit as trainers_fit
 from trainers.config import parse_assignment

@@ -284,7 +284,7 @@ def test_the_image_check_decodes_each_unchanged_file_once(tmp_path, monkeypatch,
     changed ones, and a damaged file is named whatever the record says."""
     from PIL import Image
 
-    from study.preflight import check_image_files
+    from study.safety.preflight import check_image_files
 
     root = tmp_path / "data"
     for split in ("train", "test"):

@@ -84,6 +84,20 @@ def test_layers_point_one_way():
                 (module, imported)
 
 
+def test_study_groups_point_one_way():
+    """study.measure holds commands: nothing else in study/ imports them (study.benchmark is only the
+    benchmark's short command name). study.safety sits below the runner and the measurements, and above
+    the output folder's layout."""
+    graph = imports_of_each_module()
+    for module, imported in graph.items():
+        if module.startswith("study") and not module.startswith("study.measure") and module != "study.benchmark":
+            assert not any(name.startswith("study.measure") for name in imported), (module, imported)
+        if module.startswith("study.safety"):
+            assert not {"study.run", "study.submit", "study.rounds"} & imported, (module, imported)
+        if module in ("study.outputs", "study.files", "study.trials", "study.profiles"):
+            assert not any(name.startswith("study.safety") for name in imported), (module, imported)
+
+
 def test_no_import_cycles():
     graph = imports_of_each_module()
     edges = {module: {name for name in imported if name in graph} for module, imported in graph.items()}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from ray.exceptions import RayTaskError, WorkerCrashedError
 
-from study import lock
-from study.failures import failure_of, next_step
+from study.safety import lock
+from study.safety.failures import failure_of, next_step
 from trainers.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def hold_lock_in_another_process(out: Path, then_die: bool) -> subprocess.Popen:
     """A process that takes the lock, says so on stdout, then dies at once (SIGKILL) or waits."""
-    code = (f"import os, signal, sys, time; from pathlib import Path; from study import lock; "
+    code = (f"import os, signal, sys, time; from pathlib import Path; from study.safety import lock; "
             f"held = lock.acquire(Path({str(out)!r})); print('locked', flush=True); "
             f"{'os.kill(os.getpid(), signal.SIGKILL)' if then_die else 'time.sleep(60)'}")
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)

@@ -36,10 +36,10 @@ def test_shares_ray_cannot_schedule_or_a_trial_cannot_use_are_refused():
 
 
 def test_a_gpu_trial_without_a_gpu_share_is_refused_where_a_gpu_is_visible(monkeypatch):
-    from study import preflight
     from catalogue import STUDIES
     from study.profiles import PROFILES
     from study.run import RunOptions
+    from study.safety import preflight
     from study.trials import expand
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -52,8 +52,8 @@ def test_a_gpu_trial_without_a_gpu_share_is_refused_where_a_gpu_is_visible(monke
 
 
 def test_trials_over_more_gpus_than_a_node_or_a_batch_holds_are_refused_in_one_line(monkeypatch):
-    from study import preflight
     from study.run import RunOptions, plan
+    from study.safety import preflight
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -195,9 +195,9 @@ def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launc
 
 def test_the_launch_check_prints_each_trials_gpu_memory_even_where_the_driver_sees_no_gpu(capsys):
     from catalogue import STUDIES
-    from study import preflight
     from study.profiles import PROFILES
     from study.run import RunOptions
+    from study.safety import preflight
     from study.trials import expand
 
     overrides = {"device": "cuda", "dataset": "synthetic", "image_size": 16, "clusters_per_class": 2,

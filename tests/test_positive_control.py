@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from study.positive_control import config_hash, effects_table, trial_keys
+from study.measure.positive_control import config_hash, effects_table, trial_keys
 
 
 def test_paired_effect_and_interval_by_hand():

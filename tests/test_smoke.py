@@ -3,7 +3,7 @@ resumed, and the command says whether the two agree."""
 
 import math
 
-from study import smoke
+from study.measure import smoke
 
 CPU_SIZED = ["--set", "device=cpu", "--set", "network=small-cnn", "--set", "image_size=16", "--set", "cnn_width=8",
              "--set", "batch_size=32"]

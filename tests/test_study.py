@@ -162,7 +162,8 @@ def test_study_runs_end_to_end_through_ray_tune(tmp_path):
 
 def test_a_study_stopped_midway_stops_the_rest_and_resume_starts_the_studies_never_begun(tmp_path, monkeypatch,
                                                                                        capsys):
-    from study import preflight, run
+    from study import run
+    from study.safety import preflight
 
     # Two studies stand for `all`. A Tune run cut short before any trial ran (what Ctrl-C leaves):
     # every trial unfinished, none failed.

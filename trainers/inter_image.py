@@ -161,7 +161,7 @@ class InterImageBranch:
         negatives, whose true class is the query's (0-dim tensors; nothing waits for the device)."""
         s, bank = self.settings, self.bank
         query_classes = self.truth[indices]
-        # The record_function labels name the parts of a step in a profile (study.benchmark); free otherwise.
+        # The record_function labels name the parts of a step in a profile (study.measure.benchmark); free otherwise.
         with torch.no_grad(), record_function("samplers"):
             clusters = Clusters(bank.labels, bank.num_clusters)
             positives = same_cluster_positives(clusters, indices, streams.inter_positives)

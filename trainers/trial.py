@@ -10,7 +10,7 @@ schedule. Then:
     row = trial.evaluate_epoch(epoch, with_svm, train_extraction)
     trial.state_dict(epoch, rows) / trial.load_state_dict(state)
 
-`trainers.fit` runs it for a whole trial, `study.benchmark` times its `step` and `study.packing`
+`trainers.fit` runs it for a whole trial, `study.measure.benchmark` times its `step` and `study.packing`
 measures its networks, so what is timed and estimated is what runs.
 """
 

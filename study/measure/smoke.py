@@ -1,5 +1,5 @@
 """The first command to run on a GPU: every method for 2 short epochs on the cifar code path, stopped
-and resumed: `python -m study.smoke [--methods NAME ...] [--set KEY=VALUE ...]`.
+and resumed: `python -m study.measure.smoke [--methods NAME ...] [--set KEY=VALUE ...]`.
 
 Each method trains with the cifar profile's network (ResNet-18 with the CIFAR stem), bf16 autocast and
 deterministic kernels on synthetic 32 x 32 images (no data needed; `--set dataset=cifar10 --set
@@ -115,7 +115,7 @@ def run_one(method: str, config: TrialConfig, failed: list[str], label: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m study.smoke", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m study.measure.smoke", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="NAME")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--ranks", type=int, metavar="N",

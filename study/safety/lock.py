@@ -18,9 +18,8 @@ import stat
 import time
 from pathlib import Path
 
+from study.outputs import LOCK_FILE
 from trainers.config import ConfigError
-
-LOCK_FILE = ".lock"
 
 
 class OutputLock:

@@ -1,6 +1,6 @@
 """The positive control: at which CPU scale does the inter-image branch measurably help its base?
 
-    python -m study.positive_control --out results/positive-control [--scales NAME ...] [--seeds 2]
+    python -m study.measure.positive_control --out results/positive-control [--scales NAME ...] [--seeds 2]
                                      [--workers 2] [--arms base inter]
 
 Before an ablation inside the inter branch can show anything, the branch itself must help: here
@@ -173,7 +173,7 @@ def write_run_notes(out: Path, argv: list[str], search: pd.DataFrame) -> None:
                       if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
         else platform.processor()
     lines = ["# Positive control search", "",
-             f"- command: `python -m study.positive_control {' '.join(argv)}`",
+             f"- command: `python -m study.measure.positive_control {' '.join(argv)}`",
              f"- code versions of the trials: {', '.join(sorted(search['code_version'].unique()))}",
              f"- written: {datetime.datetime.now().isoformat(timespec='seconds')}; processor: {processor}; "
              f"python {platform.python_version()}, torch {torch.__version__}; one torch thread per trial",

@@ -1,7 +1,7 @@
 """InterCLR Table 4 replica: time per iteration and per epoch, and peak memory, of Intra,
 Intra+Inter (offline labels) and Intra+Inter (online labels), measured in one run on one machine.
 
-`python -m study.table4 [--scale tiny] [--epochs 3] [--rounds 2] [--set KEY=VALUE ...]`
+`python -m study.measure.table4 [--scale tiny] [--epochs 3] [--rounds 2] [--set KEY=VALUE ...]`
 
 Each variant trains in its own process (`python -m trainers.fit`), so its peak memory is its own;
 rounds alternate between the variants (A B C A B C) so drift in the machine's speed hits all
@@ -54,7 +54,7 @@ def run_variant(config: TrialConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m study.table4", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m study.measure.table4", description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", default="tiny", choices=list(PROFILES))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or Path("results") / args.scale / "table4")
     out.mkdir(parents=True, exist_ok=True)
     files.replace_file(out / "table4.csv", table.to_csv())
-    command = "python -m study.table4 " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    command = "python -m study.measure.table4 " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     markdown = [f"# InterCLR Table 4 replica at scale `{args.scale}`", "",
                 f"`{command}`: {args.epochs} epochs per variant, median of {args.rounds} alternating rounds, "
                 f"device {base.device}, {platform.processor() or platform.machine()}. Epoch time = training "

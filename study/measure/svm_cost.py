@@ -1,5 +1,5 @@
 """Seconds of the SVM evaluation per class at a scale's shape, and the projection for all its classes:
-`python -m study.svm_cost [--classes 1000] [--dim 2048] [--train 5000] [--test 10000] [--sample 8]
+`python -m study.measure.svm_cost [--classes 1000] [--dim 2048] [--train 5000] [--test 10000] [--sample 8]
 [--workers 1 2]`.
 
 The features are synthetic (a Gaussian per class around a random centre, L2-normalised, as the
@@ -31,7 +31,7 @@ def synthetic_features(classes: int, dim: int, size: int, spread: float, generat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m study.svm_cost", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m study.measure.svm_cost", description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--train", type=int, default=5000, help="SVM training features (svm_train_size)")
