@@ -188,7 +188,7 @@ class StepTimer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m trainers.fit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config key: " + "; ".join(f"{name}: {', '.join(TrialConfig.keys_of(name))}"
                                                           for name in METHODS))

@@ -1,7 +1,7 @@
 """The positive control: at which CPU scale does the inter-image branch measurably help its base?
 
-    python -m study.measure.positive_control --out results/positive-control [--scales NAME ...] [--seeds 2]
-                                     [--workers 2] [--arms base inter]
+    python -m study.measure.positive_control --out results/positive-control [--scales NAME ...]
+                                             [--seeds 2] [--workers 2] [--arms base inter]
 
 Before an ablation inside the inter branch can show anything, the branch itself must help: here
 NPIDv2-InterCLR (lambda 0.75, random negatives, inter margin 0, online labels: the paper's lambda
@@ -182,7 +182,7 @@ def write_run_notes(out: Path, argv: list[str], search: pd.DataFrame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m study.measure.positive_control", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for trials/, search.csv and effects.csv")
     parser.add_argument("--scales", nargs="+", default=list(SCALES), choices=list(SCALES), metavar="SCALE",
                         help=f"candidate scales (default: all of {', '.join(SCALES)})")
