@@ -9,16 +9,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: setup setup-dev setup-gpu data browser run test
 
 # `make run` needs the package alone; `make test` adds the dev extras (pytest, notebooks, trackers).
-# --no-compile: Python compiles a module when it is first imported instead of pip compiling all of
-# torch's and Ray's at install, which took 45 s of a 2-minute install on a 2-core AMD EPYC.
+# --no-compile, then one import of what a run's processes import with bytecode writing on: pip
+# compiling all of torch's and Ray's modules took 45 s of a 2-minute install on a 2-core AMD EPYC,
+# and with PYTHONDONTWRITEBYTECODE set (as on CI machines) nothing else would write them, so every
+# process (the driver, each Ray worker, the figure step, each test's subprocess) compiled torch again:
+# 18 s to import these modules without bytecode, 7 s with it.
+WARM_IMPORTS := torch._inductor, torchvision, ray.tune, pandas, pyarrow.parquet, sklearn.svm, sklearn.metrics, \
+	matplotlib.pyplot, seaborn, scipy.stats, faiss
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -e .
+	cd $(VENV) && env -u PYTHONDONTWRITEBYTECODE ./bin/python -c "import $(WARM_IMPORTS)"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
+	cd $(VENV) && env -u PYTHONDONTWRITEBYTECODE ./bin/python -c "import pytest, nbclient, nbformat, ipykernel.kernelapp"
 	touch $@
 
 setup: $(VENV)/.installed
