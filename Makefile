@@ -14,18 +14,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # and with PYTHONDONTWRITEBYTECODE set (as on CI machines) nothing else would write them, so every
 # process (the driver, each Ray worker, the figure step, each test's subprocess) compiled torch again:
 # 18 s to import these modules without bytecode, 7 s with it.
-WARM_IMPORTS := torch._inductor, torchvision, ray.tune, pandas, pyarrow.parquet, sklearn.svm, sklearn.metrics, \
-	matplotlib.pyplot, seaborn, scipy.stats, faiss
+# Run from inside the venv, so that only the venv's modules get bytecode, never the repository's.
+WRITE_BYTECODE := cd $(VENV) && env -u PYTHONDONTWRITEBYTECODE ./bin/python -c
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -e .
-	cd $(VENV) && env -u PYTHONDONTWRITEBYTECODE ./bin/python -c "import $(WARM_IMPORTS)"
+	$(WRITE_BYTECODE) "import torch._inductor, torchvision, ray.tune, pandas, pyarrow.parquet, sklearn.svm, \
+		sklearn.metrics, matplotlib.pyplot, seaborn, scipy.stats, faiss"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
-	cd $(VENV) && env -u PYTHONDONTWRITEBYTECODE ./bin/python -c "import pytest, nbclient, nbformat, ipykernel.kernelapp"
+	$(WRITE_BYTECODE) "import pytest, nbclient, nbformat, ipykernel.kernelapp"
 	touch $@
 
 setup: $(VENV)/.installed
