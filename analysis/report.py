@@ -187,22 +187,34 @@ def claims_markdown(claims: pd.DataFrame, figures: dict[str, Path], tables: dict
 
 def positive_control(folder: Path) -> list[str]:
     """The positive control's search (study.measure.positive_control), if it has been run: does the inter branch
-    help its base at any CPU scale tried?"""
+    help its base at any CPU scale tried? Then its follow-up (more seeds at scales chosen after the search), if any."""
     path = folder / "effects.csv"
     if not path.exists():
         return []
-    effects = pd.read_csv(path)
-    shown = effects[effects["metric"].isin(["knn_top1", "linear_top1"])]
-    passing = [scale for scale, part in shown[shown["comparison"] == "inter - base"].groupby("scale")
-               if len(part) == 2 and (part["ci_low"] > 0).all()]
     lines = ["", "## Positive control: does the inter branch help its base at some CPU scale?", "",
              f"From `{folder.name}/effects.csv` (`python -m study.measure.positive_control`, see its RUN.md): NPIDv2-InterCLR "
              "under the paper's lambda protocol (lambda 0.75, random negatives, margin 0) against NPIDv2, paired over "
              "seeds (inter - base; NPIDv2-InterCLR at lambda 1 computes NPIDv2 bit for bit, so this is also lambda 0.75 "
-             "- lambda 1); a scale passes when both kNN and linear intervals lie above 0. "
-             f"Passing: {', '.join(passing) or 'none of the scales tried'}. *positives / neighbours*: the share of the "
-             "branch's positives with the query's class over the base encoder's kNN top-1; below 1 the pseudo-label "
-             "positive is a worse teacher than the encoder's own neighbours.", "",
+             "- lambda 1); a scale passes when both kNN and linear intervals lie above 0. *positives / neighbours*: the "
+             "share of the branch's positives with the query's class over the base encoder's kNN top-1; below 1 the "
+             "pseudo-label positive is a worse teacher than the encoder's own neighbours.", "",
+             *effects_lines(pd.read_csv(path), "Passing")]
+    follow_up = folder / "follow-up" / "effects.csv"
+    if follow_up.exists():
+        lines += ["", "### Follow-up: more seeds where the search's estimates pointed the paper's way", "",
+                  f"From `{folder.name}/follow-up/` (its RUN.md): the same arms and trials with seeds added at scales "
+                  "chosen after reading the search, so a pass here names a candidate scale for a registered run (the "
+                  "InterCLR studies at that scale), not a confirmed positive control.", "",
+                  *effects_lines(pd.read_csv(follow_up), "Passing at these seeds")]
+    return lines
+
+
+def effects_lines(effects: pd.DataFrame, passing_label: str) -> list[str]:
+    """Which scales pass (kNN and linear intervals both above 0), then the kNN and linear rows as a table."""
+    shown = effects[effects["metric"].isin(["knn_top1", "linear_top1"])]
+    passing = [scale for scale, part in shown[shown["comparison"] == "inter - base"].groupby("scale")
+               if len(part) == 2 and (part["ci_low"] > 0).all()]
+    lines = [f"{passing_label}: {', '.join(passing) or 'none of the scales tried'}.", "",
              "| scale | settings | comparison | metric | seeds | effect | 95% CI | trained gain | inter loss / chance | "
              "positives / neighbours | s per trial |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in shown.itertuples():

@@ -57,4 +57,14 @@ def test_report_names_a_scale_as_passing_only_when_knn_and_linear_intervals_clea
     text = "\n".join(positive_control(tmp_path))
     assert "Passing: clears." in text
     assert text.count("| half |") == 2 and "svm_map" not in text  # kNN and linear rows only
+    assert "Follow-up" not in text
     assert positive_control(tmp_path / "absent") == []
+
+    # A follow-up with more seeds is its own table with its own passing line, never merged into the search's.
+    (tmp_path / "follow-up").mkdir()
+    follow_up = pd.DataFrame(rows)
+    follow_up.loc[follow_up["scale"] == "half", "ci_low"] = 0.05
+    follow_up.to_csv(tmp_path / "follow-up" / "effects.csv", index=False)
+    text = "\n".join(positive_control(tmp_path))
+    assert "Passing: clears." in text and "Passing at these seeds: clears, half." in text
+    assert text.count("| half |") == 4
