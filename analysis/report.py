@@ -201,9 +201,9 @@ def positive_control(folder: Path) -> list[str]:
              *effects_lines(pd.read_csv(path), "Passing")]
     follow_up = folder / "follow-up" / "effects.csv"
     if follow_up.exists():
-        lines += ["", "### Follow-up: more seeds where the search's estimates pointed the paper's way", "",
-                  f"From `{folder.name}/follow-up/` (its RUN.md): the same arms and trials with seeds added at scales "
-                  "chosen after reading the search, so a pass here names a candidate scale for a registered run (the "
+        lines += ["", "### Follow-up: more seeds at scales chosen after reading the search", "",
+                  f"From `{folder.name}/follow-up/` (its RUN.md; the folder's README says why these "
+                  "scales): the same arms and trials with more seeds, so a pass here names a candidate scale for a registered run (the "
                   "InterCLR studies at that scale), not a confirmed positive control.", "",
                   *effects_lines(pd.read_csv(follow_up), "Passing at these seeds")]
     return lines
