@@ -112,14 +112,17 @@ PROFILES = {p.name: p for p in [
          "clusters_per_class": 10.0, "min_cluster_size": 20, "threads": 2, "num_workers": 6, "device": "cuda",
          "precision": "bf16",
          # Each evaluation re-embeds all 1.28 M training images; 10 probe epochs over them are 50k SGD steps.
-         "eval_every": 10, "probe_epochs": 10},
+         "eval_every": 10, "probe_epochs": 10,
+         # 1,000 nearly separable classes in 2,048 dimensions: the dual solver, the reference code's, is 3x faster.
+         "svm_solver": "dual"},
         cpus_per_trial=8.0, gpus_per_trial=1.0,
         costs=UnitCosts(
             "declared, not measured: one H100 running ResNet-50 in bf16 at about 3,000 images/s forward and "
-            "backward and 9,000 forward only; JPEG decode and resize 250 images/s per CPU worker and SVMs "
-            "10-12 s per class per CPU (both measured on a 2-core AMD EPYC); faiss k-means on the GPU, 60 s",
+            "backward and 9,000 forward only; JPEG decode and resize 250 images/s per CPU worker and the dual "
+            "solver's SVMs 4.0-4.2 s per class per CPU (both measured on a 2-core AMD EPYC); faiss k-means on "
+            "the GPU, 60 s",
             train_size=1281167, test_size=50000, classes=1000,
             step_s={"npidv2": 0.095, "npidv2-interclr": 0.115, "mocov2": 0.115, "mocov2-interclr": 0.135,
                     "byol": 0.23, "byol-interclr": 0.25, "truncated-triplet": 0.23},
-            forward_images_per_s=9000, decode_images_per_s=250, svm_s_per_class=12.0, kmeans_s=60.0)),
+            forward_images_per_s=9000, decode_images_per_s=250, svm_s_per_class=4.2, kmeans_s=60.0)),
 ]}

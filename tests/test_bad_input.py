@@ -411,6 +411,10 @@ OTHER_TOOLS = {  # name: (main function, arguments, words the error must contain
         sequential.main, ["--study", "sampling", "--folder", "{tmp}", "--max-seeds", "5"], "no results table", None),
     "rehash: a corrupt table": (rehash.main, ["{tmp}/res"], "is unreadable",
                                 lambda t: (t / "res").mkdir() or (t / "res" / "trials.parquet").write_bytes(b"PAR1 no")),
+    "rehash: a trial record that is not JSON": (
+        rehash.main, ["{tmp}/pc"], "is not a trial record",
+        lambda t: ((t / "pc" / "trials").mkdir(parents=True), (t / "pc" / "search.csv").write_text("config_hash\n"),
+                   (t / "pc" / "trials" / "000000000001.json").write_text('{"config": '))),
     "fit: --floor-cache is a file": (trainers_fit.main, ["--set", "dataset=synthetic", "--floor-cache", "{tmp}/floors"],
                                      "--floor-cache", lambda t: (t / "floors").write_text("x")),
     "fit: a state whose rows are not a list": (

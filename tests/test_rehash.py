@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 
@@ -6,7 +8,7 @@ from study import outputs
 from study.profiles import PROFILES
 from study.rehash import main, rehash
 from study.trials import expand
-from trainers.config import ConfigError
+from trainers.config import ConfigError, TrialConfig
 
 
 def stored_table(folder, seeds=2, epochs=PROFILES["tiny"].settings["epochs"]):
@@ -23,6 +25,10 @@ def stored_table(folder, seeds=2, epochs=PROFILES["tiny"].settings["epochs"]):
 
 def test_rehash_gives_todays_hashes_and_keeps_the_metrics(tmp_path):
     before = stored_table(tmp_path / "labels")
+    # The resolved configs as an older code wrote them: a key since added is missing, an execution key was set.
+    (tmp_path / "labels" / "configs.json").write_text(json.dumps(
+        {f"old{value}{seed}": {"trial": f"{value}_seed{seed}_old{value}{seed}", "label_mode": value, "threads": 3}
+         for value in ("online", "offline") for seed in range(2)}))
     assert rehash(tmp_path / "labels") == 4
     after = pd.read_parquet(tmp_path / "labels" / "trials.parquet")
     today = {(t.value, t.seed): t.config.config_hash() for t in expand(STUDIES["labels"], PROFILES["tiny"], 2)}
@@ -30,6 +36,11 @@ def test_rehash_gives_todays_hashes_and_keeps_the_metrics(tmp_path):
     assert after.drop(columns="config_hash").equals(before.drop(columns="config_hash"))
     assert sorted(outputs.Manifest.load(tmp_path / "labels").config_hashes) == sorted(today.values())
     outputs.check_output(tmp_path / "labels", expand(STUDIES["labels"], PROFILES["tiny"], 2), resume=False)
+    configs = json.loads((tmp_path / "labels" / "configs.json").read_text())
+    assert sorted(configs) == sorted(today.values())
+    for (value, seed), name in today.items():
+        assert configs[name]["trial"].endswith(name) and configs[name]["label_mode"] == value
+        assert configs[name]["threads"] == 3 and configs[name]["svm_solver"] == "primal"
 
 
 def test_rehash_refuses_trials_that_are_not_todays_plan(tmp_path):
@@ -37,3 +48,38 @@ def test_rehash_refuses_trials_that_are_not_todays_plan(tmp_path):
     with pytest.raises(ConfigError, match="not today's plan"):
         rehash(tmp_path / "labels")
     assert main([str(tmp_path / "nothing")]) == 2
+
+
+def positive_control_folder(folder, names):
+    """A positive-control folder whose two trial records carry the given (older) names."""
+    configs = [{"method": "npidv2", "seed": 0, "epochs": 3}, {"method": "npidv2-interclr", "seed": 0, "epochs": 3}]
+    (folder / "trials").mkdir(parents=True)
+    for name, config in zip(names, configs):
+        (folder / "trials" / f"{name}.json").write_text(json.dumps({"config": config, "rows": [{"epoch": 3}]}))
+    pd.DataFrame({"arm": ["base", "inter"], "config_hash": names, "knn_top1": [60.0, 61.0]}).to_csv(
+        folder / "search.csv", index=False)
+    return [TrialConfig.create(**config).config_hash() for config in configs]
+
+
+def test_rehash_renames_positive_control_records_to_their_configs_hashes(tmp_path):
+    today = positive_control_folder(tmp_path / "pc", ["000000000001", "00000000000a"])
+    assert main([str(tmp_path / "pc")]) == 0
+    assert sorted(p.stem for p in (tmp_path / "pc" / "trials").iterdir()) == sorted(today)
+    search = pd.read_csv(tmp_path / "pc" / "search.csv", dtype={"config_hash": str})
+    assert search["config_hash"].tolist() == today and search["knn_top1"].tolist() == [60.0, 61.0]
+    assert json.loads((tmp_path / "pc" / "trials" / f"{today[1]}.json").read_text())["config"]["method"] == \
+        "npidv2-interclr"
+    assert rehash(tmp_path / "pc") == 2  # already today's: nothing moves
+
+
+def test_rehash_of_records_finishes_an_interrupted_run_and_refuses_unknown_trials(tmp_path):
+    today = positive_control_folder(tmp_path / "pc", ["000000000001", "000000000002"])
+    # Interrupted after the new copies were written, before search.csv: old and new records side by side.
+    for old, new in zip(["000000000001", "000000000002"], today):
+        (tmp_path / "pc" / "trials" / f"{new}.json").write_bytes(
+            (tmp_path / "pc" / "trials" / f"{old}.json").read_bytes())
+    assert rehash(tmp_path / "pc") == 2
+    assert sorted(p.stem for p in (tmp_path / "pc" / "trials").iterdir()) == sorted(today)
+    pd.DataFrame({"config_hash": ["ffffffffffff"]}).to_csv(tmp_path / "pc" / "search.csv", index=False)
+    with pytest.raises(ConfigError, match="without a record"):
+        rehash(tmp_path / "pc")

@@ -24,15 +24,15 @@ from typing import Callable
 
 import torch
 
-from trainers import evaluate
+from trainers import evaluate, svm
 
 # The keys besides the network's weights that decide the epoch-0 metrics: which images (and at
 # which size and precision they pass the network), and how they are evaluated; the seed seeds the
 # SVMs' folds and the probe's sample order.
 FLOOR_KEYS = ("dataset", "train_subset", "test_subset", "load_size", "image_size", "precision", "knn_k",
-              "knn_temperature", "svm_train_size", "probe_epochs", "seed")
-PROTOCOL = (evaluate.SVM_COSTS, evaluate.SVM_FOLDS, evaluate.PROBE_BATCH_SIZE, evaluate.PROBE_LR,
-            evaluate.PROBE_MOMENTUM)
+              "knn_temperature", "svm_train_size", "svm_solver", "probe_epochs", "seed")
+PROTOCOL = (evaluate.SVM_COSTS, evaluate.SVM_FOLDS, svm.POSITIVE_WEIGHT, svm.TOLERANCE, svm.MAX_ITERATIONS,
+            evaluate.PROBE_BATCH_SIZE, evaluate.PROBE_LR, evaluate.PROBE_MOMENTUM)
 
 
 def floor_key(encoder: torch.nn.Module, config, train_labels: torch.Tensor, test_labels: torch.Tensor) -> str:

@@ -11,12 +11,12 @@ class-balanced subset of the training features (the papers' VOC07 trainval holds
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from trainers import svm
 from trainers.augment import evaluation_view
 from trainers.data import balanced_indices
 from trainers.losses import softmax_cross_entropy
@@ -160,41 +160,12 @@ def svm_subset(train_labels: torch.Tensor, size: int) -> torch.Tensor:
 
 def svm_map(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
             test_labels: torch.Tensor, costs=SVM_COSTS, folds: int = SVM_FOLDS, seed: int = 0, workers: int = 1,
-            classes=None) -> float:
+            classes=None, solver: str = "primal") -> float:
     """Mean over classes (`classes`, default all of the training labels') of the test average precision
-    of one-vs-rest linear SVMs.
-
-    As in Goyal et al. 2019: per class, the SVM cost is chosen by k-fold cross-validated AP on the
-    training features, positives are weighted 2:1, and the chosen SVM is refit on all training data.
-    The features are converted to float64 once, not by liblinear in each of the (costs x folds + 1)
-    fits per class (at 2,048 features a copy per fit), and each class's folds are split once for all costs.
-    Classes run on `workers` threads (liblinear releases the GIL; its primal solver draws no random
-    numbers, so the result does not depend on the thread count).
-    """
-    from sklearn.metrics import average_precision_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.svm import LinearSVC
-
-    x_train = np.ascontiguousarray(train_features.cpu().float().numpy(), dtype=np.float64)
-    x_test = np.ascontiguousarray(test_features.cpu().float().numpy(), dtype=np.float64)
-    y_train, y_test = train_labels.cpu().numpy(), test_labels.cpu().numpy()
-    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-
-    def svm(cost: float) -> LinearSVC:
-        return LinearSVC(C=cost, class_weight={1: 2.0, 0: 1.0}, dual=False, max_iter=2000, random_state=seed)
-
-    def class_precision(cls) -> float:
-        positive_train, positive_test = (y_train == cls).astype(int), (y_test == cls).astype(int)
-        fold_indices = list(split.split(x_train, positive_train))
-        cv_ap = [cross_val_score(svm(c), x_train, positive_train, cv=fold_indices, scoring="average_precision").mean()
-                 for c in costs]
-        best = svm(costs[int(np.argmax(cv_ap))]).fit(x_train, positive_train)
-        return average_precision_score(positive_test, best.decision_function(x_test))
-
-    classes = np.unique(y_train) if classes is None else classes
-    if workers <= 1:
-        precisions = [class_precision(cls) for cls in classes]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            precisions = list(pool.map(class_precision, classes))
-    return 100.0 * float(np.mean(precisions))
+    of one-vs-rest linear SVMs, Goyal et al.'s protocol with liblinear's `solver` (trainers.svm); classes
+    are fitted on `workers` processes, with the same result for every worker count."""
+    y_train = train_labels.cpu().numpy()
+    return svm.mean_average_precision(train_features.cpu().float().numpy(), y_train,
+                                      test_features.cpu().float().numpy(), test_labels.cpu().numpy(),
+                                      np.unique(y_train) if classes is None else classes, costs, folds, seed,
+                                      solver, workers)

@@ -157,7 +157,7 @@ class Trial:
                 # The trial's whole CPU share (its loader workers idle here) fits the SVMs' classes.
                 metrics["svm_map"] = svm_map(train_features[subset.to(train_features.device)], train_labels[subset],
                                              test_features, test_labels, seed=c.seed,
-                                             workers=c.threads + c.num_workers)
+                                             workers=c.threads + c.num_workers, solver=c.svm_solver)
                 metrics["linear_top1"] = linear_probe_top1(*frozen, c.probe_epochs, seed=c.seed)
             return metrics
 
