@@ -18,6 +18,7 @@ today, and search.csv's config_hash column follows.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -65,14 +66,16 @@ def rehash(folder: Path) -> int:
         old_of = dict(zip(zip(table["value"], table["seed"]), table["config_hash"]))
         configs = {}
         for trial in trials:
-            stored = stored_configs.get(old_of[(trial.value, trial.seed)], {})
+            # An interrupted earlier re-keying may have written this file already, under today's hashes.
+            stored = stored_configs.get(old_of[(trial.value, trial.seed)]) or stored_configs.get(new_hash[
+                (trial.value, trial.seed)], {})
             kept = {key: value for key, value in stored.items() if key != "trial"}
             configs[trial.config.config_hash()] = {"trial": outputs.trial_name(trial), **trial.config.to_dict(), **kept}
         files.replace_file(folder / "configs.json", json.dumps(configs, indent=1))
     table["config_hash"] = table["config_hash"].map(renamed)
     outputs.write_table(table, folder)
     if manifest is not None:
-        manifest.config_hashes = [renamed.get(old, old) for old in manifest.config_hashes]
+        manifest.config_hashes = [t.config.config_hash() for t in trials]
         manifest.save(folder)
     return len(new_hash)
 
@@ -84,22 +87,32 @@ def rehash_trial_records(folder: Path) -> int:
     interrupted anywhere is finished by running it again."""
     renamed = {}
     for record in sorted((folder / "trials").glob("*.json")):
+        if not re.fullmatch("[0-9a-f]{12}", record.stem):  # e.g. HASH.partial.json, a trial still running
+            continue
         try:
             config = json.loads(record.read_text())["config"]
             renamed[record.stem] = TrialConfig.create(**config).config_hash()
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{record} is not a trial record with a valid config ({error})") from None
-    for new in set(renamed.values()):  # a record already under its hash may have an old copy beside it
-        if sum(old != new for old, hash_today in renamed.items() if hash_today == new) > 1:
-            raise ConfigError(f"two trial records in {folder / 'trials'} hold the config {new}; remove one")
-    search = pd.read_csv(folder / "search.csv", dtype={"config_hash": str})
-    missing = sorted(set(search["config_hash"]) - set(renamed))
+    moved = {old: new for old, new in renamed.items() if old != new}
+    for old, new in moved.items():
+        # The same record under both names is what an interrupted re-keying leaves; anything else is two trials.
+        target = folder / "trials" / f"{new}.json"
+        if list(moved.values()).count(new) > 1 or (
+                target.exists() and target.read_bytes() != (folder / "trials" / f"{old}.json").read_bytes()):
+            raise ConfigError(f"two different trial records in {folder / 'trials'} hold the config {new} "
+                              f"({old}.json and another); remove one")
+    try:
+        search = pd.read_csv(folder / "search.csv", dtype={"config_hash": str})
+        if "config_hash" not in search:
+            raise ValueError("no config_hash column")
+    except ValueError as error:
+        raise ConfigError(f"{folder / 'search.csv'} is not a positive-control search table ({error}); "
+                          f"rerun study.measure.positive_control") from None
+    missing = sorted(str(name) for name in set(search["config_hash"]) - set(renamed))
     if missing:
         raise ConfigError(f"{folder / 'search.csv'} names trials without a record in {folder / 'trials'}: "
                           f"{', '.join(missing)}")
-    moved = {old: new for old, new in renamed.items() if old != new}
-    if any(renamed.get(new, new) != new for new in moved.values()):
-        raise ConfigError(f"a new name in {folder / 'trials'} is another record's old one; re-key by hand")
     for old, new in moved.items():
         files.replace_file(folder / "trials" / f"{new}.json", (folder / "trials" / f"{old}.json").read_bytes())
     search["config_hash"] = search["config_hash"].map(renamed)

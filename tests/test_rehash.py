@@ -41,6 +41,10 @@ def test_rehash_gives_todays_hashes_and_keeps_the_metrics(tmp_path):
     for (value, seed), name in today.items():
         assert configs[name]["trial"].endswith(name) and configs[name]["label_mode"] == value
         assert configs[name]["threads"] == 3 and configs[name]["svm_solver"] == "primal"
+    # Interrupted after configs.json was written, before the table: a second run keeps the stored keys.
+    outputs.write_table(before, tmp_path / "labels")
+    assert rehash(tmp_path / "labels") == 4
+    assert json.loads((tmp_path / "labels" / "configs.json").read_text()) == configs
 
 
 def test_rehash_refuses_trials_that_are_not_todays_plan(tmp_path):
@@ -83,3 +87,23 @@ def test_rehash_of_records_finishes_an_interrupted_run_and_refuses_unknown_trial
     pd.DataFrame({"config_hash": ["ffffffffffff"]}).to_csv(tmp_path / "pc" / "search.csv", index=False)
     with pytest.raises(ConfigError, match="without a record"):
         rehash(tmp_path / "pc")
+    (tmp_path / "pc" / "search.csv").write_text("")
+    with pytest.raises(ConfigError, match="not a positive-control search table"):
+        rehash(tmp_path / "pc")
+
+
+def test_rehash_of_records_never_overwrites_another_record_and_skips_running_trials(tmp_path):
+    today = positive_control_folder(tmp_path / "pc", ["000000000001", "000000000002"])
+    # A trial rerun under today's hash beside its old record: two different records of one config.
+    newer = {"config": {"method": "npidv2", "seed": 0, "epochs": 3}, "rows": [{"epoch": 3, "knn_top1": 70.0}]}
+    (tmp_path / "pc" / "trials" / f"{today[0]}.json").write_text(json.dumps(newer))
+    (tmp_path / "pc" / "trials" / "000000000009.partial.json").write_text('{"config": ')  # still being written
+    before = {p.name: p.read_bytes() for p in (tmp_path / "pc" / "trials").iterdir()}
+    with pytest.raises(ConfigError, match="two different trial records"):
+        rehash(tmp_path / "pc")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "pc" / "trials").iterdir()} == before
+    (tmp_path / "pc" / "trials" / "000000000001.json").unlink()
+    pd.DataFrame({"config_hash": [today[0], "000000000002"]}).to_csv(tmp_path / "pc" / "search.csv", index=False)
+    assert rehash(tmp_path / "pc") == 2
+    assert json.loads((tmp_path / "pc" / "trials" / f"{today[0]}.json").read_text()) == newer
+    assert (tmp_path / "pc" / "trials" / "000000000009.partial.json").exists()

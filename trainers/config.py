@@ -72,7 +72,7 @@ class TrialConfig:
     eval_every: int = 1  # evaluate (kNN) every this many epochs; epoch 0 and the last epoch always
     svm_train_size: int = 5000  # the SVMs learn from a fixed class-balanced subset of this many training features
     svm_solver: str = "primal"  # liblinear's solver for the SVMs' one objective (trainers.svm); "dual" is the
-    # reference code's and 3x faster on nearly separable high-dimensional features (the imagenet profile's)
+    # reference code's and ~2.5x faster on nearly separable high-dimensional features (the imagenet profile's)
     probe_epochs: int = 50  # the linear probe's SGD budget, in epochs over the cached training features
 
     # execution
