@@ -1,4 +1,5 @@
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,3 +317,39 @@ def test_the_image_check_decodes_each_unchanged_file_once(tmp_path, monkeypatch,
     decoded.clear()
     check_image_files(data, str(root), storage)
     assert len(decoded) == 12
+
+
+def test_preflight_cost_writes_its_tree_once_and_times_a_full_check_then_a_repeat(tmp_path, capsys):
+    from study.measure import preflight_cost
+
+    root = tmp_path / "tree"
+    arguments = ["--root", str(root), "--images", "40", "--classes", "2", "--side", "8"]
+    assert preflight_cost.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "40 image files" in out and "checking that 40 of 40" in out and "checking that 0 of 40" in out
+    assert len(list((root / "train").rglob("*.jpg"))) == 36 and len(list((root / "test").rglob("*.jpg"))) == 4
+    assert preflight_cost.main(arguments) == 0  # the tree is reused, the manifest starts afresh
+    out = capsys.readouterr().out
+    assert "wrote" not in out and "checking that 40 of 40" in out
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert preflight_cost.main(["--root", str(foreign)]) == 2
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+
+
+def test_check_images_in_worker_processes_names_the_first_damaged_file_in_order(tmp_path, monkeypatch):
+    from PIL import Image
+
+    paths = []
+    for i in range(30):
+        path = tmp_path / f"{i:02d}.jpg"
+        Image.effect_noise((16, 16), 50 + i).convert("RGB").save(path)
+        paths.append(str(path))
+    for damaged in (25, 17):  # in different chunks; the later one may well be checked first
+        Path(paths[damaged]).write_bytes(Path(paths[damaged]).read_bytes()[:150])
+    monkeypatch.setattr(datasets, "PARALLEL_CHECK_MIN_FILES", 0)
+    monkeypatch.setattr(datasets, "CHECK_CHUNK_FILES", 4)
+    with pytest.raises(datasets.DataError, match="17.jpg"):
+        datasets.check_images(paths, workers=2)
+    datasets.check_images(paths[:17], workers=2)

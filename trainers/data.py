@@ -11,10 +11,11 @@ Labels are used only for evaluation and analysis, never for training.
 from __future__ import annotations
 
 import gzip
+import multiprocessing
 import os
 import pickle
 import shutil
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,15 +220,29 @@ def check_image(path: str) -> None:
     read_image(path)  # then the whole file, by the decoder the trials use
 
 
+# Files one worker process checks per task, and the fewest files worth starting worker processes for: a
+# spawned worker takes a few seconds to import torch, in which one process checks ~15,000 32 x 32 JPEGs
+# (0.24 ms each on a 2-core AMD EPYC; an ImageNet JPEG takes ten times longer).
+CHECK_CHUNK_FILES = 500
+PARALLEL_CHECK_MIN_FILES = 20000
+
+
+def check_image_chunk(paths: list[str]) -> None:
+    for path in paths:
+        check_image(path)
+
+
 def check_images(paths: list[str], workers: int = 1) -> None:
-    """check_image for every path, on `workers` threads (both decoders release the GIL); raises the
-    DataError of the first damaged file in `paths` order."""
-    if workers <= 1:
-        for path in paths:
-            check_image(path)
+    """check_image for every path, in chunks over `workers` spawned processes; raises the DataError of
+    the first damaged file in `paths` order. Processes, not threads: on small files the per-file Python
+    work holds the GIL. 90,900 32 x 32 JPEGs on a 2-core AMD EPYC: one process 24.2 s, two 15.8 s; two
+    threads took 1.8x as long as one."""
+    if workers <= 1 or len(paths) < PARALLEL_CHECK_MIN_FILES:
+        check_image_chunk(paths)
         return
-    with ThreadPoolExecutor(workers) as pool:
-        for _ in pool.map(check_image, paths):  # map re-raises a worker's error in order
+    chunks = [paths[start:start + CHECK_CHUNK_FILES] for start in range(0, len(paths), CHECK_CHUNK_FILES)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for _ in pool.map(check_image_chunk, chunks):  # map re-raises a chunk's error in chunk order
             pass
 
 
