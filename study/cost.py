@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from study.prepare import PREPARED_DECODE_SPEEDUP
 from trainers.config import TrialConfig
+from trainers.svm import worker_count
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_de
     clusters = "clusters_per_class" in TrialConfig.keys_of(config.method)
     offline = clusters and config.label_mode == "offline"
     relabels = sum(1 for e in range(1, config.epochs + 1) if offline and e % config.offline_every == 0)
-    svm = costs.classes * costs.svm_s_per_class / max(1.0, cpus)
+    svm = costs.classes * costs.svm_s_per_class / worker_count(costs.classes, cpus)
     seconds = {
         "floor": pass_seconds(n) + pass_seconds(n + n_test) + svm,
         "training": config.epochs * epoch,

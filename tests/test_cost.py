@@ -1,9 +1,12 @@
 """The cost model on unit costs chosen so that every term can be computed by hand."""
 
+import dataclasses
+
 import pytest
 
 from study import cost
 from study.trials import Trial
+from trainers import svm
 from trainers.config import TrialConfig
 
 UNITS = cost.UnitCosts("hand-made", train_size=1000, test_size=200, classes=4, device="GPU",
@@ -26,8 +29,10 @@ def test_every_term_of_a_decode_bound_trial():
     # image) and than 10 steps x 0.5 s = 5 s an epoch, so an epoch takes 1000 / 100 = 10 s.
     assert seconds["training"] == 4 * 10
     assert seconds["evaluations"] == 2 * (1200 / 100)  # epochs 2 and 4, a pass over 1,000 + 200 images
-    assert seconds["svm"] == 4 * 30 / 2  # 4 classes on 2 CPUs
-    assert seconds["floor"] == 1000 / 100 + 1200 / 100 + 60  # calibration, evaluation, SVMs
+    assert seconds["svm"] == 4 * 30  # 4 classes, too few to start worker processes for: one after another
+    assert seconds["floor"] == 1000 / 100 + 1200 / 100 + 120  # calibration, evaluation, SVMs
+    many = dataclasses.replace(UNITS, classes=svm.PARALLEL_MIN_CLASSES)
+    assert cost.trial_hours(config(), many, cpus=2)["svm"] * 3600 == pytest.approx(many.classes * 30 / 2)
     assert seconds["relabel"] == 20  # online labels: one k-means at the start
     assert seconds["overclustering"] == 0
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers import evaluate
+from trainers import evaluate, svm
 from trainers.evaluate import calibrate_batch_norm, knn_top1, linear_probe_top1, svm_map, svm_subset
 from trainers.augment import evaluation_view
 from trainers.data import Canvases, batches, synthetic
@@ -30,7 +30,7 @@ def test_svm_map_separable_and_chance():
 
 
 @pytest.mark.parametrize("solver", ["primal", "dual"])
-def test_svm_map_does_not_depend_on_the_worker_count(solver):
+def test_svm_map_does_not_depend_on_the_worker_count(solver, monkeypatch):
     """Classes fitted in worker processes give exactly the sequential result. The classes overlap so much
     that the dual solver stops at its iteration limit, where its coordinate order (liblinear's random
     generator, one per process) decides the weights: a generator shared across workers would show."""
@@ -38,7 +38,19 @@ def test_svm_map_does_not_depend_on_the_worker_count(solver):
     test, test_labels = gaussian_classes(40, 6, 8, 2.0, seed=6)
     sequential = svm_map(train, labels, test, test_labels, solver=solver)
     assert 30 < sequential < 95  # neither trivial nor chance, so the classes' APs differ
+    pools = []
+
+    class RecordedPool(svm.ProcessPoolExecutor):
+        def __init__(self, workers, **options):
+            pools.append(workers)
+            super().__init__(workers, **options)
+
+    monkeypatch.setattr(svm, "ProcessPoolExecutor", RecordedPool)
     assert svm_map(train, labels, test, test_labels, workers=3, solver=solver) == sequential
+    assert pools == []  # 6 classes are too few to start processes for
+    monkeypatch.setattr(svm, "PARALLEL_MIN_CLASSES", 6)
+    assert svm_map(train, labels, test, test_labels, workers=3, solver=solver) == sequential
+    assert pools == [3]
     if solver == "dual":  # the premise: on these features another coordinate order gives other weights
         from sklearn.svm import LinearSVC
         x, positive = train.double().numpy(), (labels == 0).int().numpy()

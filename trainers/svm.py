@@ -31,6 +31,9 @@ SOLVERS = ("primal", "dual")
 POSITIVE_WEIGHT = 2.0
 TOLERANCE = 1e-4
 MAX_ITERATIONS = 2000
+# The fewest classes worth spawning worker processes for: a worker takes seconds to start (it imports
+# the caller's main module), which outweighs fitting the tiny and cifar profiles' 10 classes in turn.
+PARALLEL_MIN_CLASSES = 100
 
 # A worker process's training features and settings, set once by its initializer.
 _worker_task: dict = {}
@@ -53,6 +56,11 @@ def best_svm(cls, x_train: np.ndarray, y_train: np.ndarray, costs, folds: int, s
     return svm(costs[int(np.argmax(cv_ap))]).fit(x_train, positive)
 
 
+def worker_count(num_classes: int, workers: int) -> int:
+    """How many processes fit the SVMs of an evaluation over `num_classes` classes given `workers` CPUs."""
+    return max(1, int(workers)) if num_classes >= PARALLEL_MIN_CLASSES else 1
+
+
 def _start_worker(*task) -> None:
     _worker_task["task"] = task
 
@@ -67,7 +75,8 @@ def mean_average_precision(x_train: np.ndarray, y_train: np.ndarray, x_test: np.
     """Mean over `classes` of the test average precision, in percent; features (n, d), labels (n,).
 
     The training features are converted to float64 once, not by liblinear in each of the
-    (costs x folds + 1) fits per class (at 2,048 features a copy per fit). With `workers` > 1, the
+    (costs x folds + 1) fits per class (at 2,048 features a copy per fit). With `workers` > 1 and at
+    least PARALLEL_MIN_CLASSES classes in `y_train` (also when `classes` is a sample of them), the
     classes' SVMs are fitted in that many spawned processes, each holding one copy of the training
     features; the fitted SVMs come back (a weight vector each) and are scored on the test features
     here, so the test features are never copied."""
@@ -77,11 +86,12 @@ def mean_average_precision(x_train: np.ndarray, y_train: np.ndarray, x_test: np.
         raise ValueError(f"svm solver {solver!r} is not one of {', '.join(SOLVERS)}")
     task = (np.ascontiguousarray(x_train, dtype=np.float64), np.asarray(y_train), tuple(costs), folds, seed, solver)
     classes = list(classes)
-    if workers <= 1 or len(classes) <= 1:
+    workers = min(worker_count(len(np.unique(task[1])), workers), len(classes))
+    if workers <= 1:
         svms = [best_svm(cls, *task) for cls in classes]
     else:
         # spawn, not fork: a forked copy of a process running torch's thread pools can deadlock.
-        with ProcessPoolExecutor(min(workers, len(classes)), mp_context=multiprocessing.get_context("spawn"),
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_start_worker, initargs=task) as pool:
             svms = list(pool.map(_worker_best_svm, classes, chunksize=max(1, len(classes) // (4 * workers))))
     x_test, y_test = np.ascontiguousarray(x_test, dtype=np.float64), np.asarray(y_test)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from study.cli import OneLineParser
 from trainers.evaluate import svm_map
-from trainers.svm import SOLVERS
+from trainers.svm import SOLVERS, worker_count
 
 
 def synthetic_features(classes: int, dim: int, size: int, spread: float, generator: torch.Generator):
@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         mean_ap = svm_map(train, train_labels, test, test_labels, workers=workers, classes=sample, solver=solver)
         seconds = time.perf_counter() - started
-        print(f"  {solver}, {workers} worker(s): {seconds / args.sample:.2f} s per class (wall / classes), "
+        used = min(worker_count(args.classes, workers), args.sample)  # fewer classes than this are fitted in turn
+        print(f"  {solver}, {used} worker(s): {seconds / args.sample:.2f} s per class (wall / classes), "
               f"all {args.classes} classes in {seconds / args.sample * args.classes / 60:.1f} min; "
               f"mAP of the fitted classes {mean_ap:.1f}")
     return 0
