@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.root} in {time.perf_counter() - started:.0f} s")
     data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(args.root), method="npidv2"))
     storage = args.root / "storage"
+    if storage.is_symlink():  # the manifest is written there: never through a link out of DIR
+        print(f"error: {storage} is a link; remove it", file=sys.stderr)
+        return 2
     shutil.rmtree(storage, ignore_errors=True)
     print(f"{len(datasets.image_files(data))} image files, {os.cpu_count()} CPUs")
     for run in ("first run", "repeat"):
