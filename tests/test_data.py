@@ -339,17 +339,20 @@ def test_preflight_cost_writes_its_tree_once_and_times_a_full_check_then_a_repea
 
 
 def test_check_images_in_worker_processes_names_the_first_damaged_file_in_order(tmp_path, monkeypatch):
+    """The first chunk's damaged file comes after a large image (about a second to decode), the second
+    chunk's comes first: the second chunk fails long before the first, and its error must still wait."""
     from PIL import Image
 
     paths = []
-    for i in range(30):
+    for i in range(12):
         path = tmp_path / f"{i:02d}.jpg"
-        Image.effect_noise((16, 16), 50 + i).convert("RGB").save(path)
+        side = 2000 if i == 0 else 16
+        Image.effect_noise((side, side), 50 + i).convert("RGB").save(path)
         paths.append(str(path))
-    for damaged in (25, 17):  # in different chunks; the later one may well be checked first
+    for damaged in (3, 4):  # the last of chunk 0, the first of chunk 1
         Path(paths[damaged]).write_bytes(Path(paths[damaged]).read_bytes()[:150])
     monkeypatch.setattr(datasets, "PARALLEL_CHECK_MIN_FILES", 0)
     monkeypatch.setattr(datasets, "CHECK_CHUNK_FILES", 4)
-    with pytest.raises(datasets.DataError, match="17.jpg"):
+    with pytest.raises(datasets.DataError, match="03.jpg"):
         datasets.check_images(paths, workers=2)
-    datasets.check_images(paths[:17], workers=2)
+    datasets.check_images(paths[:3] + paths[5:], workers=2)
