@@ -1,5 +1,7 @@
 """No training step waits for the device: during one step of each method (forward, backward,
-optimiser step, momentum updates), no tensor is read back to Python."""
+optimiser step, momentum updates), no tensor is read back to Python, and no call is made that waits
+for a GPU without reading anything back (host data copied to the device, a result whose size depends
+on the data)."""
 
 import pytest
 import torch
@@ -12,6 +14,11 @@ from trainers.methods.registry import METHODS
 from trainers.randomness import RandomStreams
 
 READ_BACKS = {"item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__"}
+# On a GPU these wait for the device too: torch.tensor copies host data in and waits for the copy, and the
+# others learn their result's size from the device.
+WAITS_ON_A_GPU = {"tensor", "as_tensor", "bincount", "nonzero", "argwhere", "masked_select", "unique",
+                  "unique_consecutive"}
+INDEXING = {"__getitem__", "__setitem__", "index_put", "index_put_"}  # with a boolean mask, they wait too
 
 
 class CountReadBacks(TorchFunctionMode):
@@ -20,16 +27,36 @@ class CountReadBacks(TorchFunctionMode):
         self.seen: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in READ_BACKS:
-            self.seen.append(func.__name__)
-        return func(*args, **(kwargs or {}))
+        name = getattr(func, "__name__", "")
+        kwargs = kwargs or {}
+        if name in READ_BACKS or name in WAITS_ON_A_GPU or (name in INDEXING and boolean_index(args)) or (
+                name == "repeat_interleave" and tensor_repeats(args, kwargs)):
+            self.seen.append(name)
+        return func(*args, **kwargs)
+
+
+def boolean_index(args: tuple) -> bool:
+    index = args[1] if len(args) > 1 else ()
+    parts = index if isinstance(index, (tuple, list)) else (index,)
+    return any(torch.is_tensor(part) and part.dtype == torch.bool for part in parts)
+
+
+def tensor_repeats(args: tuple, kwargs: dict) -> bool:
+    """repeat_interleave by a tensor of counts learns its size from the device; by an int, it expands."""
+    repeats = kwargs.get("repeats", args[1] if len(args) > 1 else args[0])
+    return torch.is_tensor(repeats) and kwargs.get("output_size") is None
 
 
 def test_the_counter_sees_each_kind_of_read_back():
     x = torch.ones(3)
     with CountReadBacks() as counter:
         float(x.sum()), bool(x.any()), int(x.sum()), x.tolist(), x.sum().item(), x.cpu()
-    assert sorted(counter.seen) == sorted(["__float__", "__bool__", "__int__", "tolist", "item", "cpu"])
+        torch.tensor([1.0]), torch.bincount(x.long()), x[x > 0], x[torch.tensor(1)], x[:, None][x > 0, 0]
+        x[x > 0] = 2.0
+        x.repeat_interleave(2), x.repeat_interleave(torch.full((3,), 2)), x.repeat_interleave(x.long(), output_size=6)
+    assert sorted(counter.seen) == sorted(["__float__", "__bool__", "__int__", "tolist", "item", "cpu", "tensor",
+                                           "tensor", "bincount", "__getitem__", "__getitem__", "__setitem__",
+                                           "repeat_interleave"])
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -50,12 +77,18 @@ def test_one_training_step_reads_nothing_back(name, monkeypatch):
     optimizer = torch.optim.SGD(method.parameters(), lr=0.03, momentum=0.9)
     images, labels, indices = next(iter(datasets.batches(data.train, 32, shuffle=True,
                                                          generator=torch.Generator().manual_seed(0))))
-    # Step 0: online labels rebalance every 10 steps, the one read-back the README names.
-    with CountReadBacks() as counter:
-        loss, logs = method.training_step(images, labels, indices, 0, streams)
+
+    def step(number: int) -> dict:
+        loss, logs = method.training_step(images, labels, indices, number, streams)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        method.after_step(0.01)
+        method.after_step(0.01 * (number + 1))
+        return logs
+
+    step(0)  # the first step copies the augmentations' constants to the device, once per process
+    # Step 1: online labels rebalance every 10 steps, the one read-back the README names.
+    with CountReadBacks() as counter:
+        logs = step(1)
     assert counter.seen == []
     assert all(torch.is_tensor(value) or isinstance(value, float) for value in logs.values())

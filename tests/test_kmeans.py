@@ -32,6 +32,24 @@ def test_global_kmeans_recovers_separated_blobs(backend):
         assert torch.allclose(centroids[c], points[labels == c].mean(0), atol=1e-3)
 
 
+@pytest.mark.skipif(not faiss_available(), reason="faiss not installed")
+def test_faiss_for_a_gpu_trial_copies_its_index_to_one_gpu_only(monkeypatch):
+    """faiss's Kmeans(gpu=1) means every visible GPU, the other ranks' too; a trial asks for one. A CPU
+    build of faiss has no GPUs, so the copy is recorded and skipped here: the clustering must not change."""
+    import faiss
+
+    from trainers.kmeans import _faiss_centroids
+
+    copies = []
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", lambda index, ngpu=-1, **_: copies.append(ngpu) or index,
+                        raising=False)
+    points, _ = blobs()
+    on_gpu = _faiss_centroids(points, 4, iterations=10, seed=0, threads=1, on_gpu=True)
+    assert copies == [1]
+    assert torch.equal(on_gpu, _faiss_centroids(points, 4, iterations=10, seed=0, threads=1, on_gpu=False))
+    assert copies == [1]
+
+
 def test_global_kmeans_is_deterministic_per_seed():
     points, _ = blobs(seed=1, k=6)
     first = global_kmeans(points, 8, iterations=10, seed=5, backend="torch")

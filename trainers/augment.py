@@ -18,6 +18,7 @@ them on the original image, and resampling never reads the padding around it.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -29,8 +30,9 @@ from trainers.data import Canvases
 CROP_RATIO = (3 / 4, 4 / 3)
 BLUR_SIGMA = (0.1, 2.0)
 LUMA = (0.299, 0.587, 0.114)
-RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)  # once, on the CPU: an inverse on a GPU would wait for its check
+RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+# Its inverse once, on the CPU (an inverse on a GPU would wait for its check); float32 values, exactly.
+YIQ_TO_RGB = tuple(map(tuple, torch.linalg.inv(torch.tensor(RGB_TO_YIQ)).tolist()))
 # Sampling stops this far (in pixels) short of a valid region's last pixel centre: grid_sample's rounding
 # (about canvas side x 1e-7 pixels) must never give the padding beyond it a weight.
 EDGE_MARGIN = 1e-3
@@ -55,6 +57,13 @@ BYOL_VIEWS = (Augmentation((0.08, 1.0), 0.4, 0.4, 0.2, 0.1, 0.8, 0.2, 1.0, 0.0),
               Augmentation((0.08, 1.0), 0.4, 0.4, 0.2, 0.1, 0.8, 0.2, 0.1, 0.2))
 
 
+@functools.lru_cache(maxsize=None)
+def on_device(values: tuple, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A constant on `device`, copied there once per process: on a GPU, a copy from the host's memory makes
+    the host wait for every queued kernel, and a step is meant never to wait. Shared: never modify it in place."""
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
@@ -68,8 +77,8 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    mean = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    mean = on_device(tuple(mean), images.device).view(1, -1, 1, 1)
+    std = on_device(tuple(std), images.device).view(1, -1, 1, 1)
     return (images - mean) / std
 
 
@@ -136,7 +145,7 @@ def resample_crops(x: torch.Tensor, theta: torch.Tensor, size: int, sizes: torch
     they take that pixel's value, as grid_sample's clamping does at the canvas's own edge."""
     n, channels, canvas_height, canvas_width = x.shape
     if sizes is not None:
-        canvas = torch.tensor([canvas_width, canvas_height], device=x.device, dtype=x.dtype)
+        canvas = on_device((canvas_width, canvas_height), x.device, x.dtype)
         extent = sizes.flip(1).to(x.dtype)  # (width, height): the grid's (x, y) order
         share = extent / canvas
         theta = theta * share[:, :, None]
@@ -185,13 +194,13 @@ def random_solarize(x: torch.Tensor, probability: float, generator: torch.Genera
 def grayscale(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] == 1:
         return x
-    weights = torch.tensor(LUMA, device=x.device).view(1, 3, 1, 1)
+    weights = on_device(LUMA, x.device).view(1, 3, 1, 1)
     return (x * weights).sum(dim=1, keepdim=True)
 
 
 def rotate_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     """Rotate each image's hue by `turns` of a full circle: a rotation about the gray axis in YIQ."""
-    rgb_to_yiq, yiq_to_rgb = RGB_TO_YIQ.to(x.device), YIQ_TO_RGB.to(x.device)
+    rgb_to_yiq, yiq_to_rgb = on_device(RGB_TO_YIQ, x.device), on_device(YIQ_TO_RGB, x.device)
     angle = turns * 2 * math.pi
     cos, sin = torch.cos(angle), torch.sin(angle)
     rotation = torch.zeros(len(turns), 3, 3, device=x.device)

@@ -46,17 +46,22 @@ def global_kmeans(points: torch.Tensor, k: int, iterations: int, seed: int, back
     """(labels N, centroids k x D) of k-means on N x D points; same seed, same result."""
     if k > len(points):
         raise ValueError(f"k-means with {k} clusters needs at least {k} points, got {len(points)}")
-    # faiss on the GPU clusters on the first visible GPU(s): a trial's rank on another GPU (trainers.distributed)
+    # faiss on the GPU clusters on the first visible GPU: a trial's rank on another GPU (trainers.distributed)
     # uses the torch implementation on its own GPU instead (rank 0's labels are the ones every rank keeps).
-    faiss_here = not points.is_cuda or (faiss_gpus() and points.device.index in (None, 0))
-    if backend == "faiss" or (backend == "auto" and faiss_available() and faiss_here):
-        centroids = _faiss_centroids(points, k, iterations, seed, threads)
+    if backend == "auto":
+        backend = "faiss" if faiss_available() and (not points.is_cuda or (
+            faiss_gpus() and points.device.index in (None, 0))) else "torch"
+    if backend == "faiss":
+        centroids = _faiss_centroids(points, k, iterations, seed, threads,
+                                     on_gpu=points.is_cuda and faiss_gpus() > 0)
     else:
         centroids = _torch_centroids(points, k, iterations, seed)
     return nearest_centroid(points, centroids), centroids
 
 
-def _faiss_centroids(points: torch.Tensor, k: int, iterations: int, seed: int, threads: int) -> torch.Tensor:
+def _faiss_centroids(points: torch.Tensor, k: int, iterations: int, seed: int, threads: int,
+                     on_gpu: bool) -> torch.Tensor:
+    """`on_gpu`: search the centroids on the first visible GPU (the trial's; faiss needs a GPU build)."""
     import faiss
 
     faiss.omp_set_num_threads(threads)
@@ -64,8 +69,11 @@ def _faiss_centroids(points: torch.Tensor, k: int, iterations: int, seed: int, t
     # Use every point (faiss subsamples to 256 per centroid by default) and stay quiet on small sets.
     # On a GPU trial, faiss clusters on the GPU (the features still pass through host memory once).
     kmeans = faiss.Kmeans(array.shape[1], k, niter=iterations, seed=seed, verbose=False,
-                          min_points_per_centroid=1, max_points_per_centroid=len(array),
-                          gpu=1 if points.is_cuda and faiss_gpus() else False)  # one GPU: the trial's
+                          min_points_per_centroid=1, max_points_per_centroid=len(array))
+    if on_gpu:
+        # Not Kmeans(gpu=1): faiss reads 1 as True, "every visible GPU", and would copy the index onto the
+        # GPUs of the trial's other ranks. Kmeans.train searches whatever index it holds.
+        kmeans.index = faiss.index_cpu_to_all_gpus(kmeans.index, ngpu=1)
     kmeans.train(array)
     return torch.from_numpy(kmeans.centroids).to(points.device)
 

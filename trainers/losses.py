@@ -54,13 +54,15 @@ def truncated_triplet(query: torch.Tensor, targets: torch.Tensor, rule: str, ran
     batch = len(query)
     distance = -(query @ targets.T)  # B x B
     positive = distance.diagonal()
-    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=query.device)
-    negatives = distance[off_diagonal].view(batch, batch - 1)
-    target_index = torch.arange(batch, device=query.device).expand(batch, batch).masked_select(off_diagonal)
+    # Row i's negatives are the targets j != i in order: columns 0 .. B - 2, those from i on shifted by one.
+    # Gathered, not masked: on a GPU a boolean mask's result size is read back to the host.
+    columns = torch.arange(batch - 1, device=query.device).expand(batch, batch - 1)
+    target_index = columns + (columns >= torch.arange(batch, device=query.device)[:, None]).long()  # B x (B - 1)
+    negatives = distance.gather(1, target_index)
     ranked, order = negatives.sort(dim=1)  # ascending distance: the most similar negative first
     chosen = slice(*deputy_ranks(rule, rank, batch - 1))
     deputy = ranked[:, chosen].mean(dim=1)
-    deputies = target_index.view(batch, batch - 1).gather(1, order[:, chosen])
+    deputies = target_index.gather(1, order[:, chosen])
     unclamped = gamma * positive - deputy
     loss = torch.clamp(unclamped, min=margin).mean()
     return loss, deputies, (unclamped.detach() <= margin).float().mean()

@@ -20,7 +20,9 @@ class Clusters:
 
     def __init__(self, labels: torch.Tensor, num_clusters: int):
         self.labels = labels  # N pseudo-labels
-        self.sizes = torch.bincount(labels, minlength=num_clusters)
+        # Counted by index_add: on a GPU, bincount reads the labels' range back to the host.
+        self.sizes = torch.zeros(num_clusters, dtype=torch.long, device=labels.device).index_add_(
+            0, labels, torch.ones_like(labels))
         self.order = torch.argsort(labels, stable=True)  # bank indices grouped by cluster
         self.starts = torch.cumsum(self.sizes, 0) - self.sizes  # where each cluster begins in `order`
         position = torch.empty_like(self.order)
