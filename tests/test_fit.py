@@ -1,4 +1,5 @@
 import math
+import os
 
 import pytest
 import torch
@@ -68,6 +69,29 @@ def assert_resumes_exactly(config, folder):
 
 def test_resume_from_checkpoint_continues_exactly(tmp_path):
     assert_resumes_exactly(SYNTHETIC, tmp_path)
+
+
+def test_a_resume_on_another_device_model_says_so(tmp_path, monkeypatch, capsys):
+    """Kernels and GPU random draws differ by device model: a state records where it was saved, and a resume
+    elsewhere goes on (a retry may land on another node type) but says that its numbers may differ."""
+    monkeypatch.setattr(trainers.trial, "device_model", lambda device: "model A")
+    with pytest.raises(KeyboardInterrupt):
+        fit(SYNTHETIC, StopAfter(tmp_path, epoch=1))
+    capsys.readouterr()
+    monkeypatch.setattr(trainers.trial, "device_model", lambda device: "model B")
+    rows = fit(SYNTHETIC, ConsoleReporter(str(tmp_path)))
+    assert "resuming a state saved on model A on model B" in capsys.readouterr().out
+    assert [row["epoch"] for row in rows] == [0, 1, 2, 3]
+    again = fit(SYNTHETIC, ConsoleReporter(str(tmp_path)))  # saved on model B now: nothing to say
+    assert same(metrics(again), metrics(rows))
+    assert "resuming a state saved" not in capsys.readouterr().out
+
+
+def test_the_device_model_of_a_cpu_is_its_model_name():
+    lines = open("/proc/cpuinfo").read().splitlines() if os.path.exists("/proc/cpuinfo") else []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    model = trainers.trial.device_model(torch.device("cpu"))
+    assert model and (not names or model == names[0])
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):

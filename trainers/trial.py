@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import time
 
 import torch
@@ -197,7 +198,8 @@ class Trial:
         state = {"epoch": epoch, "rows": rows, "method": self.method.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                  "streams": self.streams.get_state(), "torch_rng": torch.get_rng_state(),
-                 "config_hash": self.config.config_hash(), "device": self.device.type}
+                 "config_hash": self.config.config_hash(), "device": self.device.type,
+                 "device_model": device_model(self.device)}
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -211,6 +213,12 @@ class Trial:
         if "streams" not in state:
             raise CheckpointError("this trial state predates per-source random streams and cannot continue "
                                   "exactly; start over in a new output directory")
+        saved_on, here = state.get("device_model"), device_model(self.device)
+        if saved_on is not None and saved_on != here:
+            # Allowed, so that a retry may land on another node type; but kernels, and on a GPU the random
+            # draws (their launch grids follow the SM count), differ by model: the rows say where each ran.
+            print(f"resuming a state saved on {saved_on} on {here}: from here on this trial's numbers need not "
+                  f"match an uninterrupted run's bit for bit", flush=True)
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -219,6 +227,18 @@ class Trial:
         if "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         return state["rows"], state["epoch"] + 1
+
+
+def device_model(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name: what a trial's numbers depend on beyond its code and seed."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def trained_gains(row: dict, floor: dict) -> dict:

@@ -169,9 +169,9 @@ def write_run_notes(out: Path, argv: list[str], search: pd.DataFrame) -> None:
 
     import torch
 
-    processor = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
+    from trainers.trial import device_model
+
+    processor = device_model(torch.device("cpu"))
     lines = ["# Positive control search", "",
              f"- command: `python -m study.measure.positive_control {' '.join(argv)}`",
              f"- code versions of the trials: {', '.join(sorted(search['code_version'].unique()))}",
