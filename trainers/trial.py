@@ -16,6 +16,7 @@ measures its networks, so what is timed and estimated is what runs.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -229,6 +230,7 @@ class Trial:
         return state["rows"], state["epoch"] + 1
 
 
+@functools.lru_cache(maxsize=None)
 def device_model(device: torch.device) -> str:
     """The GPU's name, or the CPU's model name: what a trial's numbers depend on beyond its code and seed."""
     if device.type == "cuda":
