@@ -48,12 +48,12 @@ def global_kmeans(points: torch.Tensor, k: int, iterations: int, seed: int, back
         raise ValueError(f"k-means with {k} clusters needs at least {k} points, got {len(points)}")
     # faiss on the GPU clusters on the first visible GPU: a trial's rank on another GPU (trainers.distributed)
     # uses the torch implementation on its own GPU instead (rank 0's labels are the ones every rank keeps).
+    on_gpu = points.is_cuda and faiss_available() and faiss_gpus() > 0
     if backend == "auto":
         backend = "faiss" if faiss_available() and (not points.is_cuda or (
-            faiss_gpus() and points.device.index in (None, 0))) else "torch"
+            on_gpu and points.device.index in (None, 0))) else "torch"
     if backend == "faiss":
-        centroids = _faiss_centroids(points, k, iterations, seed, threads,
-                                     on_gpu=points.is_cuda and faiss_gpus() > 0)
+        centroids = _faiss_centroids(points, k, iterations, seed, threads, on_gpu)
     else:
         centroids = _torch_centroids(points, k, iterations, seed)
     return nearest_centroid(points, centroids), centroids

@@ -56,9 +56,11 @@ def best_svm(cls, x_train: np.ndarray, y_train: np.ndarray, costs, folds: int, s
     return svm(costs[int(np.argmax(cv_ap))]).fit(x_train, positive)
 
 
-def worker_count(num_classes: int, workers: int) -> int:
-    """How many processes fit the SVMs of an evaluation over `num_classes` classes given `workers` CPUs."""
-    return max(1, int(workers)) if num_classes >= PARALLEL_MIN_CLASSES else 1
+def worker_count(num_classes: int, workers: int, fitted: int | None = None) -> int:
+    """How many processes fit the SVMs of an evaluation over `num_classes` classes given `workers` CPUs, when
+    `fitted` of those classes are fitted (all of them by default): never more processes than classes."""
+    count = max(1, int(workers)) if num_classes >= PARALLEL_MIN_CLASSES else 1
+    return min(count, num_classes if fitted is None else max(1, fitted))
 
 
 def _start_worker(*task) -> None:
@@ -86,7 +88,7 @@ def mean_average_precision(x_train: np.ndarray, y_train: np.ndarray, x_test: np.
         raise ValueError(f"svm solver {solver!r} is not one of {', '.join(SOLVERS)}")
     task = (np.ascontiguousarray(x_train, dtype=np.float64), np.asarray(y_train), tuple(costs), folds, seed, solver)
     classes = list(classes)
-    workers = min(worker_count(len(np.unique(task[1])), workers), len(classes))
+    workers = worker_count(len(np.unique(task[1])), workers, fitted=len(classes))
     if workers <= 1:
         svms = [best_svm(cls, *task) for cls in classes]
     else:

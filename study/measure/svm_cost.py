@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         mean_ap = svm_map(train, train_labels, test, test_labels, workers=workers, classes=sample, solver=solver)
         seconds = time.perf_counter() - started
-        used = min(worker_count(args.classes, workers), args.sample)  # fewer classes than this are fitted in turn
+        used = worker_count(args.classes, workers, fitted=args.sample)
         print(f"  {solver}, {used} worker(s): {seconds / args.sample:.2f} s per class (wall / classes), "
               f"all {args.classes} classes in {seconds / args.sample * args.classes / 60:.1f} min; "
               f"mAP of the fitted classes {mean_ap:.1f}")
