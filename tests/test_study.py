@@ -89,11 +89,13 @@ def test_profiles_map_margins_to_their_negatives():
     assert tiny.config(method="truncated-triplet", triplet_margin=-0.3).triplet_margin == -0.3  # not a MarginNCE
 
 
-def test_list_and_dry_run_of_all():
+def test_list_and_dry_run_of_all(tmp_path):
     listing = run_cli("--list")
     assert listing.returncode == 0 and all(name in listing.stdout for name in STUDIES)
     assert "18 trials" in listing.stdout  # margin-inter and methods: 6 values x 3 seeds
-    dry = run_cli("all", "--dry-run", "--seeds", "1")
+    # Its own --out: the default folders hold whatever this checkout ran (`make run` writes runs/tiny/sampling,
+    # and a dry run of other seeds into it is rightly refused).
+    dry = run_cli("all", "--dry-run", "--seeds", "1", "--out", str(tmp_path / "out"))
     assert dry.returncode == 0 and dry.stdout.count("study ") == len(STUDIES)
 
 
