@@ -40,22 +40,27 @@ class UnitCosts:
     svm_s_per_class: float  # one class's SVMs (5 costs x 3 folds + the refit) on one CPU
     kmeans_s: float  # one global k-means of the training set into the profile's clusters
     device: str = "GPU"
+    # Images the device itself would decode per second, in the trial's own process, so in turn with its steps
+    # (the hypothetical `decode_on_device`; inf: free, as for data held in memory).
+    device_decode_images_per_s: float = float("inf")
 
 
 def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_device: bool = False,
                 decode_speedup: float = 1.0) -> dict[str, float]:
     """Hours per term of one trial (see the module's notes). `decode_on_device`: as if the loader handed
-    encoded images to the device to decode (not built), so that only the device paces a pass.
+    encoded images to the device to decode (not built): the device then decodes every image before its
+    step or forward pass, at costs.device_decode_images_per_s, and no loader paces it.
     `decode_speedup`: the loader workers' rate times this (a tree from study.prepare)."""
     n, n_test = costs.train_size, costs.test_size
     loader_workers = config.num_workers if config.num_workers and not decode_on_device else 0
     per_image_decode = 1 / (loader_workers * costs.decode_images_per_s * decode_speedup) if loader_workers else 0.0
+    device_decode = 1 / costs.device_decode_images_per_s if decode_on_device else 0.0
 
     def pass_seconds(images: int) -> float:
-        """One forward-only pass: the device's pace or the loader's, whichever is slower."""
-        return images * max(1 / costs.forward_images_per_s, per_image_decode)
+        """One forward-only pass: the device's pace (its decoding included) or the loader's, whichever is slower."""
+        return images * max(1 / costs.forward_images_per_s + device_decode, per_image_decode)
 
-    epoch = max((n // config.batch_size) * costs.step_s[config.method], n * per_image_decode)
+    epoch = max((n // config.batch_size) * costs.step_s[config.method] + n * device_decode, n * per_image_decode)
     evaluated = [e for e in range(1, config.epochs + 1) if e % config.eval_every == 0 or e == config.epochs]
     clusters = "clusters_per_class" in TrialConfig.keys_of(config.method)
     offline = clusters and config.label_mode == "offline"

@@ -53,6 +53,16 @@ def test_decoding_on_the_device_removes_the_loader_bound():
     assert on_cpus["training"] > on_device["training"]
 
 
+def test_decoding_on_the_device_takes_its_turn_with_the_steps():
+    units = dataclasses.replace(UNITS, device_decode_images_per_s=200)
+    seconds = {term: value * 3600 for term, value in cost.trial_hours(config(), units, cpus=2,
+                                                                      decode_on_device=True).items()}
+    # An epoch: 10 steps x 0.5 s, then 1,000 images decoded at 200/s on the same device: 5 + 5 s.
+    assert seconds["training"] == pytest.approx(4 * (5 + 5))
+    # Each evaluation: 1,200 images, each decoded (1/200 s) and passed forward (1/100 s).
+    assert seconds["evaluations"] == pytest.approx(2 * 1200 * (1 / 200 + 1 / 100))
+
+
 def test_the_plan_total_counts_every_trial_at_its_device_share():
     trials = [Trial("sampling", "negative_sampling", "random", seed, config(seed=seed)) for seed in range(3)]
     lines, total = cost.describe(trials, UNITS, cpus=2, device_share=0.5)
