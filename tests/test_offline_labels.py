@@ -89,3 +89,23 @@ def test_negatives_are_checked_against_the_largest_cluster_k_means_made():
         branch_with_labels(labels, negative_sampling="semi-hard", num_negatives=2).check_pools()
     # balanced clusters of the same data would allow 66 (= 100 - 34) random negatives
     branch_with_labels([i % 3 for i in range(100)], negative_sampling="random", num_negatives=66).check_pools()
+
+
+def test_online_labels_that_gather_the_bank_in_one_cluster_are_refused_at_the_next_rebalance():
+    import pytest
+
+    from trainers.config import ConfigError
+
+    config = TrialConfig.create(negative_sampling="random", num_negatives=40, rebalance_every=5, min_cluster_size=2)
+    features = F.normalize(torch.randn(100, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    bank = MemoryBank(features, momentum=1.0)  # a write replaces the feature: it lands exactly where written
+    bank.label(torch.tensor([0] * 50 + [1] * 50), 2)
+    branch = InterImageBranch(config.settings, bank, 2, seed=0, threads=1, truth=torch.zeros(100, dtype=torch.long))
+    branch.check_pools()  # 50 others to draw 40 from
+    centre = F.normalize(bank.centroids[0], dim=0)
+    for step in range(4):  # steps 0-3: 5 members of cluster 1 each, written onto cluster 0's centroid
+        branch.write(torch.arange(50 + 5 * step, 55 + 5 * step), centre.expand(5, 8), step)
+    assert bank.counts.tolist() == [70, 30]  # a query of cluster 0 now has 30 others; no rebalance yet
+    with pytest.raises(ConfigError, match=r"num_negatives=40 exceeds the 25 bank entries .* largest cluster \(75 of "
+                                          r"100 samples\) .* after step 4"):
+        branch.write(torch.arange(70, 75), centre.expand(5, 8), 4)  # step 4 ends with a rebalance

@@ -135,22 +135,27 @@ class InterImageBranch:
         self.bank.rebalance(self.settings.min_cluster_size)
         self.check_pools()
 
-    def check_pools(self) -> None:
+    def check_pools(self, step: int | None = None) -> None:
         """Refuse K when a query of the largest cluster would draw from a pool smaller than K. The launch
         check (check_against_data) knows only the data and assumes balanced clusters; this reads the
-        clusters k-means made (once, before training)."""
+        clusters k-means made (step None: before training), and online labels' clusters at every rebalance
+        (after `step`), which waits for the device anyway. Between two rebalances the sampler's own
+        assertion is the guard, but on a GPU it fails as a bare device-side assert."""
         s = self.settings
         if s.loss_lambda == 1.0 or not self.samples_negatives:
             return
-        largest = int(torch.bincount(self.bank.labels, minlength=self.num_clusters).max())
+        largest = int(self.bank.counts.max())
         eligible = len(self.bank.labels) - largest
         pool = min(eligible, int(pool_size(torch.tensor([eligible]), s.negative_sampling, s.num_negatives,
                                            s.pool_fraction)[0]))
         if s.num_negatives > pool:
+            which, when = ("initial cluster", "") if step is None else (
+                "cluster", f" after step {step}, the online labels having gathered that much of the bank in one "
+                           f"cluster (have the features collapsed?)")
             raise ConfigError(f"num_negatives={s.num_negatives} exceeds the {pool} bank entries a query of the "
-                              f"largest initial cluster ({largest} of {len(self.bank.labels)} samples) can draw "
-                              f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}); lower num_negatives "
-                              f"or raise pool_fraction")
+                              f"largest {which} ({largest} of {len(self.bank.labels)} samples) can draw "
+                              f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}){when}; lower "
+                              f"num_negatives or raise pool_fraction")
 
     def loss(self, query: torch.Tensor, indices: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, dict]:
         """The inter loss of B x D unit-norm queries whose samples sit at bank `indices`, and its health logs.
@@ -198,6 +203,7 @@ class InterImageBranch:
             logs = {"labels_changed": self.bank.write(indices, features, relabel=online)}
             if online and (step + 1) % self.settings.rebalance_every == 0:
                 logs["clusters_reseeded"] = self.bank.rebalance(self.settings.min_cluster_size)
+                self.check_pools(step)
         return logs
 
     def wants_offline_labels(self, epoch: int) -> bool:
