@@ -149,12 +149,12 @@ class InterImageBranch:
         pool = min(eligible, int(pool_size(torch.tensor([eligible]), s.negative_sampling, s.num_negatives,
                                            s.pool_fraction)[0]))
         if s.num_negatives > pool:
-            which, when = ("initial cluster", "") if step is None else (
-                "cluster", f" after step {step}, the online labels having gathered that much of the bank in one "
-                           f"cluster (have the features collapsed?)")
+            initial = "initial " if step is None else ""
+            cause = "" if step is None else (f" after step {step}, the online labels having gathered that much of "
+                                             f"the bank in one cluster (have the features collapsed?)")
             raise ConfigError(f"num_negatives={s.num_negatives} exceeds the {pool} bank entries a query of the "
-                              f"largest {which} ({largest} of {len(self.bank.labels)} samples) can draw "
-                              f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}){when}; lower "
+                              f"largest {initial}cluster ({largest} of {len(self.bank.labels)} samples) can draw "
+                              f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}){cause}; lower "
                               f"num_negatives or raise pool_fraction")
 
     def loss(self, query: torch.Tensor, indices: torch.Tensor, streams: RandomStreams) -> tuple[torch.Tensor, dict]:

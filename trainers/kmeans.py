@@ -48,10 +48,11 @@ def global_kmeans(points: torch.Tensor, k: int, iterations: int, seed: int, back
         raise ValueError(f"k-means with {k} clusters needs at least {k} points, got {len(points)}")
     # faiss on the GPU clusters on the first visible GPU: a trial's rank on another GPU (trainers.distributed)
     # uses the torch implementation on its own GPU instead (rank 0's labels are the ones every rank keeps).
-    on_gpu = points.is_cuda and faiss_available() and faiss_gpus() > 0
+    has_faiss = faiss_available()
+    on_gpu = points.is_cuda and has_faiss and faiss_gpus() > 0
     if backend == "auto":
-        backend = "faiss" if faiss_available() and (not points.is_cuda or (
-            on_gpu and points.device.index in (None, 0))) else "torch"
+        backend = "faiss" if has_faiss and (not points.is_cuda or (on_gpu and points.device.index in (None, 0))) \
+            else "torch"
     if backend == "faiss":
         centroids = _faiss_centroids(points, k, iterations, seed, threads, on_gpu)
     else:
