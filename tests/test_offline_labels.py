@@ -109,3 +109,19 @@ def test_online_labels_that_gather_the_bank_in_one_cluster_are_refused_at_the_ne
     with pytest.raises(ConfigError, match=r"num_negatives=40 exceeds the 25 bank entries .* largest cluster \(75 of "
                                           r"100 samples\) .* after step 4"):
         branch.write(torch.arange(70, 75), centre.expand(5, 8), 4)  # step 4 ends with a rebalance
+
+
+def test_offline_labels_that_gather_the_bank_in_one_cluster_are_refused_at_once():
+    import pytest
+
+    from trainers.config import ConfigError
+
+    branch = branch_with_labels([0] * 50 + [1] * 50, label_mode="offline", negative_sampling="random",
+                                num_negatives=40, min_cluster_size=2)
+    branch.check_pools()  # 50 others to draw 40 from
+    # 97 embeddings at one point and 3 away from it: whichever 2 clusters k-means makes, one holds the 97,
+    # so a query there has at most 3 others to draw from
+    embeddings = F.normalize(torch.cat([torch.ones(97, 8), torch.eye(8)[:3] - 2.0]), dim=1)
+    with pytest.raises(ConfigError, match=r"num_negatives=40 exceeds the [0-3] bank entries .* largest cluster "
+                                          r"\(9[7-9] of 100 samples\) .* after the offline labels of epoch 3"):
+        branch.relabel_offline(embeddings, epoch=3)

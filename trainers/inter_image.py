@@ -135,12 +135,13 @@ class InterImageBranch:
         self.bank.rebalance(self.settings.min_cluster_size)
         self.check_pools()
 
-    def check_pools(self, step: int | None = None) -> None:
+    def check_pools(self, after: str | None = None) -> None:
         """Refuse K when a query of the largest cluster would draw from a pool smaller than K. The launch
         check (check_against_data) knows only the data and assumes balanced clusters; this reads the
-        clusters k-means made (step None: before training), and online labels' clusters at every rebalance
-        (after `step`), which waits for the device anyway. Between two rebalances the sampler's own
-        assertion is the guard, but on a GPU it fails as a bare device-side assert."""
+        clusters k-means made (after None: before training), and those of every later relabelling: online
+        labels' at every rebalance, offline labels' at every global k-means (`after` says which, for the
+        message); each waits for the device anyway. Between two rebalances the sampler's own assertion is
+        the guard, but on a GPU it fails as a bare device-side assert."""
         s = self.settings
         if s.loss_lambda == 1.0 or not self.samples_negatives:
             return
@@ -149,9 +150,8 @@ class InterImageBranch:
         pool = min(eligible, int(pool_size(torch.tensor([eligible]), s.negative_sampling, s.num_negatives,
                                            s.pool_fraction)[0]))
         if s.num_negatives > pool:
-            initial = "initial " if step is None else ""
-            cause = "" if step is None else (f" after step {step}, the online labels having gathered that much of "
-                                             f"the bank in one cluster (have the features collapsed?)")
+            initial = "initial " if after is None else ""
+            cause = "" if after is None else f" after {after} (have the features collapsed?)"
             raise ConfigError(f"num_negatives={s.num_negatives} exceeds the {pool} bank entries a query of the "
                               f"largest {initial}cluster ({largest} of {len(self.bank.labels)} samples) can draw "
                               f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}){cause}; lower "
@@ -203,7 +203,7 @@ class InterImageBranch:
             logs = {"labels_changed": self.bank.write(indices, features, relabel=online)}
             if online and (step + 1) % self.settings.rebalance_every == 0:
                 logs["clusters_reseeded"] = self.bank.rebalance(self.settings.min_cluster_size)
-                self.check_pools(step)
+                self.check_pools(f"step {step}, the online labels having gathered that much of the bank in one cluster")
         return logs
 
     def wants_offline_labels(self, epoch: int) -> bool:
@@ -218,6 +218,8 @@ class InterImageBranch:
         old = self.bank.labels.clone()
         self.bank.label(self.global_labels(embeddings, self.seed + epoch), self.num_clusters)
         self.bank.rebalance(self.settings.min_cluster_size)
+        self.check_pools(f"the offline labels of epoch {epoch}, global k-means having put that much of the bank in "
+                         f"one cluster")
         new = self.bank.labels
         overlap = torch.zeros(self.num_clusters, self.num_clusters, dtype=torch.long, device=new.device)
         overlap.index_put_((new, old), torch.ones_like(new), accumulate=True)
