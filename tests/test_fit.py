@@ -134,6 +134,50 @@ def test_trials_share_a_floor_that_equals_their_own(tmp_path, monkeypatch):
     assert {r["svm_train_size"] for r in shared} == {len(datasets.load(SYNTHETIC).train)}
 
 
+def tensors_of(state, prefix=""):
+    """Every tensor of a nested state dict, by its path."""
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    if isinstance(state, dict):
+        return {path: t for key, value in state.items() for path, t in tensors_of(value, f"{prefix}/{key}").items()}
+    return {}
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as a tiny trial runs: with two, this machine's first calibration in a process differed
+    from later ones in the last bits (1e-7), so no two starts would be equal bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_settings_whose_networks_start_equal_share_one_calibration_and_start_as_they_would_alone(monkeypatch,
+                                                                                                 one_thread):
+    data = datasets.load(SYNTHETIC)
+    starts, calibrations = {}, []
+    calibrate = trainers.trial.calibrate_batch_norm
+    monkeypatch.setattr(trainers.trial, "calibrate_batch_norm",
+                        lambda *args, **keys: calibrations.append(1) or calibrate(*args, **keys))
+    trainers.trial.Trial(SYNTHETIC.replace(negative_sampling="hard"), data).start(measure=False, starts=starts)
+    shared = trainers.trial.Trial(SYNTHETIC, data)
+    shared_row = shared.start(measure=False, starts=starts)
+    assert len(calibrations) == 1 and len(starts) == 1  # semi-hard's network is hard's: calibrated once
+    alone = trainers.trial.Trial(SYNTHETIC, data)
+    alone_row = alone.start(measure=False)
+    trainers.trial.Trial(SYNTHETIC.replace(cnn_width=8), data).start(measure=False, starts=starts)
+    assert len(calibrations) == 3 and len(starts) == 2  # another width starts from another network
+    assert shared_row == alone_row
+    shared_state, alone_state = tensors_of(shared.method.state_dict()), tensors_of(alone.method.state_dict())
+    assert shared_state.keys() == alone_state.keys() and any("running_mean" in path for path in shared_state)
+    assert all(torch.equal(shared_state[path], alone_state[path]) for path in shared_state)
+    images, labels, indices = next(iter(alone.training_batches()))
+    shared_batch = next(iter(shared.training_batches()))
+    assert torch.equal(shared_batch[2], indices)
+    assert torch.equal(shared.step(*shared_batch, step=0)[0], alone.step(images, labels, indices, step=0)[0])
+
+
 def test_offline_relabelling_hands_its_features_to_the_evaluation():
     config = SYNTHETIC.replace(epochs=1, label_mode="offline")
     data = datasets.load(config)

@@ -88,22 +88,40 @@ class Trial:
         self.splits = tuple(datasets.evaluation_batches(split, config.num_workers)
                             for split in (self.data.train, self.data.test))
 
-    def start(self, floors: FloorCache | None = None, measure: bool = True) -> dict:
+    def start(self, floors: FloorCache | None = None, measure: bool = True, starts: dict | None = None) -> dict:
         """Epoch 0: batch-norm statistics calibrated on the training set, the floor metrics of the initial
         network (from `floors` where another trial measured them), and the method's start. With
         measure=False the floor is not measured (the row holds the method's start metrics only): what a
-        check before launch needs to take a step."""
+        check before launch needs to take a step; there `starts` may keep the calibrated encoder and the
+        training set's embeddings for the next config whose initial encoder is the same (calibrate_and_embed)."""
         c, d = self.config, self.data
-        calibrate_batch_norm(self.method.encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
         if measure:
+            calibrate_batch_norm(self.method.encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
             row, embeddings = self.evaluate_epoch(0, with_svm=True, floors=floors)
             row.update(trained_gains(row, row))
         else:
-            row, (_, embeddings) = {}, extract(self.method.encoder, self.splits[0], c.image_size, d.mean, d.std,
-                                               self.device)
+            row, embeddings = {}, self.calibrate_and_embed(starts)
         row.update(self.method.start(embeddings, self.streams))
         self.synchronise()
         return row
+
+    def calibrate_and_embed(self, starts: dict | None) -> torch.Tensor:
+        """Calibrate the encoder's batch norm and return the training set's embeddings by it. `starts` maps
+        the initial encoder's floor key (its weights and buffers, the data, the evaluation settings) to the
+        calibrated encoder state and the embeddings, so that configs whose networks start equal bit for bit
+        (the settings of one method, at one seed) calibrate and embed once: both are functions of that key (to
+        the last bits where several threads sum; at one thread, bit for bit)."""
+        c, d, encoder = self.config, self.data, self.method.encoder
+        key = floor_key(encoder, c, d.train_labels(), d.test_labels()) if starts is not None else None
+        if key in (starts or {}):
+            state, embeddings = starts[key]
+            encoder.load_state_dict(state)
+            return embeddings.clone()  # a method may write into its bank's initial features
+        calibrate_batch_norm(encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
+        _, embeddings = extract(encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
+        if starts is not None:
+            starts[key] = ({name: value.clone() for name, value in encoder.state_dict().items()}, embeddings.clone())
+        return embeddings
 
     def training_batches(self):
         """One loader per trial: its workers live across epochs, and every epoch's order comes from streams.order."""

@@ -196,18 +196,20 @@ STEP_CHECK_MAX_IMAGES = 20000
 def check_first_steps(trials: list[Trial], data: datasets.ImageData) -> None:
     """Each distinct setting of the plan (seeds aside) builds its trial, starts its method on the initial
     network's embeddings (bank, k-means labels, pools) and takes one training step, so that settings which
-    pass every range check yet fail in a trial are refused before launch, in one line."""
+    pass every range check yet fail in a trial are refused before launch, in one line. Settings whose networks
+    start equal (most of a study's) share one batch-norm calibration and embedding of the training set."""
     from trainers.trial import Trial as Runnable
 
     if datasets.image_files(data) or len(data.train) > STEP_CHECK_MAX_IMAGES:
         print("not stepped before launch (image files or a large set): each trial checks itself as it starts")
         return
     distinct = {t.config.replace(seed=0).config_hash(): t for t in trials}
+    starts: dict = {}
     for trial in distinct.values():
         config = trial.config.replace(seed=0, device="cpu", deterministic=False)
         try:
             runnable = Runnable(config, data)
-            runnable.start(measure=False)
+            runnable.start(measure=False, starts=starts)
             images, labels, indices = next(iter(runnable.training_batches()))
             runnable.step(images, labels, indices, step=0)
         except ConfigError as error:
