@@ -25,6 +25,7 @@ from study.trials import expand
 from trainers.config import parse_assignment
 from trainers.fit import fit
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC = ["--set", "dataset=synthetic", "--set", "image_size=16", "--set", "clusters_per_class=2",
              "--set", "min_cluster_size=5", "--set", "batch_size=64"]

@@ -45,6 +45,7 @@ def test_bf16_keeps_the_embedding_float32_and_close_to_fp32():
     assert (exact * approximate).sum(dim=1).min() > 0.98  # and the embeddings still agree
 
 
+@pytest.mark.slow
 def test_cifar_profile_path_with_bf16_resumes_exactly(tmp_path):
     # bf16 convolutions are slow on a CPU without bf16 units: 16 x 16 crops keep this test short.
     jpeg_tree(tmp_path / "data", per_class=2, test_per_class=2, size=20)

@@ -31,6 +31,7 @@ def test_bad_round_settings_are_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_rounds_extend_one_run_until_the_last_look(tmp_path):
     # overclustering's comparisons have fixed margins (shares of queries), so with one epoch of training its
     # first look is undecided; a quality-metric study here would stop at once as not testable at this scale.

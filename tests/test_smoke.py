@@ -3,12 +3,15 @@ resumed, and the command says whether the two agree."""
 
 import math
 
+import pytest
+
 from study.measure import smoke
 
 CPU_SIZED = ["--set", "device=cpu", "--set", "network=small-cnn", "--set", "image_size=16", "--set", "cnn_width=8",
              "--set", "batch_size=32"]
 
 
+@pytest.mark.slow
 def test_the_smoke_command_resumes_every_method_it_runs_exactly(capsys):
     code = smoke.main(["--methods", "mocov2-interclr", "byol-interclr", *CPU_SIZED])
     out = capsys.readouterr().out
@@ -17,6 +20,7 @@ def test_the_smoke_command_resumes_every_method_it_runs_exactly(capsys):
     assert out.count("resumed run equals uninterrupted: yes") == 2 and "2 of 2 runs passed" in out
 
 
+@pytest.mark.slow
 def test_the_smoke_runs_trials_over_two_ranks_where_asked(capsys):
     """The 2-GPU part, on a CPU over gloo: bf16, deterministic, stopped and resumed over 2 ranks."""
     code = smoke.main(["--methods", "byol-interclr", "--ranks", "2", *CPU_SIZED])

@@ -89,6 +89,7 @@ def test_profiles_map_margins_to_their_negatives():
     assert tiny.config(method="truncated-triplet", triplet_margin=-0.3).triplet_margin == -0.3  # not a MarginNCE
 
 
+@pytest.mark.slow
 def test_list_and_dry_run_of_all(tmp_path):
     listing = run_cli("--list")
     assert listing.returncode == 0 and all(name in listing.stdout for name in STUDIES)
@@ -121,6 +122,7 @@ def test_dry_run_prints_the_grid_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_study_runs_end_to_end_through_ray_tune(tmp_path):
     out = tmp_path / "sampling"
     result = run_cli("sampling", "--seeds", "1", "--epochs", "1", *SYNTHETIC, "--out", str(out),
@@ -201,6 +203,7 @@ def test_a_run_lands_beside_the_committed_results_unless_told_otherwise():
     assert output_folder(named, "sampling", several=False) == Path("results/tiny/sampling")
 
 
+@pytest.mark.slow
 def test_an_ad_hoc_sweep_runs_end_to_end_like_a_registered_study(tmp_path):
     out = tmp_path / "sweep"
     result = run_cli("--sweep", "inter_margin=-1,0", "--seeds", "1", "--epochs", "1", *SYNTHETIC, "--out", str(out),

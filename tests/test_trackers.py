@@ -17,6 +17,7 @@ pytest.importorskip("wandb", reason="the [tracking] extra: pip install -e '.[tra
 pytest.importorskip("mlflow", reason="the [tracking] extra: pip install -e '.[tracking]'")
 
 
+@pytest.mark.slow
 def test_a_sweep_logs_every_trials_epochs_to_wandb_offline_and_to_mlflows_file_store(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
