@@ -112,11 +112,12 @@ class Trial:
         (the settings of one method, at one seed) calibrate and embed once: both are functions of that key (to
         the last bits where several threads sum; at one thread, bit for bit)."""
         c, d, encoder = self.config, self.data, self.method.encoder
-        key = floor_key(encoder, c, d.train_labels(), d.test_labels()) if starts is not None else None
-        if key in (starts or {}):
-            state, embeddings = starts[key]
-            encoder.load_state_dict(state)
-            return embeddings.clone()  # a method may write into its bank's initial features
+        if starts is not None:
+            key = floor_key(encoder, c, d.train_labels(), d.test_labels())
+            if key in starts:
+                state, embeddings = starts[key]
+                encoder.load_state_dict(state)
+                return embeddings.clone()  # a method may write into its bank's initial features
         calibrate_batch_norm(encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
         _, embeddings = extract(encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
         if starts is not None:
