@@ -151,7 +151,8 @@ class InterImageBranch:
                                            s.pool_fraction)[0]))
         if s.num_negatives > pool:
             initial = "initial " if after is None else ""
-            cause = "" if after is None else f" after {after} (have the features collapsed?)"
+            cause = "" if after is None else (f" after {after}, which put that much of the bank in one cluster (have "
+                                              f"the features collapsed?)")
             raise ConfigError(f"num_negatives={s.num_negatives} exceeds the {pool} bank entries a query of the "
                               f"largest {initial}cluster ({largest} of {len(self.bank.labels)} samples) can draw "
                               f"from ({s.negative_sampling}, pool_fraction={s.pool_fraction}){cause}; lower "
@@ -203,7 +204,7 @@ class InterImageBranch:
             logs = {"labels_changed": self.bank.write(indices, features, relabel=online)}
             if online and (step + 1) % self.settings.rebalance_every == 0:
                 logs["clusters_reseeded"] = self.bank.rebalance(self.settings.min_cluster_size)
-                self.check_pools(f"step {step}, the online labels having gathered that much of the bank in one cluster")
+                self.check_pools(f"step {step} (online labels)")
         return logs
 
     def wants_offline_labels(self, epoch: int) -> bool:
@@ -218,8 +219,7 @@ class InterImageBranch:
         old = self.bank.labels.clone()
         self.bank.label(self.global_labels(embeddings, self.seed + epoch), self.num_clusters)
         self.bank.rebalance(self.settings.min_cluster_size)
-        self.check_pools(f"the offline labels of epoch {epoch}, global k-means having put that much of the bank in "
-                         f"one cluster")
+        self.check_pools(f"the offline labels of epoch {epoch}")
         new = self.bank.labels
         overlap = torch.zeros(self.num_clusters, self.num_clusters, dtype=torch.long, device=new.device)
         overlap.index_put_((new, old), torch.ones_like(new), accumulate=True)
