@@ -40,18 +40,18 @@ class UnitCosts:
     svm_s_per_class: float  # one class's SVMs (5 costs x 3 folds + the refit) on one CPU
     kmeans_s: float  # one global k-means of the training set into the profile's clusters
     device: str = "GPU"
-    # Images the device itself would decode per second, in the trial's own process, so in turn with its steps
-    # (the hypothetical `decode_on_device`; inf: free, as for data held in memory).
+    # Images the device itself decodes per second with decode_on_device=true, in the trial's own process, so in
+    # turn with its steps (inf: free, as for data held in memory).
     device_decode_images_per_s: float = float("inf")
 
 
-def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_device: bool = False,
-                decode_speedup: float = 1.0) -> dict[str, float]:
-    """Hours per term of one trial (see the module's notes). `decode_on_device`: as if the loader handed
-    encoded images to the device to decode (not built): the device then decodes every image before its
-    step or forward pass, at costs.device_decode_images_per_s, and no loader paces it.
-    `decode_speedup`: the loader workers' rate times this (a tree from study.prepare)."""
+def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_speedup: float = 1.0) -> dict[str, float]:
+    """Hours per term of one trial (see the module's notes). With config.decode_on_device the loader hands
+    encoded images to the device, which decodes every image before its step or forward pass, at
+    costs.device_decode_images_per_s, and no loader paces it. `decode_speedup`: the loader workers' rate
+    times this (a tree from study.prepare)."""
     n, n_test = costs.train_size, costs.test_size
+    decode_on_device = config.decode_on_device
     loader_workers = config.num_workers if config.num_workers and not decode_on_device else 0
     per_image_decode = 1 / (loader_workers * costs.decode_images_per_s * decode_speedup) if loader_workers else 0.0
     device_decode = 1 / costs.device_decode_images_per_s if decode_on_device else 0.0
@@ -78,7 +78,9 @@ def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_on_de
 
 
 def paced_by(config: TrialConfig, costs: UnitCosts) -> str:
-    """Which side sets the pace of a training epoch: the device's steps or the loader's decoding."""
+    """Which side sets the pace of a training epoch: the device's steps (and decoding) or the loader's decoding."""
+    if config.decode_on_device:
+        return "the device's steps and decoding"
     device = (costs.train_size // config.batch_size) * costs.step_s[config.method]
     loader = costs.train_size / (config.num_workers * costs.decode_images_per_s) if config.num_workers else 0.0
     return "decoding on the CPUs" if loader > device else "the device's steps"
@@ -91,8 +93,8 @@ def duration(hours: float, device: str) -> str:
 
 def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -> tuple[list[str], float]:
     """The plan's estimate in lines (per method: one trial's device-hours, its largest terms, what paces its
-    epochs, and where a loader decodes, the same with decoding on the device; then the plan's total), and
-    the total in device-hours."""
+    epochs, and for image files the other places to decode them: the device, the CPUs, a prepared tree; then
+    the plan's total), and the total in device-hours."""
     share = device_share if device_share > 0 else 1.0
     lines = [f"estimate ({costs.source}):"]
     total = 0.0
@@ -108,12 +110,15 @@ def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -
         text = (f"  {method}: {duration(per_trial, costs.device)} per trial x {len(group)} (largest: "
                 f"{', '.join(f'{term} {value * share:.2g} h' for term, value in largest)}; epochs paced by "
                 f"{paced_by(config, costs)}")
-        if config.num_workers and costs.decode_images_per_s != float("inf"):
-            prepared = sum(trial_hours(config, costs, cpus, decode_speedup=PREPARED_DECODE_SPEEDUP).values()) * share
-            on_device = sum(trial_hours(config, costs, cpus, decode_on_device=True).values()) * share
-            text += (f"; {duration(prepared, costs.device)} on a tree from study.prepare (decoding "
-                     f"{PREPARED_DECODE_SPEEDUP:g}x faster); {duration(on_device, costs.device)} if images were "
-                     f"decoded on the device, which is not built")
+        if config.dataset == "imagefolder" and config.num_workers and costs.decode_images_per_s != float("inf"):
+            def hours_of(on_device: bool, speedup: float = 1.0) -> str:
+                changed = config.replace(decode_on_device=on_device)
+                return duration(sum(trial_hours(changed, costs, cpus, speedup).values()) * share, costs.device)
+
+            prepared = (f"{hours_of(False, PREPARED_DECODE_SPEEDUP)} on a tree from study.prepare (decoding "
+                        f"{PREPARED_DECODE_SPEEDUP:g}x faster)")
+            text += (f"; {hours_of(False)} with decode_on_device=false ({prepared})" if config.decode_on_device
+                     else f"; {prepared}; {hours_of(True)} with decode_on_device=true")
         lines.append(text + ")")
     days = f" ({total / 24:.1f} {costs.device}-days)" if total >= 24 else ""
     lines.append(f"  the plan: {len(trials)} trials, {duration(total, costs.device)}{days}")

@@ -7,7 +7,7 @@ import torch
 
 from trainers import data as datasets
 from trainers.augment import evaluation_view, training_view
-from trainers.config import TrialConfig
+from trainers.config import ConfigError, TrialConfig
 
 
 def write_idx(path, array, magic):
@@ -296,7 +296,8 @@ def test_the_image_check_decodes_each_unchanged_file_once(tmp_path, monkeypatch,
     data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(root), load_size=16, image_size=16))
     decoded = []
     real_check = datasets.check_image
-    monkeypatch.setattr(datasets, "check_image", lambda path: decoded.append(path) or real_check(path))
+    monkeypatch.setattr(datasets, "check_image",
+                        lambda path, jpeg_only=False: decoded.append(path) or real_check(path, jpeg_only))
     storage = tmp_path / "storage"
     check_image_files(data, str(root), storage)
     assert len(decoded) == 12
@@ -356,3 +357,109 @@ def test_check_images_in_worker_processes_names_the_first_damaged_file_in_order(
     with pytest.raises(datasets.DataError, match="03.jpg"):
         datasets.check_images(paths, workers=2)
     datasets.check_images(paths[:3] + paths[5:], workers=2)
+
+
+def mixed_jpeg_tree(root):
+    """Two classes of noise JPEGs: wider and taller than a 20-pixel load size, one already 20 on its longer
+    side, one smaller than it, and a grayscale one; 5 per split."""
+    from PIL import Image
+
+    shapes = {"a": [(40, 24), (24, 40), (20, 9)], "b": [(13, 7), (33, 50)]}
+    for split in ("train", "test"):
+        for cls, sizes in shapes.items():
+            (root / split / cls).mkdir(parents=True)
+            for i, size in enumerate(sizes):
+                image = Image.effect_noise(size, 60 + i).convert("RGB" if (cls, i) != ("b", 1) else "L")
+                image.save(root / split / cls / f"{i}.jpg", quality=90)
+
+
+def test_decoding_on_the_device_gives_the_canvases_of_the_loader_workers(tmp_path):
+    """decode_on_device=true: the loader hands over file bytes and `.to(device)` decodes the batch; on a CPU that
+    is the workers' decoder and resize, so the canvases are the same bit for bit, sizes included."""
+    mixed_jpeg_tree(tmp_path)
+    keys = dict(dataset="imagefolder", data_root=str(tmp_path), load_size=20, image_size=16)
+    workers = datasets.load(TrialConfig.create(**keys))
+    encoded = datasets.load(TrialConfig.create(**keys, decode_on_device=True))
+    assert isinstance(encoded.train, datasets.EncodedImageFolder) and len(encoded.train) == 5
+    for split in ("train", "test"):
+        # Through loader workers: a batch of file bytes crosses from their processes as one shared buffer.
+        decoded_batches = list(datasets.batches(getattr(encoded, split), 3, shuffle=False, num_workers=2))
+        worker_batches = list(datasets.batches(getattr(workers, split), 3, shuffle=False))
+        assert len(decoded_batches) == len(worker_batches) == 2
+        for (files, labels, indices), (canvases, worker_labels, worker_indices) in zip(decoded_batches,
+                                                                                        worker_batches):
+            assert isinstance(files, datasets.EncodedImages) and len(files) == len(canvases)
+            decoded = files.to(torch.device("cpu"))
+            assert torch.equal(decoded.pixels, canvases.pixels) and torch.equal(decoded.sizes, canvases.sizes)
+            assert torch.equal(labels, worker_labels) and torch.equal(indices, worker_indices)
+    # Longer side to 20 (height, width): 24 x 40 -> 12 x 20, 40 x 24 -> 20 x 12, 9 x 20 kept, 7 x 13 -> 11 x 20.
+    first = next(iter(datasets.batches(encoded.train, 5, shuffle=False)))[0].to("cpu")
+    assert first.sizes.tolist() == [[12, 20], [20, 12], [9, 20], [11, 20], [20, 13]]
+    assert first.pixels[3, :, 11:].eq(0).all() and first.pixels[4, :, :, 13:].eq(0).all()  # padding stays 0
+    gray = first.pixels[4, :, :20, :13]
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[0], gray[2])  # a grayscale JPEG decodes to RGB
+
+
+def test_decoding_on_the_device_needs_a_tree_of_jpegs_and_checks_it_as_such(tmp_path):
+    """A PNG passes the ordinary image check but is refused, by name and in one line, for decode_on_device;
+    a tree checked for the workers' decoder is checked again as JPEGs (its own record)."""
+    from PIL import Image
+
+    from study.safety.preflight import check_image_files
+
+    mixed_jpeg_tree(tmp_path / "data")
+    png = tmp_path / "data" / "train" / "b" / "2.png"
+    Image.effect_noise((16, 16), 5).convert("RGB").save(png)
+    keys = dict(dataset="imagefolder", data_root=str(tmp_path / "data"), load_size=20, image_size=16)
+    storage = tmp_path / "storage"
+    check_image_files(datasets.load(TrialConfig.create(**keys)), keys["data_root"], storage)
+    with pytest.raises(datasets.DataError, match=r"2\.png is a PNG, not a JPEG.*study\.prepare"):
+        check_image_files(datasets.load(TrialConfig.create(**keys, decode_on_device=True)), keys["data_root"],
+                          storage, jpeg_only=True)
+    png.unlink()
+    check_image_files(datasets.load(TrialConfig.create(**keys, decode_on_device=True)), keys["data_root"], storage,
+                      jpeg_only=True)
+    assert len(list((storage / "image-checks").iterdir())) == 2
+
+
+def test_decode_on_device_is_an_execution_key_of_image_folders_only():
+    config = TrialConfig.create(dataset="imagefolder", load_size=20, image_size=16)
+    assert config.replace(decode_on_device=True).config_hash() == config.config_hash()
+    with pytest.raises(ConfigError, match="decode_on_device=true decodes image files, but dataset=fashion-mnist"):
+        TrialConfig.create(decode_on_device=True)
+
+
+def test_a_trial_that_decodes_on_its_device_computes_what_the_loader_workers_path_does(tmp_path):
+    """Every pass of a trial (batch-norm calibration, the bank's embeddings, training steps, evaluations) takes
+    its images through `.to(device)`, so on a CPU both paths give the same rows bit for bit."""
+    from PIL import Image
+
+    from trainers.fit import fit
+
+    for split, count in (("train", 16), ("test", 8)):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                size = (24 + 3 * (i % 4), 20 + 2 * (i % 3))
+                Image.effect_noise(size, 20 + 7 * i + (cls == "b") * 50).convert("RGB").save(
+                    tmp_path / split / cls / f"{i}.jpg", quality=90)
+    config = TrialConfig.create(method="npidv2", dataset="imagefolder", data_root=str(tmp_path), load_size=20,
+                                image_size=16, cnn_width=8, head_hidden=32, embedding_dim=16, batch_size=8,
+                                epochs=2, num_negatives=8, svm_train_size=32, probe_epochs=2, knn_k=5, threads=1)
+
+    class Keep:
+        state = None
+
+        def restore(self, config_hash):
+            return None
+
+        def report(self, row, state):
+            pass
+
+    def metrics(rows):  # what the trial computed: not its timings or memory; NaN (epochs not evaluated) as None
+        return [{k: None if v != v else v for k, v in row.items() if not k.endswith(("time_s", "memory_mb"))}
+                for row in rows]
+
+    workers, on_device = fit(config, Keep()), fit(config.replace(decode_on_device=True), Keep())
+    assert len(workers) == 3 and metrics(workers) == metrics(on_device)
+    assert workers[-1]["loss"] > 0

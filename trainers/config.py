@@ -30,7 +30,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 CHOICES = {"dataset": DATASETS, "network": NETWORKS, "device": DEVICES, "method": tuple(METHODS),
            "precision": PRECISIONS, "svm_solver": SVM_SOLVERS}
-EXECUTION_KEYS = ("data_root", "num_workers", "device", "threads", "deterministic", "data_parallel")
+EXECUTION_KEYS = ("data_root", "num_workers", "decode_on_device", "device", "threads", "deterministic",
+                  "data_parallel")
 DEFAULT_METHOD = "npidv2-interclr"
 MAX_LR = 10.0  # twice BYOL's largest rate (LARS, 0.3 x 4096 / 256 = 4.8); plain SGD here diverges far below it
 
@@ -50,6 +51,8 @@ class TrialConfig:
     load_size: int = 32  # ImageFolder images are resized to this square before augmentation
     image_size: int = 28  # side of the augmented crops fed to the network
     num_workers: int = 0  # DataLoader workers for ImageFolder data
+    # ImageFolder: the workers only read the files and the trial decodes each batch on its device (JPEGs only)
+    decode_on_device: bool = False
 
     # network
     network: str = "small-cnn"
@@ -220,5 +223,8 @@ def _check_shared(c: TrialConfig) -> None:
     require(0 < c.lr <= MAX_LR, f"lr={c.lr} must be in (0, {MAX_LR:g}]; the profiles use 0.03")
     require(0 <= c.weight_decay < 1 and 0 <= c.momentum < 1, f"need weight_decay in [0, 1) (got {c.weight_decay}) "
                                                              f"and momentum in [0, 1) (got {c.momentum})")
+    require(not c.decode_on_device or c.dataset == "imagefolder",
+            f"decode_on_device=true decodes image files, but dataset={c.dataset} is held in memory already "
+            f"decoded; drop it, or use dataset=imagefolder")
     require(c.image_size <= c.load_size or c.dataset != "imagefolder",
             f"image_size={c.image_size} is larger than load_size={c.load_size}; raise load_size")

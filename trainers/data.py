@@ -1,6 +1,7 @@
 """Datasets as uint8 image tensors: Fashion-MNIST, CIFAR-10, ImageFolder trees, and a synthetic set for tests.
 
-Every dataset's batches are `(Canvases, labels B, indices B)`; augmentation happens on whole batches
+Every dataset's batches are `(Canvases, labels B, indices B)` (with decode_on_device, `EncodedImages`, which
+become Canvases when moved to the device); augmentation happens on whole batches
 on the training device (trainers.augment), so loading stays cheap. An ImageFolder image keeps its
 aspect ratio: resized so that its longer side is `load_size`, it sits at the top-left of a
 `load_size` square canvas, and its valid height and width travel with it, so crops are taken from
@@ -17,6 +18,7 @@ import pickle
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,53 @@ class ImageFolderImages(Dataset):
         canvas = torch.zeros(3, self.load_size, self.load_size, dtype=torch.uint8)
         canvas[:, :size[0], :size[1]] = image
         return canvas, torch.tensor(size), label, index
+
+
+class EncodedImageFolder(ImageFolderImages):
+    """The same files as ImageFolderImages, but item i is (the file's bytes, label, i): loader workers only read
+    files, and the trial decodes each batch on its own device (`decode_on_device=true`; EncodedImages.to).
+    Every file must be a JPEG, which the check before launch makes sure of."""
+
+    def __getitem__(self, index: int):
+        from torchvision.io import read_file
+
+        path, label = self.samples[index]
+        return read_file(path), label, index
+
+
+@dataclass(frozen=True)
+class EncodedImages:
+    """A batch of B JPEG files' bytes in host memory: `data`, their concatenation (uint8, one tensor, so that a
+    loader worker hands over one shared buffer rather than B), and `lengths`, each file's. Moving it to a
+    device decodes it there in one batched call (nvJPEG on a GPU, libjpeg-turbo on a CPU) and gives the Canvases that
+    ImageFolderImages' workers would have made: each image resized so that its longer side is load_size, at
+    the top-left of its canvas. On a CPU the pixels are those of the workers' path bit for bit (the same
+    decoder and resize); on a GPU nvJPEG's inverse DCT and the resize's float path may move a pixel by a level
+    or two (study.measure.smoke measures it)."""
+
+    data: torch.Tensor
+    lengths: list
+    load_size: int
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def pin_memory(self) -> "EncodedImages":
+        return self  # the decoder reads the bytes from host memory itself
+
+    def to(self, device, non_blocking: bool = False) -> Canvases:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        images = decode_jpeg(list(self.data.split(self.lengths)), mode=ImageReadMode.RGB, device=device)
+        pixels = torch.zeros(len(images), 3, self.load_size, self.load_size, dtype=torch.uint8, device=device)
+        # The sizes come from the images' shapes, known on the host. Whether nvJPEG's batched call itself waits
+        # for the device is not known here (no GPU was lent to measure it).
+        sizes = []
+        for canvas, image in zip(pixels, images):
+            image = fit_longer_side(image, self.load_size)
+            canvas[:, :image.shape[1], :image.shape[2]] = image
+            sizes.append(image.shape[1:])
+        return Canvases(pixels, torch.tensor(sizes).to(device, non_blocking=non_blocking))
 
 
 def fit_longer_side(image: torch.Tensor, load_size: int) -> torch.Tensor:
@@ -198,26 +247,39 @@ def image_files(data: ImageData) -> list[str]:
             for path, _ in split.samples]
 
 
-def check_image_header(path: str) -> None:
-    """The file's header names a size within the pixel budget, read before anything is decoded; raises
-    DataError."""
+def check_image_header(path: str, jpeg_only: bool = False) -> None:
+    """The file's header names a size within the pixel budget (and with `jpeg_only`, a JPEG), read before
+    anything is decoded; raises DataError."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise DataError(_too_large(path, image.width, image.height))
+            if jpeg_only and image.format != "JPEG":
+                raise DataError(f"image {path} is a {image.format}, not a JPEG, and decode_on_device=true decodes "
+                                f"JPEGs only; convert the tree with study.prepare (it writes JPEGs) or set "
+                                f"decode_on_device=false")
     except Image.DecompressionBombError:  # PIL's own limit, checked on opening
         raise DataError(_too_large(path, None, None)) from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL's decoders raise all three
         raise DataError(_unreadable_image(path, error)) from None
 
 
-def check_image(path: str) -> None:
+def check_image(path: str, jpeg_only: bool = False) -> None:
     """Decode one file whole (a truncated JPEG has an intact header) within the pixel budget, so a damaged
-    tree fails before a run rather than a trial hours in; raises DataError."""
-    check_image_header(path)
-    read_image(path)  # then the whole file, by the decoder the trials use
+    tree fails before a run rather than a trial hours in; raises DataError. `jpeg_only`: the file must be a
+    JPEG that the batched JPEG decoder of decode_on_device reads."""
+    check_image_header(path, jpeg_only)
+    if not jpeg_only:
+        read_image(path)  # then the whole file, by the decoder the trials use
+        return
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+    try:
+        decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError) as error:
+        raise DataError(_unreadable_image(path, error)) from None
 
 
 # Files one worker process checks per task, and the fewest files worth starting worker processes for: a
@@ -227,22 +289,22 @@ CHECK_CHUNK_FILES = 500
 PARALLEL_CHECK_MIN_FILES = 20000
 
 
-def check_image_chunk(paths: list[str]) -> None:
+def check_image_chunk(paths: list[str], jpeg_only: bool = False) -> None:
     for path in paths:
-        check_image(path)
+        check_image(path, jpeg_only)
 
 
-def check_images(paths: list[str], workers: int = 1) -> None:
+def check_images(paths: list[str], workers: int = 1, jpeg_only: bool = False) -> None:
     """check_image for every path, in chunks over `workers` spawned processes; raises the DataError of
     the first damaged file in `paths` order. Processes, not threads: on small files the per-file Python
     work holds the GIL. 90,900 32 x 32 JPEGs on a 2-core AMD EPYC: one process 24.2 s, two 15.8 s; two
     threads took 1.8x as long as one."""
     if workers <= 1 or len(paths) < PARALLEL_CHECK_MIN_FILES:
-        check_image_chunk(paths)
+        check_image_chunk(paths, jpeg_only)
         return
     chunks = [paths[start:start + CHECK_CHUNK_FILES] for start in range(0, len(paths), CHECK_CHUNK_FILES)]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        for _ in pool.map(check_image_chunk, chunks):  # map re-raises a chunk's error in chunk order
+        for _ in pool.map(partial(check_image_chunk, jpeg_only=jpeg_only), chunks):  # re-raises in chunk order
             pass
 
 
@@ -258,7 +320,7 @@ def load(config) -> ImageData:
         train, test = (InMemoryImages(*read_cifar10_batches(root, CIFAR10_FILES[split])) for split in ("train", "test"))
         data = ImageData(train, test, 10, 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
     elif config.dataset == "imagefolder":
-        data = load_image_folder(config.data_root, config.load_size)
+        data = load_image_folder(config.data_root, config.load_size, encoded=config.decode_on_device)
     else:
         data = synthetic(seed=SUBSET_SEED)
     data.train = balanced_subset(data.train, config.train_subset, data.num_classes)
@@ -365,13 +427,14 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
         raise DataError(f"cannot read IDX file {path}: {error}; re-download or re-install the dataset") from None
 
 
-def load_image_folder(data_root: str, load_size: int) -> ImageData:
+def load_image_folder(data_root: str, load_size: int, encoded: bool = False) -> ImageData:
+    """The train/ and test/ trees of data_root; `encoded`: as file bytes that the trial decodes on its device."""
     root = Path(data_root)
     if not data_root or not (root / "train").is_dir() or not (root / "test").is_dir():
         raise DataError(f"imagefolder needs data_root with train/<class>/ and test/<class>/ folders "
                         f"(got {data_root!r}); fix: --set data_root=DIR")
-    train = ImageFolderImages.from_root(root / "train", load_size)
-    test = ImageFolderImages.from_root(root / "test", load_size)
+    images = EncodedImageFolder if encoded else ImageFolderImages
+    train, test = images.from_root(root / "train", load_size), images.from_root(root / "test", load_size)
     if train.classes != test.classes:
         raise DataError(f"{root}: train and test class folders differ; make them the same")
     if len(train.classes) < 2:
@@ -422,12 +485,12 @@ def balanced_subset(dataset: Dataset, size: int, num_classes: int) -> Dataset:
     keep = balanced_indices(dataset.labels, size, num_classes)
     if isinstance(dataset, InMemoryImages):
         return InMemoryImages(dataset.images[keep], dataset.labels[keep])
-    return ImageFolderImages([dataset.samples[i] for i in keep.tolist()], dataset.classes, dataset.load_size)
+    return type(dataset)([dataset.samples[i] for i in keep.tolist()], dataset.classes, dataset.load_size)
 
 
 def batches(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
             num_workers: int = 0) -> DataLoader:
-    """Batches of (Canvases, labels, indices); training drops the last partial batch.
+    """Batches of (Canvases or EncodedImages, labels, indices); training drops the last partial batch.
 
     Each pass over a shuffled loader draws its order from `generator` alone, so one loader can serve a
     whole trial and a resumed trial, its generator restored, sees the same orders. ImageFolder loaders
@@ -438,8 +501,10 @@ def batches(dataset: Dataset, batch_size: int, shuffle: bool, generator: torch.G
                           collate_fn=_whole_canvases)
     # The loader's own generator only seeds the workers' RNGs, which decoding never uses; drawn from the
     # order generator it would shift the orders, since persistent workers draw it on the first pass only.
+    collate = partial(_encoded_of, load_size=dataset.load_size) if isinstance(dataset, EncodedImageFolder) \
+        else _canvases_of
     return DataLoader(dataset, batch_sampler=BatchSampler(order, batch_size, drop_last=shuffle),
-                      collate_fn=_canvases_of, num_workers=num_workers, persistent_workers=num_workers > 0,
+                      collate_fn=collate, num_workers=num_workers, persistent_workers=num_workers > 0,
                       generator=torch.Generator().manual_seed(0), pin_memory=torch.cuda.is_available())
 
 
@@ -456,3 +521,9 @@ def _whole_canvases(batch: tuple) -> tuple:
 def _canvases_of(samples: list[tuple]) -> tuple:
     pixels, sizes, labels, indices = default_collate(samples)
     return Canvases(pixels, sizes), labels, indices
+
+
+def _encoded_of(samples: list[tuple], load_size: int) -> tuple:
+    files, labels, indices = zip(*samples)
+    return (EncodedImages(torch.cat(files), [len(file) for file in files], load_size), torch.tensor(labels),
+            torch.tensor(indices))

@@ -6,7 +6,9 @@ deterministic kernels on synthetic 32 x 32 images (no data needed; `--set datase
 data_root=DIR` reads the real batches), once straight through and once stopped after epoch 1 and
 resumed from its saved state. Printed per method: seconds, the last epoch's loss, peak memory, and
 whether the resumed run equals the uninterrupted one bit for bit (deterministic kernels promise that
-on a GPU too). Then, where 2 GPUs are visible (or with `--ranks 2` on a CPU, over gloo), every method
+on a GPU too). Then `decode_on_device`: JPEGs of several sizes decoded and resized on the trial's
+device beside the loader workers' CPU path (24 JPEGs; equal bit for bit on a CPU; on a GPU nvJPEG and the
+resize's float path may move a pixel by a level or two). Then, where 2 GPUs are visible (or with `--ranks 2` on a CPU, over gloo), every method
 again as one trial over 2 ranks (trainers.distributed), straight and resumed, with its last loss beside
 the one-device run's. Exits 1 if any method fails. `--set device=cpu` (with e.g. `network=small-cnn
 image_size=16`) runs the same path on a CPU, as the tests do.
@@ -19,19 +21,22 @@ import sys
 import tempfile
 import time
 import traceback
+from pathlib import Path
 
 from study.cli import OneLineParser
 from study.profiles import PROFILES
 from trainers import data as datasets
 from trainers.checkpoint import TrialState
 from trainers.config import ConfigError, TrialConfig, parse_assignment
-from trainers.fit import fit
+from trainers.fit import device_type, fit
 from trainers.methods.registry import METHODS
 
 SMOKE_SETTINGS = {"dataset": "synthetic", "image_size": 32, "epochs": 2, "batch_size": 64, "eval_every": 1,
                   "deterministic": True, "num_negatives": 16, "clusters_per_class": 2, "min_cluster_size": 5,
                   "queue_size": 256, "knn_k": 20, "probe_epochs": 2, "kmeans_backend": "torch"}
 UNCOMPARED = ("hostname", "torch_version", "peak_memory_mb")  # and every *_time_s column
+# The most a decoded and resized pixel may differ, in levels of 255, between the device's decoding and the workers'.
+DECODE_TOLERANCE = 8
 
 
 class Stopped(Exception):
@@ -87,6 +92,33 @@ def smoke(config: TrialConfig) -> dict:
             "peak_memory_mb": max(row["peak_memory_mb"] for row in whole), "resumes_exactly": same_rows(whole, resumed)}
 
 
+def decode_difference(device: str) -> dict:
+    """24 noise JPEGs (4 shapes, colour and grayscale) through both ImageFolder paths at load_size 32: the
+    loader workers' canvases and those decoded on `device` (EncodedImages.to); the sizes must agree."""
+    import torch
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory(prefix="smoke-jpegs-") as root:
+        for split in ("train", "test"):
+            for cls in ("a", "b"):
+                folder = f"{root}/{split}/{cls}"
+                Path(folder).mkdir(parents=True)
+                for i in range(12):
+                    size = ((64, 48), (48, 64), (31, 17), (32, 32))[i % 4]
+                    mode = "L" if i % 5 == 0 else "RGB"
+                    Image.effect_noise(size, 30 + 5 * i).convert(mode).save(f"{folder}/{i}.jpg", quality=90)
+        workers = datasets.load_image_folder(root, 32)
+        encoded = datasets.load_image_folder(root, 32, encoded=True)
+        largest, sizes_equal, pixels = 0, True, 0
+        for (files, _, _), (canvases, _, _) in zip(datasets.batches(encoded.train, 16, shuffle=False),
+                                                   datasets.batches(workers.train, 16, shuffle=False)):
+            decoded = files.to(torch.device(device))
+            sizes_equal &= torch.equal(decoded.sizes.cpu(), canvases.sizes)
+            difference = (decoded.pixels.cpu().int() - canvases.pixels.int()).abs()
+            largest, pixels = max(largest, int(difference.max())), pixels + int(difference.gt(0).sum())
+    return {"largest": largest, "sizes_equal": sizes_equal, "pixels_differing": pixels}
+
+
 def visible_gpus() -> int:
     import torch
 
@@ -137,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
         if result is None:
             return 2
         losses[method] = result.get("loss")
+    device = device_type(first)
+    try:
+        decoding = decode_difference(device)
+        ok = decoding["sizes_equal"] and decoding["largest"] <= DECODE_TOLERANCE
+        print(f"  decode_on_device   {'ok' if ok else 'FAILED':<6} 24 JPEGs decoded on {device}: sizes equal to the "
+              f"loader workers': {'yes' if decoding['sizes_equal'] else 'NO'}; pixels differing: "
+              f"{decoding['pixels_differing']}, by at most {decoding['largest']} levels", flush=True)
+    except Exception:
+        ok = False
+        print(f"  decode_on_device   FAILED\n{traceback.format_exc()}", flush=True)
+    if not ok:
+        failed.append("decode_on_device")
     ranks = args.ranks if args.ranks is not None else (2 if first.device == "cuda" and visible_gpus() >= 2 else 1)
     if ranks < 2:
         print(f"  trials over several GPUs: not run ({visible_gpus()} GPU visible; --ranks 2 runs them on a CPU)")
@@ -147,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if "loss" in result and losses.get(method) is not None:
             print(f"  {'':<18} last loss over {ranks} ranks / on one device - 1: "
                   f"{result['loss'] / losses[method] - 1:+.1e}", flush=True)
-    runs = len(configs) * (2 if ranks >= 2 else 1)
+    runs = len(configs) * (2 if ranks >= 2 else 1) + 1  # and the decoding check
     print(f"smoke: {runs - len(failed)} of {runs} runs passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

@@ -140,27 +140,30 @@ def check_data(trials: list[Trial], storage: Path | None = None) -> datasets.Ima
     """Load the dataset once in the driver, so a missing, damaged or too-small dataset fails before launch."""
     config = trials[0].config
     data = datasets.load(config)
-    check_image_files(data, config.data_root, storage)
+    check_image_files(data, config.data_root, storage, jpeg_only=config.decode_on_device)
     for trial in trials:
         trial.config.check_against_data(len(data.train), data.num_classes)
     return data
 
 
-def check_image_files(data: datasets.ImageData, data_root: str, storage: Path | None) -> None:
-    """Every image file of the dataset decodes whole, on all of this machine's CPUs. Files decoded by an
-    earlier check with the same size and modification time are not decoded again: a manifest per image
-    tree under --storage records them (only paths and numbers, read as JSON)."""
+def check_image_files(data: datasets.ImageData, data_root: str, storage: Path | None,
+                      jpeg_only: bool = False) -> None:
+    """Every image file of the dataset decodes whole (`jpeg_only`: as a JPEG, for decode_on_device), on all of
+    this machine's CPUs. Files decoded by an earlier check of the same kind with the same size and
+    modification time are not decoded again: a manifest per image tree and kind under --storage records
+    them (only paths and numbers, read as JSON)."""
     paths = datasets.image_files(data)
     if not paths:
         return
-    manifest = (storage / IMAGE_CHECKS / f"{hashlib.sha256(str(Path(data_root).resolve()).encode()).hexdigest()[:16]}"
-                f".json") if storage is not None else None
+    tree = str(Path(data_root).resolve()) + (" as JPEGs" if jpeg_only else "")
+    manifest = (storage / IMAGE_CHECKS / f"{hashlib.sha256(tree.encode()).hexdigest()[:16]}.json"
+                if storage is not None else None)
     checked = read_image_manifest(manifest)
     stamps = {path: stamp_of(path) for path in paths}
     todo = [path for path in paths if checked.get(path) != stamps[path]]
     print(f"checking that {len(todo)} of {len(paths)} image files decode ({len(paths) - len(todo)} unchanged since "
           f"an earlier check)", flush=True)
-    datasets.check_images(todo, workers=os.cpu_count() or 1)
+    datasets.check_images(todo, workers=os.cpu_count() or 1, jpeg_only=jpeg_only)
     if manifest is not None and todo:
         try:
             manifest.parent.mkdir(parents=True, exist_ok=True)
