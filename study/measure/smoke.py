@@ -6,11 +6,12 @@ deterministic kernels on synthetic 32 x 32 images (no data needed; `--set datase
 data_root=DIR` reads the real batches), once straight through and once stopped after epoch 1 and
 resumed from its saved state. Printed per method: seconds, the last epoch's loss, peak memory, and
 whether the resumed run equals the uninterrupted one bit for bit (deterministic kernels promise that
-on a GPU too). Then `decode_on_device`: JPEGs of several sizes decoded and resized on the trial's
-device beside the loader workers' CPU path (24 JPEGs; equal bit for bit on a CPU; on a GPU nvJPEG and the
-resize's float path may move a pixel by a level or two). Then, where 2 GPUs are visible (or with `--ranks 2` on a CPU, over gloo), every method
-again as one trial over 2 ranks (trainers.distributed), straight and resumed, with its last loss beside
-the one-device run's. Exits 1 if any method fails. `--set device=cpu` (with e.g. `network=small-cnn
+on a GPU too). Then `decode_on_device`: 24 JPEGs of several sizes decoded and resized on the trial's
+device beside the loader workers' CPU path (equal bit for bit on a CPU; on a GPU nvJPEG and the
+resize's float path may move a pixel by a level or two). Then, where 2 GPUs are visible (or with
+`--ranks 2` on a CPU, over gloo), every method again as one trial over 2 ranks (trainers.distributed),
+straight and resumed, with its last loss beside the one-device run's. Exits 1 if any method or the
+decoding check fails. `--set device=cpu` (with e.g. `network=small-cnn
 image_size=16`) runs the same path on a CPU, as the tests do.
 """
 
