@@ -118,6 +118,17 @@ def test_estimate_counts_the_inter_branch_bank_pools_and_faiss():
     assert packing.estimate(config.replace(kmeans_backend="torch"), data).faiss == 0
 
 
+def test_decoding_on_the_device_adds_its_batch_of_images():
+    data = datasets.synthetic(seed=0)
+    config = TrialConfig.create(method="npidv2", dataset="imagefolder", image_size=16, load_size=20, batch_size=32,
+                                cnn_width=8, head_hidden=32, embedding_dim=16, num_negatives=8)
+    assert packing.estimate(config, data).decoding == 0
+    decoding = packing.estimate(config.replace(decode_on_device=True), data)
+    # 32 images of 500 x 375 x 3 bytes decoded, 32 canvases of 3 x 20 x 20, one image's float32 in and out.
+    assert decoding.decoding == 32 * 562_500 + 32 * 1_200 + 2 * 4 * 562_500
+    assert decoding.total() > packing.estimate(config, data).total()
+
+
 def step_saved_bytes(config: TrialConfig, data) -> int:
     """Bytes autograd keeps for backward during one real training step, the trained weights excluded."""
     from trainers.trial import Trial
