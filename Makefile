@@ -27,9 +27,9 @@ $(VENV)/.installed: pyproject.toml
 		seaborn, scipy.stats, faiss" && wait $$torch_modules
 	touch $@
 
-# The tests start Ray dozens of times, and Ray's own processes (its dashboard, agents and monitors) import
+# The tests start Ray about 20 times, and Ray's own processes (its dashboard, agents and monitors) import
 # modules that no import above reaches: one start and stop of a local Ray writes theirs (a start then took
-# 4.5 s instead of 7.1-7.5).
+# 4.5-6.0 s instead of 7.1-7.5).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
 	$(WRITE_BYTECODE) "import pytest, xdist, nbclient, nbformat, ipykernel.kernelapp; import ray; \
