@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -e .
 	( $(WRITE_BYTECODE) "import torch._inductor, torchvision" ) & torch_modules=$$!; \
-	$(WRITE_BYTECODE) "import ray.tune, pandas, pyarrow.parquet, sklearn.svm, sklearn.metrics, matplotlib.pyplot, \
-		seaborn, scipy.stats, faiss" && wait $$torch_modules
+	( $(WRITE_BYTECODE) "import ray.tune, pandas, pyarrow.parquet, sklearn.svm, sklearn.metrics, matplotlib.pyplot, \
+		seaborn, scipy.stats, faiss" ); rest=$$?; wait $$torch_modules && exit $$rest
 	touch $@
 
 # The tests start Ray about 20 times, and Ray's own processes (its dashboard, agents and monitors) import

@@ -17,9 +17,10 @@ A trial's GPU memory is estimated from its config, not measured on a GPU, term b
                float32) and embeddings ((N + N_test) x D float32), and one kNN chunk of similarities (float32,
                and bf16 before that in a bf16 trial);
   faiss        faiss's temporary GPU memory (its default cap, 1.5 GiB) where k-means may run there;
-  decoding     with decode_on_device: a batch of decoded images (3 bytes a pixel, each taken as ImageNet's
-               typical 500 x 375, declared: the files are not read), its canvases (B x 3 x load_size^2 uint8),
-               and one image's float32 copies in and out of the resize;
+  decoding     with decode_on_device: a batch of decoded images (the larger of a training and an evaluation
+               batch; 3 bytes a pixel, each taken as ImageNet's typical 500 x 375, declared: the files are not
+               read), its canvases (3 x load_size^2 uint8 each), and one image's float32 copies in and out of
+               the resize;
   allowance    x 1.25 for the allocator's fragmentation, augmentation temporaries and cuDNN workspaces,
                plus 1 GiB for the CUDA context of each trial's process.
 Terms that never coexist (a step's buffers and the evaluation's features) are still summed: the
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from trainers.config import ConfigError, TrialConfig
+from trainers.data import EVALUATION_BATCH
 from trainers.evaluate import KNN_SIMILARITIES_PER_CHUNK, feature_dtype
 from trainers.trial import Trial
 
@@ -112,7 +114,7 @@ def estimate(config: TrialConfig, data) -> TrialMemory:
     evaluation = (n + len(data.test)) * (feature_bytes * method.encoder.feature_dim + 4 * d) \
         + similarity_bytes * KNN_SIMILARITIES_PER_CHUNK
     clusters = "clusters_per_class" in keys and config.kmeans_backend != "torch"
-    decoding = b * 3 * (DECODED_PIXELS + config.load_size ** 2) + 2 * 4 * 3 * DECODED_PIXELS \
+    decoding = max(b, EVALUATION_BATCH) * 3 * (DECODED_PIXELS + config.load_size ** 2) + 2 * 4 * 3 * DECODED_PIXELS \
         if config.decode_on_device else 0
     return TrialMemory(networks, per_image * b * method.views_with_gradients, bank, gathered, sampler, evaluation,
                        FAISS_TEMP_BYTES if clusters else 0, decoding)

@@ -422,6 +422,37 @@ def test_decoding_on_the_device_needs_a_tree_of_jpegs_and_checks_it_as_such(tmp_
     assert len(list((storage / "image-checks").iterdir())) == 2
 
 
+def test_the_jpeg_check_refuses_cmyk_and_accepts_a_multi_picture_jpeg(tmp_path):
+    """torchvision's GPU decoder converts no CMYK (the workers' decoder does); an MPO is a JPEG with more pictures
+    after the first, which both decoders read."""
+    from PIL import Image
+
+    cmyk, mpo = tmp_path / "cmyk.jpg", tmp_path / "mpo.jpg"
+    Image.effect_noise((24, 16), 50).convert("CMYK").save(cmyk)
+    Image.effect_noise((24, 16), 50).convert("RGB").save(mpo, format="MPO", save_all=True,
+                                                          append_images=[Image.new("RGB", (24, 16))])
+    datasets.check_image(str(cmyk))
+    with pytest.raises(datasets.DataError, match=r"cmyk\.jpg is a CMYK JPEG, which decode_on_device=true cannot"):
+        datasets.check_image(str(cmyk), jpeg_only=True)
+    datasets.check_image(str(mpo), jpeg_only=True)
+
+
+def test_decoding_on_a_gpu_first_waits_for_the_work_queued_on_its_stream(monkeypatch):
+    """nvJPEG's hardware decoder may write into memory that queued kernels still read; forced through on a CPU
+    with a stand-in stream."""
+    waited = []
+
+    class Stream:
+        def synchronize(self):
+            waited.append(True)
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: Stream())
+    datasets.drain_before_decoding(torch.device("cpu"))
+    assert waited == []
+    datasets.drain_before_decoding(torch.device("cuda", 0))
+    assert waited == [True]
+
+
 def test_decode_on_device_is_refused_for_data_held_in_memory():
     with pytest.raises(ConfigError, match="decode_on_device=true decodes image files, but dataset=fashion-mnist"):
         TrialConfig.create(decode_on_device=True)

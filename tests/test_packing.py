@@ -124,9 +124,12 @@ def test_decoding_on_the_device_adds_its_batch_of_images():
                                 cnn_width=8, head_hidden=32, embedding_dim=16, num_negatives=8)
     assert packing.estimate(config, data).decoding == 0
     decoding = packing.estimate(config.replace(decode_on_device=True), data)
-    # 32 images of 500 x 375 x 3 bytes decoded, 32 canvases of 3 x 20 x 20, one image's float32 in and out.
-    assert decoding.decoding == 32 * 562_500 + 32 * 1_200 + 2 * 4 * 562_500
+    # An evaluation batch of 128 (larger than the training batch of 32) images of 500 x 375 x 3 bytes decoded,
+    # 128 canvases of 3 x 20 x 20, one image's float32 in and out; a training batch of 256 counts 256.
+    assert decoding.decoding == 128 * 562_500 + 128 * 1_200 + 2 * 4 * 562_500
     assert decoding.total() > packing.estimate(config, data).total()
+    larger = packing.estimate(config.replace(decode_on_device=True, batch_size=256), data)
+    assert larger.decoding == 256 * 562_500 + 256 * 1_200 + 2 * 4 * 562_500
 
 
 def step_saved_bytes(config: TrialConfig, data) -> int:

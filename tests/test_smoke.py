@@ -19,7 +19,7 @@ def test_the_smoke_command_resumes_every_method_it_runs_exactly(capsys):
     assert "precision bf16, deterministic True, device cpu" in out
     assert out.count("resumed run equals uninterrupted: yes") == 2 and "3 of 3 runs passed" in out
     assert "decode_on_device   ok     24 JPEGs decoded on cpu: sizes equal to the loader workers': yes; pixels " \
-           "differing: 0, by at most 0 levels" in out
+           "differing: 0, by 0.00 levels on average and at most 0" in out
 
 
 @pytest.mark.slow
@@ -50,15 +50,15 @@ def test_decoding_that_moves_pixels_too_far_or_changes_sizes_fails_the_smoke(cap
     """The decoding check's verdict alone (the methods' runs stubbed as passing)."""
     monkeypatch.setattr(smoke, "smoke", lambda config: {"seconds": 0.0, "loss": 1.0, "peak_memory_mb": 0.0,
                                                         "resumes_exactly": True})
-    for decoding in ({"largest": smoke.DECODE_TOLERANCE + 1, "sizes_equal": True, "pixels_differing": 3},
-                     {"largest": 0, "sizes_equal": False, "pixels_differing": 0}):
+    for decoding in ({"largest": 40, "sizes_equal": True, "pixels_differing": 3, "mean": smoke.DECODE_TOLERANCE},
+                     {"largest": 0, "sizes_equal": False, "pixels_differing": 0, "mean": 0.0}):
         monkeypatch.setattr(smoke, "decode_difference", lambda device, decoding=decoding: decoding)
         assert smoke.main(["--methods", "npidv2", *CPU_SIZED]) == 1
         assert "1 of 2 runs passed; failed: decode_on_device" in capsys.readouterr().out
-    monkeypatch.setattr(smoke, "decode_difference", lambda device: {"largest": smoke.DECODE_TOLERANCE,
-                                                                    "sizes_equal": True, "pixels_differing": 9})
+    monkeypatch.setattr(smoke, "decode_difference", lambda device: {"largest": 40, "sizes_equal": True,
+                                                                    "pixels_differing": 9, "mean": 1.9})
     assert smoke.main(["--methods", "npidv2", *CPU_SIZED]) == 0
 
 
 def test_decoding_on_a_cpu_gives_the_loader_workers_pixels_exactly():
-    assert smoke.decode_difference("cpu") == {"largest": 0, "sizes_equal": True, "pixels_differing": 0}
+    assert smoke.decode_difference("cpu") == {"largest": 0, "sizes_equal": True, "pixels_differing": 0, "mean": 0.0}

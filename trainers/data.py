@@ -142,16 +142,25 @@ class EncodedImages:
     def to(self, device, non_blocking: bool = False) -> Canvases:
         from torchvision.io import ImageReadMode, decode_jpeg
 
+        device = torch.device(device)
+        drain_before_decoding(device)
         images = decode_jpeg(list(self.data.split(self.lengths)), mode=ImageReadMode.RGB, device=device)
         pixels = torch.zeros(len(images), 3, self.load_size, self.load_size, dtype=torch.uint8, device=device)
-        # The sizes come from the images' shapes, known on the host. Whether nvJPEG's batched call itself waits
-        # for the device is not known here (no GPU was lent to measure it).
-        sizes = []
+        sizes = []  # from the images' shapes, known on the host
         for canvas, image in zip(pixels, images):
             image = fit_longer_side(image, self.load_size)
             canvas[:, :image.shape[1], :image.shape[2]] = image
             sizes.append(image.shape[1:])
         return Canvases(pixels, torch.tensor(sizes).to(device, non_blocking=non_blocking))
+
+
+def drain_before_decoding(device: torch.device) -> None:
+    """On a GPU, wait for the work queued on the current stream before nvJPEG decodes: its hardware decoder
+    writes into memory the caching allocator may have just handed back from tensors that queued kernels still
+    read (pytorch/vision PR 9606, closed unmerged; torchcodec PR 1634 adds this same wait). The batched decode
+    waits for the device before it returns anyway, so this moves a wait earlier rather than adding one."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
 
 
 def fit_longer_side(image: torch.Tensor, load_size: int) -> torch.Tensor:
@@ -256,9 +265,13 @@ def check_image_header(path: str, jpeg_only: bool = False) -> None:
         with Image.open(path) as image:
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise DataError(_too_large(path, image.width, image.height))
-            if jpeg_only and image.format != "JPEG":
+            if jpeg_only and image.format not in ("JPEG", "MPO"):  # MPO: a JPEG with more pictures after it
                 raise DataError(f"image {path} is a {image.format}, not a JPEG, and decode_on_device=true decodes "
-                                f"JPEGs only; convert the tree with study.prepare (it writes JPEGs) or set "
+                                f"JPEGs only; convert the tree with study.prepare (it writes RGB JPEGs) or set "
+                                f"decode_on_device=false")
+            if jpeg_only and image.mode not in ("RGB", "L"):  # torchvision's GPU decoder converts no CMYK
+                raise DataError(f"image {path} is a {image.mode} JPEG, which decode_on_device=true cannot decode on a "
+                                f"GPU; convert the tree with study.prepare (it writes RGB JPEGs) or set "
                                 f"decode_on_device=false")
     except Image.DecompressionBombError:  # PIL's own limit, checked on opening
         raise DataError(_too_large(path, None, None)) from None

@@ -8,10 +8,10 @@ resumed from its saved state. Printed per method: seconds, the last epoch's loss
 whether the resumed run equals the uninterrupted one bit for bit (deterministic kernels promise that
 on a GPU too). Then `decode_on_device`: 24 JPEGs of several sizes decoded and resized on the trial's
 device beside the loader workers' CPU path (equal bit for bit on a CPU; on a GPU nvJPEG and the
-resize's float path may move a pixel by a level or two). Then, where 2 GPUs are visible (or with
-`--ranks 2` on a CPU, over gloo), every method again as one trial over 2 ranks (trainers.distributed),
-straight and resumed, with its last loss beside the one-device run's. Exits 1 if any method or the
-decoding check fails. `--set device=cpu` (with e.g. `network=small-cnn
+resize's float path move pixels; a mean difference under 2 levels passes). Then, where 2 GPUs are
+visible (or with `--ranks 2` on a CPU, over gloo), every method again as one trial over 2 ranks
+(trainers.distributed), straight and resumed, with its last loss beside the one-device run's. Exits 1
+if any method or the decoding check fails. `--set device=cpu` (with e.g. `network=small-cnn
 image_size=16`) runs the same path on a CPU, as the tests do.
 """
 
@@ -36,8 +36,9 @@ SMOKE_SETTINGS = {"dataset": "synthetic", "image_size": 32, "epochs": 2, "batch_
                   "deterministic": True, "num_negatives": 16, "clusters_per_class": 2, "min_cluster_size": 5,
                   "queue_size": 256, "knn_k": 20, "probe_epochs": 2, "kmeans_backend": "torch"}
 UNCOMPARED = ("hostname", "torch_version", "peak_memory_mb")  # and every *_time_s column
-# The most a decoded and resized pixel may differ, in levels of 255, between the device's decoding and the workers'.
-DECODE_TOLERANCE = 8
+# The largest mean difference, in levels of 255, between the pixels the device decodes and the workers': the bound of
+# torchvision's own test of its GPU decoder against its CPU one (a single pixel may differ more).
+DECODE_TOLERANCE = 2.0
 
 
 class Stopped(Exception):
@@ -110,14 +111,16 @@ def decode_difference(device: str) -> dict:
                     Image.effect_noise(size, 30 + 5 * i).convert(mode).save(f"{folder}/{i}.jpg", quality=90)
         workers = datasets.load_image_folder(root, 32)
         encoded = datasets.load_image_folder(root, 32, encoded=True)
-        largest, sizes_equal, pixels = 0, True, 0
+        largest, sizes_equal, pixels, total = 0, True, 0, 0
         for (files, _, _), (canvases, _, _) in zip(datasets.batches(encoded.train, 16, shuffle=False),
                                                    datasets.batches(workers.train, 16, shuffle=False)):
             decoded = files.to(torch.device(device))
             sizes_equal &= torch.equal(decoded.sizes.cpu(), canvases.sizes)
             difference = (decoded.pixels.cpu().int() - canvases.pixels.int()).abs()
             largest, pixels = max(largest, int(difference.max())), pixels + int(difference.gt(0).sum())
-    return {"largest": largest, "sizes_equal": sizes_equal, "pixels_differing": pixels}
+            total += int(difference.sum())
+    return {"largest": largest, "sizes_equal": sizes_equal, "pixels_differing": pixels,
+            "mean": total / (len(workers.train) * 3 * 32 * 32)}
 
 
 def visible_gpus() -> int:
@@ -173,10 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     device = device_type(first)
     try:
         decoding = decode_difference(device)
-        ok = decoding["sizes_equal"] and decoding["largest"] <= DECODE_TOLERANCE
+        ok = decoding["sizes_equal"] and decoding["mean"] < DECODE_TOLERANCE
         print(f"  decode_on_device   {'ok' if ok else 'FAILED':<6} 24 JPEGs decoded on {device}: sizes equal to the "
               f"loader workers': {'yes' if decoding['sizes_equal'] else 'NO'}; pixels differing: "
-              f"{decoding['pixels_differing']}, by at most {decoding['largest']} levels", flush=True)
+              f"{decoding['pixels_differing']}, by {decoding['mean']:.2f} levels on average and at most "
+              f"{decoding['largest']}", flush=True)
     except Exception:
         ok = False
         print(f"  decode_on_device   FAILED\n{traceback.format_exc()}", flush=True)
