@@ -100,10 +100,8 @@ class ImageFolderImages(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        image = fit_longer_side(read_image(path), self.load_size)
-        size = image.shape[1:]
         canvas = torch.zeros(3, self.load_size, self.load_size, dtype=torch.uint8)
-        canvas[:, :size[0], :size[1]] = image
+        size = paste(canvas, fit_longer_side(read_image(path), self.load_size))
         return canvas, torch.tensor(size), label, index
 
 
@@ -146,11 +144,8 @@ class EncodedImages:
         drain_before_decoding(device)
         images = decode_jpeg(list(self.data.split(self.lengths)), mode=ImageReadMode.RGB, device=device)
         pixels = torch.zeros(len(images), 3, self.load_size, self.load_size, dtype=torch.uint8, device=device)
-        sizes = []  # from the images' shapes, known on the host
-        for canvas, image in zip(pixels, images):
-            image = fit_longer_side(image, self.load_size)
-            canvas[:, :image.shape[1], :image.shape[2]] = image
-            sizes.append(image.shape[1:])
+        # The sizes come from the images' shapes, known on the host.
+        sizes = [paste(canvas, fit_longer_side(image, self.load_size)) for canvas, image in zip(pixels, images)]
         return Canvases(pixels, torch.tensor(sizes).to(device, non_blocking=non_blocking))
 
 
@@ -161,6 +156,12 @@ def drain_before_decoding(device: torch.device) -> None:
     waits for the device before it returns anyway, so this moves a wait earlier rather than adding one."""
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
+
+
+def paste(canvas: torch.Tensor, image: torch.Tensor) -> tuple[int, int]:
+    """Put a 3 x h x w image at the top-left of its 3 x S x S canvas (zeros elsewhere); returns (h, w)."""
+    canvas[:, :image.shape[1], :image.shape[2]] = image
+    return image.shape[1], image.shape[2]
 
 
 def fit_longer_side(image: torch.Tensor, load_size: int) -> torch.Tensor:
