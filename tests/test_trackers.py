@@ -19,7 +19,11 @@ pytest.importorskip("mlflow", reason="the [tracking] extra: pip install -e '.[tr
 
 @pytest.mark.slow
 def test_a_sweep_logs_every_trials_epochs_to_wandb_offline_and_to_mlflows_file_store(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    # W&B's processes make folders in the temporary folder and leave them there: give them this test's. Ray's
+    # session folder stays where it was, as its socket paths must stay short.
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TMPDIR": str(tmp_path / "tmp"),
+           "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", os.environ.get("TMPDIR", "/tmp"))}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run([sys.executable, "-m", "study.run", "--sweep", "negative_sampling=random,hard", "--seeds",
                              "1", "--epochs", "1", *SYNTHETIC, "--out", str(tmp_path / "out"), "--storage",
