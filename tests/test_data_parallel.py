@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from study.profiles import PROFILES
+from trainers import inter_image
 from trainers.config import ConfigError
 from trainers.distributed import LEADER, follow, lead
 from trainers.fit import ConsoleReporter, fit
@@ -114,6 +115,40 @@ def test_steps_over_two_ranks_match_one_process(one_and_two_ranks, method):
     assert moved, "batch norm never ran in training mode: the comparison would not test the synced statistics"
 
 
+def offline_labels_after_one_step(ranks) -> torch.Tensor:
+    """A trial with offline labels over the ranks: its start (k-means), one step and the end of epoch 1 (k-means
+    again); returns the bank's labels, after checking that every rank holds rank 0's."""
+    trial = Trial(small_config("npidv2-interclr", label_mode="offline", offline_every=1, data_parallel=ranks.world),
+                  ranks=ranks)
+    trial.start(measure=False)
+    images, labels, indices = next(iter(trial.training_batches()))
+    trial.step(images, labels, indices, 0)
+    trial.end_epoch(1)
+    labels = trial.method.inter.bank.labels
+    leaders = labels.clone()
+    dist.broadcast(leaders, LEADER)
+    assert torch.equal(leaders, labels), f"rank {ranks.rank} holds other labels than rank 0"
+    return labels
+
+
+def follow_without_clustering(rank: int, world: int, port: int) -> None:
+    """A follower on which k-means fails: the trial must never need it there. (A follower that fails ends the
+    test's process at once, as it ends a trial's rank 0: trainers.distributed.Followers.)"""
+    def refused(*args, **kwargs):
+        raise AssertionError(f"rank {rank} ran k-means")
+
+    inter_image.global_kmeans = refused
+    follow(rank, world, port, "cpu", offline_labels_after_one_step)
+
+
+def test_only_rank_0_clusters_and_every_rank_trains_with_its_labels():
+    """The initial and the offline k-means run on rank 0 alone (on GPUs, ranks on other devices would cluster
+    with another backend, and wait each other out); the followers take rank 0's labels."""
+    torch.set_num_threads(1)
+    labels = lead(2, "cpu", follow_without_clustering, (), offline_labels_after_one_step)
+    assert len(labels.unique()) > 1  # clustered, not the followers' placeholder
+
+
 def test_refuses_more_ranks_than_a_shuffle_bn_group_holds():
     with pytest.raises(ConfigError, match="Shuffle BN group"):
         PROFILES["tiny"].config(method="mocov2", batch_size=8, bn_groups=4, data_parallel=3)
@@ -172,6 +207,22 @@ def test_a_trial_over_two_ranks_matches_one_process(whole_runs):
     # The SVMs' cross-validated cost on 320 features can flip with the last digits: 1.5 points.
     assert abs(one[0]["svm_map"] - two[0]["svm_map"]) <= 1.5, (one[0]["svm_map"], two[0]["svm_map"])
     assert math.isclose(one[1]["loss"], two[1]["loss"], rel_tol=1e-3), (one[1]["loss"], two[1]["loss"])
+
+
+def waits_for_rank_0(rank: int, world: int, port: int) -> None:
+    follow(rank, world, port, "cpu", lambda ranks: dist.broadcast(torch.zeros(1), LEADER))
+
+
+def test_a_rank_0_that_fails_stops_its_followers_and_leaves_the_group():
+    """Its follower waits in a collective that rank 0 never joins; rank 0's error reaches its caller, and the
+    process can start another trial's group (a Ray worker runs the next trial)."""
+    def fails(ranks):
+        raise ValueError("rank 0 failed")
+
+    with pytest.raises(ValueError, match="rank 0 failed"):
+        lead(2, "cpu", waits_for_rank_0, (), fails)
+    assert not dist.is_initialized()
+    assert lead(2, "cpu", follow_steps, ((),), lambda ranks: ranks.world) == 2
 
 
 DIES_BEFORE_JOINING = """

@@ -13,8 +13,10 @@ truncated triplet on BYOL's networks, get whole-batch statistics as their refere
 
 Gradients: the loss is the same number on every rank, and backward through the gather reaches only
 this rank's share of the batch, so the sum of the parameters' gradients over the ranks is the whole
-batch's gradient (sum_gradients, one all-reduce per step). After every epoch the method's state is
-broadcast from rank 0, so replicas cannot drift apart through GPU sums that are not bit-reproducible.
+batch's gradient (sum_gradients, one all-reduce per step). After the start and after every epoch the
+method's state is broadcast from rank 0, so replicas cannot drift apart across epochs through GPU sums
+that are not bit-reproducible (within an epoch they agree bit for bit on a CPU, or with deterministic
+kernels). Global k-means runs on rank 0 alone; the others take its labels with that broadcast.
 Rank 0 evaluates (all ranks extract features, rank 0 computes the metrics and sends the row), reports
 and saves the trial's state; the others load the same state file on a resume.
 
@@ -307,14 +309,15 @@ def lead(world: int, device: str, follower, args: tuple, work):
     store = rendezvous(world)
     followers = Followers(world, store.port, follower, args)
     try:
-        try:
-            result = work(join_group(LEADER, world, store, device))
-        except BaseException:
-            followers.stop()  # before leaving the group: followers waiting on rank 0 are stopped, not failed
-            raise
-        followers.finish()
-    finally:
-        leave_group()
+        result = work(join_group(LEADER, world, store, device))
+    except BaseException:
+        followers.stop()  # before leaving the group: followers waiting on rank 0 are stopped, not failed
+        leave_group(abort=True)
+        raise
+    # Every collective has completed: leave before waiting for the followers, whose own leaving may wait for
+    # rank 0's (destroying a communicator was a collective call in some NCCL versions).
+    leave_group()
+    followers.finish()
     return result
 
 
@@ -345,6 +348,12 @@ def _exit_with_parent(parent: int, every_s: float = 5.0) -> None:
     os._exit(1)
 
 
-def leave_group() -> None:
-    if dist.is_initialized():
+def leave_group(abort: bool = False) -> None:
+    """abort: after a failure, when collectives may still wait for stopped ranks: NCCL queues a collective and
+    returns, and destroying the group would wait for it (until the group's timeout); aborting does not."""
+    if not dist.is_initialized():
+        return
+    if abort and hasattr(dist.distributed_c10d, "_abort_process_group"):  # not in older torch releases
+        dist.distributed_c10d._abort_process_group()
+    else:
         dist.destroy_process_group()

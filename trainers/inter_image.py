@@ -120,17 +120,23 @@ def _require(ok: bool, message: str) -> None:
 
 class InterImageBranch:
     """truth: the N true classes of the bank's entries, used only for the health signals (which share
-    of a query's positives and negatives has its class), never by the loss."""
+    of a query's positives and negatives has its class), never by the loss. leader: False on a trial's
+    ranks other than rank 0, which leave global k-means to rank 0 and take its labels when the trial
+    synchronises them (trainers.trial.Trial.synchronise, right after the start and after every epoch)."""
 
     def __init__(self, settings: ClusteringSettings, bank: MemoryBank, num_clusters: int, seed: int,
-                 threads: int, truth: torch.Tensor):
+                 threads: int, truth: torch.Tensor, leader: bool = True):
         self.settings, self.bank, self.num_clusters = settings, bank, num_clusters
-        self.seed, self.threads, self.truth = seed, threads, truth
+        self.seed, self.threads, self.truth, self.leader = seed, threads, truth, leader
         self.samples_negatives = isinstance(settings, InterBranchSettings)  # else BYOL-InterCLR's regression
         self.loss_at_chance = settings.loss_at_chance() if self.samples_negatives else REGRESSION_LOSS_AT_CHANCE
 
     def start(self) -> None:
-        """Label the bank by global k-means over its features (the paper's initialisation)."""
+        """Label the bank by global k-means over its features (the paper's initialisation); a follower rank
+        holds placeholder labels of the same shape until rank 0's arrive."""
+        if not self.leader:
+            self.bank.label(torch.zeros(len(self.bank.features), dtype=torch.long), self.num_clusters)
+            return
         self.bank.label(self.global_labels(self.bank.features, self.seed), self.num_clusters)
         self.bank.rebalance(self.settings.min_cluster_size)
         self.check_pools()
@@ -215,7 +221,10 @@ class InterImageBranch:
 
         Returns the fraction of samples whose label changed. Cluster ids of two k-means runs are
         arbitrary, so each new cluster is first mapped to the old cluster most of its members had.
+        A follower rank keeps its labels (0 changed) until rank 0's arrive at the end of the epoch.
         """
+        if not self.leader:
+            return 0.0
         old = self.bank.labels.clone()
         self.bank.label(self.global_labels(embeddings, self.seed + epoch), self.num_clusters)
         self.bank.rebalance(self.settings.min_cluster_size)
