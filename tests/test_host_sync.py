@@ -6,8 +6,9 @@ on the data)."""
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from trainers import data as datasets, samplers
+from trainers import data as datasets, kmeans, samplers
 from trainers.config import TrialConfig
 from trainers.evaluate import extract
 from trainers.methods.registry import METHODS
@@ -35,6 +36,19 @@ class CountReadBacks(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class CountScalarReads(TorchDispatchMode):
+    """Below Python: every read of a tensor's value into C++ (aten::_local_scalar_dense), which the function
+    counter misses where torch makes it itself (indexing by a 0-dim tensor reads the index)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
 def boolean_index(args: tuple) -> bool:
     index = args[1] if len(args) > 1 else ()
     parts = index if isinstance(index, (tuple, list)) else (index,)
@@ -54,6 +68,9 @@ def test_the_counter_sees_each_kind_of_read_back():
         torch.tensor([1.0]), torch.bincount(x.long()), x[x > 0], x[torch.tensor(1)], x[:, None][x > 0, 0]
         x[x > 0] = 2.0
         x.repeat_interleave(2), x.repeat_interleave(torch.full((3,), 2)), x.repeat_interleave(x.long(), output_size=6)
+    with CountScalarReads() as scalars:
+        x[torch.tensor(1)], x.sum().item()
+    assert scalars.count == 2
     assert sorted(counter.seen) == sorted(["__float__", "__bool__", "__int__", "tolist", "item", "cpu", "tensor",
                                            "tensor", "bincount", "__getitem__", "__getitem__", "__setitem__",
                                            "repeat_interleave"])
@@ -88,7 +105,31 @@ def test_one_training_step_reads_nothing_back(name, monkeypatch):
 
     step(0)  # the first step copies the augmentations' constants to the device, once per process
     # Step 1: online labels rebalance every 10 steps, the one read-back the README names.
-    with CountReadBacks() as counter:
+    with CountReadBacks() as counter, CountScalarReads() as scalars:
         logs = step(1)
-    assert counter.seen == []
+    assert counter.seen == [] and scalars.count == 0
     assert all(torch.is_tensor(value) or isinstance(value, float) for value in logs.values())
+
+
+def test_kmeans_plus_plus_seeding_reads_nothing_back():
+    """On a GPU a read per start would wait for the device k times (10,000 at the imagenet profile)."""
+    points = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    with CountReadBacks() as counter, CountScalarReads() as scalars:
+        kmeans._kmeans_plus_plus(points, 12, torch.Generator().manual_seed(0))
+    assert counter.seen == [] and scalars.count == 0
+
+
+def test_the_triplets_epoch_0_pass_reads_back_once_not_per_batch():
+    """Its over-clustering counts are summed on the device: the same reads for 4 batches as for 8."""
+    data = datasets.synthetic(seed=0)
+    reads = []
+    for batch_size in (64, 32):
+        config = TrialConfig.create(method="truncated-triplet", dataset="synthetic", image_size=16,
+                                    batch_size=batch_size, seed=0)
+        device = torch.device("cpu")
+        method = METHODS["truncated-triplet"](config, data, device)
+        with CountReadBacks() as counter, CountScalarReads() as scalars:
+            method.start(torch.zeros(0), RandomStreams.create(0, device))
+        # The loader's collation makes tensors of host data (as_tensor) for every batch: not a read-back.
+        reads.append(([name for name in counter.seen if name in READ_BACKS], scalars.count))
+    assert len(data.train) // 64 >= 4 and reads[0] == reads[1], reads

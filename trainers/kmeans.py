@@ -46,8 +46,8 @@ def global_kmeans(points: torch.Tensor, k: int, iterations: int, seed: int, back
     """(labels N, centroids k x D) of k-means on N x D points; same seed, same result."""
     if k > len(points):
         raise ValueError(f"k-means with {k} clusters needs at least {k} points, got {len(points)}")
-    # faiss on the GPU clusters on the first visible GPU: a trial's rank on another GPU (trainers.distributed)
-    # uses the torch implementation on its own GPU instead (rank 0's labels are the ones every rank keeps).
+    # faiss on the GPU clusters on the first visible GPU; a process on another GPU uses the torch implementation
+    # on its own. (Over a trial's ranks only rank 0 clusters: trainers.inter_image.)
     has_faiss = faiss_available()
     on_gpu = points.is_cuda and has_faiss and faiss_gpus() > 0
     if backend == "auto":
@@ -108,13 +108,14 @@ def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) 
     n, device = len(points), points.device
     uniforms = torch.rand(k, generator=generator, dtype=torch.float64).to(device)
     uniform_picks = torch.randint(n, (k,), generator=generator).to(device)
-    chosen = [uniform_picks[0]]
-    closest = ((points - points[chosen[0]]) ** 2).sum(dim=1)
+    # A start is taken by index_select with a 1-element index: indexing by a 0-dim tensor reads it to the host.
+    chosen = [uniform_picks[:1]]
+    closest = ((points - points.index_select(0, chosen[0])) ** 2).sum(dim=1)
     for i in range(1, k):
         cumulative = torch.cumsum(closest.double(), dim=0)
         total = cumulative[-1]
-        drawn = torch.searchsorted(cumulative, (uniforms[i] * total).unsqueeze(0), right=True).clamp(max=n - 1)[0]
-        pick = torch.where(total > 0, drawn, uniform_picks[i])
+        drawn = torch.searchsorted(cumulative, (uniforms[i] * total).unsqueeze(0), right=True).clamp(max=n - 1)
+        pick = torch.where(total > 0, drawn, uniform_picks[i:i + 1])
         chosen.append(pick)
-        closest = torch.minimum(closest, ((points - points[pick]) ** 2).sum(dim=1))
-    return points[torch.stack(chosen)].clone()
+        closest = torch.minimum(closest, ((points - points.index_select(0, pick)) ** 2).sum(dim=1))
+    return points[torch.cat(chosen)].clone()

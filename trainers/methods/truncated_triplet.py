@@ -73,16 +73,19 @@ class TruncatedTriplet(Method):
     def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
         """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates."""
         saved = copy.deepcopy(self.networks.state_dict())
-        counts = {"omega": 0.0, "event_b": 0.0, "deputy_same_class": 0.0, "clamped": 0.0}
+        # Summed on the device in float64 (what Python's floats held) and read once: no wait for the device per batch.
+        counts = {key: torch.zeros((), dtype=torch.float64, device=self.device)
+                  for key in ("omega", "event_b", "deputy_same_class", "clamped")}
         order = torch.Generator().manual_seed(self.config.seed)
         with torch.no_grad():
             # The loader's workers decode as in training (at ImageNet scale one process alone would take hours).
             for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order,
                                              num_workers=self.config.num_workers):
                 _, logs = self.training_step(images.to(self.device), labels.to(self.device), None, 0, streams)
-                counts = {key: counts[key] + float(logs[key]) for key in counts}
+                counts = {key: counts[key] + logs[key].double() for key in counts}
         self.networks.load_state_dict(saved)  # the pass ran in training mode; put back the batch-norm statistics
-        return self.epoch_metrics({**counts, "batches": len(self.data.train) // self.config.batch_size})
+        return self.epoch_metrics({**{key: float(total) for key, total in counts.items()},
+                                   "batches": len(self.data.train) // self.config.batch_size})
 
     def training_step(self, images, labels, indices, step, streams):
         c, s = self.config, self.settings
