@@ -1,6 +1,6 @@
 """Several trials on one GPU: Ray's fractional GPUs (`gpus_per_trial` 0.25 puts four trials on a GPU),
 checked before launch against the GPU's memory, and each trial capped at its share of that memory
-(study.trainable.cap_gpu_memory).
+(study.trainable.cap_gpu_memory: PyTorch's allocator gets the share less what the process holds outside it).
 
 A trial's GPU memory is estimated from its config, not measured on a GPU, term by term:
   networks     trained parameters x 12 bytes (fp32 weights, gradients, SGD momentum), and 4 bytes for
@@ -113,11 +113,28 @@ def estimate(config: TrialConfig, data) -> TrialMemory:
     similarity_bytes = 4 + (feature_bytes if feature_bytes != 4 else 0)
     evaluation = (n + len(data.test)) * (feature_bytes * method.encoder.feature_dim + 4 * d) \
         + similarity_bytes * KNN_SIMILARITIES_PER_CHUNK
-    clusters = "clusters_per_class" in keys and config.kmeans_backend != "torch"
     decoding = max(b, EVALUATION_BATCH) * 3 * (DECODED_PIXELS + config.load_size ** 2) + 2 * 4 * 3 * DECODED_PIXELS \
         if config.decode_on_device else 0
     return TrialMemory(networks, per_image * b * method.views_with_gradients, bank, gathered, sampler, evaluation,
-                       FAISS_TEMP_BYTES if clusters else 0, decoding)
+                       FAISS_TEMP_BYTES if faiss_may_cluster(config) else 0, decoding)
+
+
+def faiss_may_cluster(config: TrialConfig) -> bool:
+    """Whether the trial's k-means may run in faiss, which takes its temporary GPU memory outside PyTorch's."""
+    return "clusters_per_class" in TrialConfig.keys_of(config.method) and config.kmeans_backend != "torch"
+
+
+def allocator_share(gpus_per_trial: float, config: TrialConfig, gpu_bytes: int) -> float:
+    """The fraction of the GPU's memory that PyTorch's allocator may take in a trial holding `gpus_per_trial` of
+    it: its share less what its process holds outside that allocator (the CUDA context, faiss's temporary
+    memory), which the launch check counted inside the share; raises ConfigError if nothing is left."""
+    outside = CONTEXT_BYTES + (FAISS_TEMP_BYTES if faiss_may_cluster(config) else 0)
+    left = gpus_per_trial * gpu_bytes - outside
+    if left <= 0:
+        raise ConfigError(f"--gpus-per-trial {gpus_per_trial} of a {gpu_bytes / GIB:.1f} GiB GPU leaves nothing "
+                          f"beside the {outside / GIB:.1f} GiB a trial's process holds outside PyTorch (its CUDA "
+                          f"context{', faiss' if outside > CONTEXT_BYTES else ''}); give a larger share")
+    return left / gpu_bytes
 
 
 def saved_bytes_per_image(encoder: torch.nn.Module, channels: int, image_size: int, bf16: bool) -> int:

@@ -63,15 +63,19 @@ def run_trial(tune_config: dict) -> None:
     "verbose": whether to print each epoch's row}."""
     trial = tune_config["trial"]
     config = TrialConfig.create(**trial["config"])
-    cap_gpu_memory(trial.get("gpu_share", 0.0))
+    cap_gpu_memory(trial.get("gpu_share", 0.0), config)
     fit(config, TuneReporter(trial["state_dir"], trial["metadata"], config.epochs, trial["checkpoint_every"],
                              trial["crash_at_epoch"], trial.get("verbose", True)), trial["floor_cache"])
 
 
-def cap_gpu_memory(share: float) -> None:
-    """A trial that shares a GPU (Ray's fractional share) may allocate only its share of the GPU's memory,
-    so that one trial's cache cannot starve the others; a whole GPU, or none, is left as it is."""
+def cap_gpu_memory(share: float, config: TrialConfig) -> None:
+    """A trial that shares a GPU (Ray's fractional share) may allocate only its share of the GPU's memory
+    (less what its process holds outside PyTorch: study.packing.allocator_share), so that one trial's cache
+    cannot starve the others; a whole GPU, or none, is left as it is."""
     import torch
 
+    from study.packing import allocator_share
+
     if 0 < share < 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(share)
+        gpu_bytes = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        torch.cuda.set_per_process_memory_fraction(allocator_share(share, config, gpu_bytes))

@@ -3,6 +3,7 @@ with the CIFAR stem) under bf16 autocast on a JPEG tree of non-square images rea
 worker, resumed in the middle, and the CIFAR-10 python batches end to end."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from test_fit import Quiet, assert_resumes_exactly
 from trainers.config import TrialConfig
 from trainers.fit import fit
 from trainers.networks import Encoder, GlobalAveragePool
+from trainers.trial import use_deterministic_kernels
 
 
 def jpeg_tree(root, per_class=4, test_per_class=2, size=36):
@@ -82,6 +84,17 @@ def test_deterministic_kernels_run_every_method_and_change_nothing_on_cpu(method
     assert not torch.are_deterministic_algorithms_enabled()
     assert [row["knn_top1"] for row in strict] == [row["knn_top1"] for row in fast]
     assert strict[-1]["loss"] == fast[-1]["loss"]
+
+
+def test_a_fast_trial_leaves_cublas_ready_for_a_deterministic_one(monkeypatch):
+    """cuBLAS reads its workspace setting once per process, at its first use, and refuses deterministic mode
+    without it; a Ray worker's first trial may be a fast one."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    use_deterministic_kernels(False, torch.device("cpu"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own valid choice is kept
+    use_deterministic_kernels(False, torch.device("cpu"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
 
 
 def test_global_average_pool_is_the_spatial_mean():

@@ -1,6 +1,8 @@
 """Packing trials on a GPU: the share Ray is given, and the check that the trials sharing a GPU fit in
 its memory, on given numbers (no GPU needed)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -179,15 +181,24 @@ def test_bf16_activations_are_estimated_smaller():
     assert bf16 < 0.8 * fp32
 
 
-def test_a_shared_gpu_caps_the_trials_memory_at_its_share(monkeypatch):
+def test_a_shared_gpu_caps_the_trials_allocator_at_its_share_less_what_lives_outside_it(monkeypatch):
+    """A quarter of an 80 GiB GPU is 20 GiB: less the 1 GiB CUDA context, 19 GiB for PyTorch (0.2375); less
+    faiss's 1.5 GiB too where k-means may run in faiss, 17.5 GiB (0.21875)."""
     from study.trainable import cap_gpu_memory
 
     calls = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * GIB))
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda share: calls.append(share))
+    clustering = TrialConfig.create(method="npidv2-interclr")
     for share in (0.25, 1.0, 0.0):
-        cap_gpu_memory(share)
-    assert calls == [0.25]  # a whole GPU, or none, is left uncapped
+        cap_gpu_memory(share, TrialConfig.create(method="npidv2"))
+    cap_gpu_memory(0.25, clustering)
+    cap_gpu_memory(0.25, clustering.replace(kmeans_backend="torch"))
+    assert calls == [0.2375, 0.21875, 0.2375]  # a whole GPU, or none, is left uncapped
+    with pytest.raises(ConfigError, match="leaves nothing beside the 2.5 GiB"):
+        packing.allocator_share(0.03, clustering, 80 * GIB)
 
 
 def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launch(monkeypatch, capsys, tmp_path):

@@ -55,9 +55,9 @@ def use_deterministic_kernels(deterministic: bool, device: torch.device) -> None
     """On CUDA, either the fastest kernels (cuDNN autotuning; the bank's index_add and scatter sums then
     accumulate in a varying order, so reruns and resumes agree only to the last digits) or deterministic
     kernels throughout (bit-exact, slower). A CPU trial is deterministic either way."""
-    if deterministic:
-        # cuBLAS reads this when the process first uses it: a worker's first trial decides.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # cuBLAS reads this once, when the process first uses it, and a Ray worker runs trials of both kinds one
+    # after another: set for every trial, or a deterministic trial after a fast one fails at its first matmul.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
@@ -119,7 +119,7 @@ class Trial:
                 encoder.load_state_dict(state)
                 return embeddings.clone()  # a method may write into its bank's initial features
         calibrate_batch_norm(encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
-        _, embeddings = extract(encoder, self.splits[0], c.image_size, d.mean, d.std, self.device)
+        _, embeddings = extract(encoder, self.splits[0], c.image_size, d.mean, d.std, self.device, c.precision)
         if starts is not None:
             starts[key] = ({name: value.clone() for name, value in encoder.state_dict().items()}, embeddings.clone())
         return embeddings
