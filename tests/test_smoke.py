@@ -4,8 +4,10 @@ resumed, and the command says whether the two agree."""
 import math
 
 import pytest
+import torch
 
 from study.measure import smoke
+from trainers import data as datasets
 
 CPU_SIZED = ["--set", "device=cpu", "--set", "network=small-cnn", "--set", "image_size=16", "--set", "cnn_width=8",
              "--set", "batch_size=32"]
@@ -62,3 +64,22 @@ def test_decoding_that_moves_pixels_too_far_or_changes_sizes_fails_the_smoke(cap
 
 def test_decoding_on_a_cpu_gives_the_loader_workers_pixels_exactly():
     assert smoke.decode_difference("cpu") == {"largest": 0, "sizes_equal": True, "pixels_differing": 0, "mean": 0.0}
+
+
+def test_the_decoding_check_averages_over_the_images_own_pixels(monkeypatch):
+    """A decoder one level off at every pixel of every image, and right on the padding: a mean of exactly 1
+    (over the whole canvases, the padding's zeros would pull it below 1)."""
+    decode = datasets.EncodedImages.to
+
+    def one_level_off(self, device, non_blocking=False):
+        canvases = decode(self, device, non_blocking)
+        height, width = canvases.sizes[:, 0, None, None, None], canvases.sizes[:, 1, None, None, None]
+        rows, columns = torch.arange(32)[None, None, :, None], torch.arange(32)[None, None, None, :]
+        inside = (rows < height) & (columns < width)
+        pixels = canvases.pixels
+        moved = torch.where(pixels < 255, pixels + 1, pixels - 1)
+        return datasets.Canvases(torch.where(inside, moved, pixels), canvases.sizes)
+
+    monkeypatch.setattr(datasets.EncodedImages, "to", one_level_off)
+    found = smoke.decode_difference("cpu")
+    assert found["mean"] == 1.0 and found["largest"] == 1 and found["sizes_equal"]
