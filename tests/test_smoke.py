@@ -19,7 +19,9 @@ def test_the_smoke_command_resumes_every_method_it_runs_exactly(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "precision bf16, deterministic True, device cpu" in out
-    assert out.count("resumed run equals uninterrupted: yes") == 2 and "3 of 3 runs passed" in out
+    assert out.count("resumed run equals uninterrupted: yes") == 4 and "5 of 5 runs passed" in out
+    assert "(the next two runs: mocov2-interclr)" in out
+    assert "decoding trial     ok" in out and "fast kernels       ok" in out
     assert "decode_on_device   ok     24 JPEGs decoded on cpu: sizes equal to the loader workers': yes; pixels " \
            "differing: 0, by 0.00 levels on average and at most 0" in out
 
@@ -30,8 +32,8 @@ def test_the_smoke_runs_trials_over_two_ranks_where_asked(capsys):
     code = smoke.main(["--methods", "byol-interclr", "--ranks", "2", *CPU_SIZED])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "byol-interclr      over 2 ranks ok" in out and "3 of 3 runs passed" in out
-    assert out.count("resumed run equals uninterrupted: yes") == 2
+    assert "byol-interclr      over 2 ranks ok" in out and "5 of 5 runs passed" in out
+    assert out.count("resumed run equals uninterrupted: yes") == 4
     assert "last loss over 2 ranks / on one device - 1" in out
 
 
@@ -56,7 +58,7 @@ def test_decoding_that_moves_pixels_too_far_or_changes_sizes_fails_the_smoke(cap
                      {"largest": 0, "sizes_equal": False, "pixels_differing": 0, "mean": 0.0}):
         monkeypatch.setattr(smoke, "decode_difference", lambda device, decoding=decoding: decoding)
         assert smoke.main(["--methods", "npidv2", *CPU_SIZED]) == 1
-        assert "1 of 2 runs passed; failed: decode_on_device" in capsys.readouterr().out
+        assert "3 of 4 runs passed; failed: decode_on_device" in capsys.readouterr().out
     monkeypatch.setattr(smoke, "decode_difference", lambda device: {"largest": 40, "sizes_equal": True,
                                                                     "pixels_differing": 9, "mean": 1.9})
     assert smoke.main(["--methods", "npidv2", *CPU_SIZED]) == 0
