@@ -12,10 +12,10 @@ resize's float path move pixels; a mean difference under 2 levels passes). Then 
 leave out, with one method (npidv2-interclr where it is among those run): a trial that decodes JPEG files
 on its device (ImageFolder, `decode_on_device=true`, stopped and resumed bit for bit), and a trial with
 the kernels real trials use (`deterministic=false`, cuDNN autotuning; k-means by `kmeans_backend=auto`,
-faiss where it is installed), of which only a finite loss is required. Then, where 2 GPUs are
-visible (or with `--ranks 2` on a CPU, over gloo), every method again as one trial over 2 ranks
-(trainers.distributed), straight and resumed, with its last loss beside the one-device run's. Exits 1
-if any run or the decoding check fails. `--set device=cpu` (with e.g. `network=small-cnn
+faiss where it is installed), of which only a finite loss is required (`--methods-only` skips both).
+Then, where 2 GPUs are visible (or with `--ranks 2` on a CPU, over gloo), every method again as one trial
+over 2 ranks (trainers.distributed), straight and resumed, with its last loss beside the one-device
+run's. Exits 1 if any run or the decoding check fails. `--set device=cpu` (with e.g. `network=small-cnn
 image_size=16`) runs the same path on a CPU, as the tests do.
 """
 
@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m study.measure.smoke", description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="NAME")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--methods-only", action="store_true",
+                        help="skip the decoding trial and the fast-kernels trial (e.g. to repeat one method)")
     parser.add_argument("--ranks", type=int, metavar="N",
                         help="ranks for the trials over several devices (default: 2 where 2 GPUs are visible, else "
                              "none)")
@@ -214,10 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  decode_on_device   FAILED\n{traceback.format_exc()}", flush=True)
     if not ok:
         failed.append("decode_on_device")
-    other = "npidv2-interclr" if "npidv2-interclr" in configs else first.method
-    print(f"  (the next two runs: {other})", flush=True)
-    if not run_other_paths(other, overrides, failed):
-        return 2
+    if not args.methods_only:
+        other = "npidv2-interclr" if "npidv2-interclr" in configs else first.method
+        print(f"  (the next two runs: {other})", flush=True)
+        if not run_other_paths(other, overrides, failed):
+            return 2
     ranks = args.ranks if args.ranks is not None else (2 if first.device == "cuda" and visible_gpus() >= 2 else 1)
     if ranks < 2:
         print(f"  trials over several GPUs: not run ({visible_gpus()} GPU visible; --ranks 2 runs them on a CPU)")
@@ -228,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         if "loss" in result and losses.get(method) is not None:
             print(f"  {'':<18} last loss over {ranks} ranks / on one device - 1: "
                   f"{result['loss'] / losses[method] - 1:+.1e}", flush=True)
-    runs = len(configs) * (2 if ranks >= 2 else 1) + 3  # and the decoding check, the decoding and fast trials
+    # and the decoding check, and the decoding and fast trials
+    runs = len(configs) * (2 if ranks >= 2 else 1) + 1 + (0 if args.methods_only else 2)
     print(f"smoke: {runs - len(failed)} of {runs} runs passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
