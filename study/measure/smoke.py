@@ -116,7 +116,8 @@ def decode_difference(device: str) -> dict:
             difference = (decoded.pixels.cpu().int() - canvases.pixels.int()).abs()
             largest, pixels = max(largest, int(difference.max())), pixels + int(difference.gt(0).sum())
             total += int(difference.sum())
-            sizes = canvases.sizes if canvases.sizes is not None else torch.full((len(canvases), 2), 32)
+            side = canvases.pixels.shape[-1]
+            sizes = canvases.sizes if canvases.sizes is not None else torch.full((len(canvases), 2), side)
             valid += 3 * int(sizes.prod(dim=1).sum())
     return {"largest": largest, "sizes_equal": sizes_equal, "pixels_differing": pixels, "mean": total / valid}
 
@@ -142,7 +143,7 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def run_one(method: str, config: TrialConfig, failed: list[str], label: str, exact: bool = True) -> dict | None:
+def run_one(config: TrialConfig, failed: list[str], label: str, exact: bool = True) -> dict | None:
     """Smoke one config and print its line; a failure is added to `failed`. None: a config or data error
     (printed), which ends the command with exit 2. exact=False: the resumed run need not equal the
     uninterrupted one (kernels that are not deterministic on a GPU)."""
@@ -172,10 +173,10 @@ def run_other_paths(method: str, overrides: dict, failed: list[str]) -> bool:
         # Random negatives: every other cluster's entries are the pool, which the 128 images can fill.
         files = smoke_config(method, {**overrides, "dataset": "imagefolder", "data_root": root, "load_size": 32,
                                       "decode_on_device": True, "negative_sampling": "random"})
-        if run_one(method, files, failed, f"{'decoding trial':<18}") is None:
+        if run_one(files, failed, f"{'decoding trial':<18}") is None:
             return False
     fast = smoke_config(method, {**overrides, "deterministic": False, "kmeans_backend": "auto"})
-    return run_one(method, fast, failed, f"{'fast kernels':<18}", exact=False) is not None
+    return run_one(fast, failed, f"{'fast kernels':<18}", exact=False) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{first.deterministic}, device {first.device}, {first.epochs} epochs of {first.dataset}", flush=True)
     failed, losses = [], {}
     for method, config in configs.items():
-        result = run_one(method, config, failed, f"{method:<18}")
+        result = run_one(config, failed, f"{method:<18}")
         if result is None:
             return 2
         losses[method] = result.get("loss")
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if ranks < 2:
         print(f"  trials over several GPUs: not run ({visible_gpus()} GPU visible; --ranks 2 runs them on a CPU)")
     for method, config in (configs.items() if ranks >= 2 else []):
-        result = run_one(method, config.replace(data_parallel=ranks), failed, f"{method:<18} over {ranks} ranks")
+        result = run_one(config.replace(data_parallel=ranks), failed, f"{method:<18} over {ranks} ranks")
         if result is None:
             return 2
         if "loss" in result and losses.get(method) is not None:
