@@ -194,6 +194,32 @@ def test_a_study_stopped_midway_stops_the_rest_and_resume_starts_the_studies_nev
         preflight.check_launch(options, {"sampling": plans["sampling"]}, {"sampling": outs["sampling"]})
 
 
+def test_the_checks_before_launch_step_every_setting_and_calibrate_each_initial_network_once(tmp_path, monkeypatch):
+    import trainers.trial
+    from study import run
+    from study.safety import preflight
+    from trainers.methods.truncated_triplet import TruncatedTriplet
+
+    calibrations, steps = [], []
+    calibrate, step = trainers.trial.calibrate_batch_norm, TruncatedTriplet.training_step
+    monkeypatch.setattr(trainers.trial, "calibrate_batch_norm",
+                        lambda *args, **keys: calibrations.append(1) or calibrate(*args, **keys))
+    monkeypatch.setattr(TruncatedTriplet, "training_step", lambda *args: steps.append(1) or step(*args))
+    # sampling and lambda both train NPIDv2-InterCLR from one initial network at seed 0;
+    # rank-k (4 settings) trains the truncated triplet's.
+    def options(*settings):
+        return run.parse_args(["all", "--seeds", "2", "--epochs", "1", *settings, "--out", str(tmp_path / "out"),
+                               "--storage", str(tmp_path / "runs")])
+
+    names = ["sampling", "lambda", "rank-k"]
+    plans = {name: run.plan(options(*SYNTHETIC), name) for name in names[:2]}
+    plans["rank-k"] = run.plan(options(*SYNTHETIC[:4], *SYNTHETIC[-2:]), "rank-k")  # no cluster keys
+    preflight.check_launch(options(*SYNTHETIC), plans, {name: tmp_path / "out" / name for name in names})
+    assert len(calibrations) == 2  # one per initial network, not one per study (3) or per setting
+    # One step per truncated-triplet setting, none for the epoch-0 pass over the data (its metrics are not read).
+    assert len(steps) == len({t.config.replace(seed=0).config_hash() for t in plans["rank-k"]}) == 4
+
+
 def test_a_run_lands_beside_the_committed_results_unless_told_otherwise():
     from study.run import RunOptions, output_folder
 

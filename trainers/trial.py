@@ -91,8 +91,8 @@ class Trial:
     def start(self, floors: FloorCache | None = None, measure: bool = True, starts: dict | None = None) -> dict:
         """Epoch 0: batch-norm statistics calibrated on the training set, the floor metrics of the initial
         network (from `floors` where another trial measured them), and the method's start. With
-        measure=False the floor is not measured (the row holds the method's start metrics only): what a
-        check before launch needs to take a step; there `starts` may keep the calibrated encoder and the
+        measure=False nothing is measured (an empty row: neither the floor nor the method's epoch-0 metrics):
+        what a check before launch needs to take a step; there `starts` may keep the calibrated encoder and the
         training set's embeddings for the next config whose initial encoder is the same (calibrate_and_embed)."""
         c, d = self.config, self.data
         if measure:
@@ -101,7 +101,7 @@ class Trial:
             row.update(trained_gains(row, row))
         else:
             row, embeddings = {}, self.calibrate_and_embed(starts)
-        row.update(self.method.start(embeddings, self.streams))
+        row.update(self.method.start(embeddings, self.streams, measure))
         self.synchronise()
         return row
 

@@ -196,18 +196,18 @@ def read_image_manifest(path: Path | None) -> dict[str, list[int]]:
 STEP_CHECK_MAX_IMAGES = 20000
 
 
-def check_first_steps(trials: list[Trial], data: datasets.ImageData) -> None:
+def check_first_steps(trials: list[Trial], data: datasets.ImageData, starts: dict) -> None:
     """Each distinct setting of the plan (seeds aside) builds its trial, starts its method on the initial
     network's embeddings (bank, k-means labels, pools) and takes one training step, so that settings which
     pass every range check yet fail in a trial are refused before launch, in one line. Settings whose networks
-    start equal (most of a study's) share one batch-norm calibration and embedding of the training set."""
+    start equal (most of a study's, and the same method's across the studies of one launch) share one
+    batch-norm calibration and embedding of the training set, kept in `starts` (Trial.calibrate_and_embed)."""
     from trainers.trial import Trial as Runnable
 
     if datasets.image_files(data) or len(data.train) > STEP_CHECK_MAX_IMAGES:
         print("not stepped before launch (image files or a large set): each trial checks itself as it starts")
         return
     distinct = {t.config.replace(seed=0).config_hash(): t for t in trials}
-    starts: dict = {}
     for trial in distinct.values():
         config = trial.config.replace(seed=0, device="cpu", deterministic=False)
         try:
@@ -244,6 +244,7 @@ def check_gpu_packing(trials: list[Trial], data: datasets.ImageData, options: Ru
 def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[str, Path]) -> dict:
     """Every check that needs the data, the folders or the cluster; returns each study's manifest when
     --resume continues it. Raises ConfigError or DataError."""
+    starts: dict = {}  # calibrated initial encoders and their embeddings, shared by the studies' first steps
     for trials in plans.values():
         check_devices(trials, options)  # a missing GPU, or GPU memory, says more than a missing CPU
         # A dry run writes nothing: the image check then keeps no record of what it decoded.
@@ -251,7 +252,7 @@ def check_launch(options: RunOptions, plans: dict[str, list[Trial]], outs: dict[
         check_gpu_packing(trials, data, options)
         if options.address is None:
             check_resources(trials, options)
-        check_first_steps(trials, data)
+        check_first_steps(trials, data, starts)
     # With several studies, --resume continues the ones that started and starts the rest, so that a
     # stopped `all` run resumes as a whole; one study named alone must have something to resume.
     started = {name: out.is_dir() and outputs.Manifest.load(out) is not None for name, out in outs.items()}

@@ -50,9 +50,10 @@ class Method:
         ranks splits (trainers.distributed)."""
         raise NotImplementedError
 
-    def start(self, embeddings: torch.Tensor, streams: "RandomStreams") -> dict:
+    def start(self, embeddings: torch.Tensor, streams: "RandomStreams", measure: bool = True) -> dict:
         """After the epoch-0 evaluation, given the training set's N x D initial embeddings (dataset order);
-        returns extra epoch-0 metrics."""
+        returns extra epoch-0 metrics. measure=False: only what training needs (a check before launch
+        takes a step and reads no metrics), no epoch-0 metrics."""
         return {}
 
     def training_step(self, images: "Canvases", labels: torch.Tensor, indices: torch.Tensor, step: int,

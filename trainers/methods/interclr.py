@@ -49,11 +49,13 @@ class InterCLR(IntraImageMethod):
     inter: InterImageBranch
     train_extraction: tuple[torch.Tensor, torch.Tensor] | None = None  # this epoch's, when bank_encoder is encoder
 
-    def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
-        metrics = super().start(embeddings, streams)
+    def start(self, embeddings: torch.Tensor, streams: RandomStreams, measure: bool = True) -> dict:
+        metrics = super().start(embeddings, streams, measure)
         bank = self.bank if self.bank is not None else MemoryBank(embeddings, self.settings.bank_momentum)
         self.inter = self.branch(bank)
-        self.inter.start()
+        self.inter.start()  # k-means and the pools' check: what a check before launch is for
+        if not measure:
+            return metrics
         return {**metrics, **self.inter.label_quality(self.data.train_labels())}
 
     def branch(self, bank: MemoryBank) -> InterImageBranch:

@@ -52,10 +52,10 @@ class NPIDv2(IntraImageMethod):
     def network_modules(self):
         return [self.encoder]
 
-    def start(self, embeddings, streams):
+    def start(self, embeddings, streams, measure=True):
         """The bank starts as the initial network's embeddings of the un-augmented training images."""
         self.bank = MemoryBank(embeddings, self.settings.bank_momentum)
-        return super().start(embeddings, streams)
+        return super().start(embeddings, streams, measure)
 
     def intra_step(self, images, indices, streams, with_loss=True):
         s = self.settings

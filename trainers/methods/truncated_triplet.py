@@ -70,8 +70,11 @@ class TruncatedTriplet(Method):
     def network_modules(self):
         return self.networks.networks()
 
-    def start(self, embeddings: torch.Tensor, streams: RandomStreams) -> dict:
-        """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates."""
+    def start(self, embeddings: torch.Tensor, streams: RandomStreams, measure: bool = True) -> dict:
+        """Epoch 0: over-clustering of the initial networks, over one pass of the data without updates; a
+        pass of metrics alone, so measure=False skips it."""
+        if not measure:
+            return {}
         saved = copy.deepcopy(self.networks.state_dict())
         # Summed on the device in float64 (what Python's floats held) and read once: no wait for the device per batch.
         counts = {key: torch.zeros((), dtype=torch.float64, device=self.device)
