@@ -97,6 +97,11 @@ def test_claim_combines_its_comparisons():
     assert claim_verdict(["reproduced", "contradicted"]) == "contradicted"
     assert claim_verdict(["reproduced", "reproduced"]) == "reproduced"
     assert claim_verdict(["reproduced", "missing"]) == "missing"
+    # The rule's order: contradicted, then not testable, then negligible, before reproduced.
+    assert claim_verdict(["reproduced", "negligible"]) == "negligible"
+    assert claim_verdict(["negligible", "not testable"]) == "not testable"
+    assert claim_verdict(["not testable", "contradicted"]) == "contradicted"
+    assert claim_verdict(["inconclusive", "negligible"]) == "negligible"
 
 
 def test_missing_study_and_single_seed():

@@ -18,6 +18,12 @@ def test_knn_hand_example():
     # k=4 weighted vote with T=0.1: the third point is nearer the class-1 pair, so all three are right.
     assert knn_top1(train, labels, test, torch.tensor([0, 1, 1]), k=4, temperature=0.1) == 100.0
     assert math.isclose(knn_top1(train, labels, test, torch.tensor([0, 1, 0]), k=4, temperature=0.1), 200 / 3)
+    # The temperature decides this vote: one class-0 neighbour at cosine 1 against two class-1 neighbours at
+    # cosine 0.8. T=0.1: e^10 = 22,026 > 2 e^8 = 5,962, class 0. T=1: e^1 = 2.72 < 2 e^0.8 = 4.45, class 1.
+    near = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.8, -0.6]])
+    query, truth = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
+    assert knn_top1(near, torch.tensor([0, 1, 1]), query, truth, k=3, temperature=0.1) == 100.0
+    assert knn_top1(near, torch.tensor([0, 1, 1]), query, truth, k=3, temperature=1.0) == 0.0
 
 
 def test_svm_map_separable_and_chance():

@@ -55,6 +55,8 @@ def test_global_kmeans_is_deterministic_per_seed():
     first = global_kmeans(points, 8, iterations=10, seed=5, backend="torch")
     second = global_kmeans(points, 8, iterations=10, seed=5, backend="torch")
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    other = global_kmeans(points, 8, iterations=10, seed=6, backend="torch")
+    assert not torch.equal(first[1], other[1])  # the seed draws the starts: 8 clusters of 6 blobs end elsewhere
 
 
 def test_more_clusters_than_points_is_an_error():

@@ -135,4 +135,11 @@ def test_seeds_to_decide_measure_from_the_forms_boundary():
     assert stats.seeds_to_decide(contrast, "non-inferiority", 0.5, -0.2, True) == stats.seeds_for_power(0.3, 0.5)
     # superiority: a negative observed effect is decided by the test against it, 0.2 away from 0
     assert stats.seeds_to_decide(contrast, "superiority", 0.5, -0.2, True) == stats.seeds_for_power(0.2, 0.5)
+    # One sample (paired=False): the SD of a value, not of a per-seed difference, so fewer seeds.
+    unpaired = stats.seeds_to_decide(contrast, "non-inferiority", 0.5, -0.2, False)
+    assert unpaired == stats.seeds_for_power(0.3, 0.5, paired=False) < stats.seeds_for_power(0.3, 0.5)
+    # equivalence: inside the margin by TOST, outside it by the distance to the nearer bound
+    assert stats.seeds_to_decide(contrast, "equivalence", 0.5, 0.1, True) == stats.seeds_for_equivalence(
+        0.1, 0.5, 0.5, True)
+    assert stats.seeds_to_decide(contrast, "equivalence", 0.5, -0.7, True) == stats.seeds_for_power(0.2, 0.5)
     assert stats.planning_effect("superiority", 0.5) == 0.5 and stats.planning_effect("equivalence", 0.5) == 0.0
