@@ -3,8 +3,10 @@ import multiprocessing
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from trainers import baseline
 from trainers import data as datasets
 from trainers.config import TrialConfig
 from trainers.baseline import FloorCache, floor_key
@@ -36,8 +38,16 @@ def test_the_key_follows_the_initial_weights_data_and_evaluation_not_the_method_
         next(encoder.parameters()).view(-1)[0] += 1e-6
     assert key(CONFIG, encoder) != base
     for changes in ({"seed": 4}, {"test_subset": 40}, {"image_size": 14}, {"knn_k": 50}, {"svm_train_size": 300},
-                    {"svm_solver": "dual"}, {"probe_epochs": 10}, {"cnn_width": 16}):
+                    {"svm_solver": "dual"}, {"probe_epochs": 10}, {"cnn_width": 16}, {"precision": "bf16"},
+                    {"knn_temperature": 0.05}, {"load_size": 20}):
         assert key(CONFIG.replace(**changes)) != base, changes
+
+
+def test_the_key_follows_the_evaluation_protocols_constants(monkeypatch):
+    base = key(CONFIG)
+    # The probe's momentum (the protocol's last constant) as another version of the code might set it.
+    monkeypatch.setattr(baseline, "PROTOCOL", (*baseline.PROTOCOL[:-1], baseline.PROTOCOL[-1] + 0.05))
+    assert key(CONFIG) != base
 
 
 def test_a_floor_is_measured_once_and_read_back_whole(tmp_path):
@@ -51,6 +61,21 @@ def test_a_floor_is_measured_once_and_read_back_whole(tmp_path):
     second = FloorCache(tmp_path / "floors").get("abc", measure)
     assert len(calls) == 1 and second["svm_map"] == 0.1 + 0.2 and second["knn_top1"] == first["knn_top1"]
     assert sorted(p.name for p in (tmp_path / "floors").iterdir()) == ["abc.json", "abc.lock"]  # no partial file
+
+
+def test_a_floor_whose_write_broke_off_is_measured_again_never_read_half(tmp_path, monkeypatch):
+    real_write = Path.write_text
+
+    def torn_write(path, text, *args, **keys):  # half the text reaches the disk, then it is full
+        real_write(path, text[:len(text) // 2], *args, **keys)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", torn_write)
+    with pytest.raises(OSError):
+        FloorCache(tmp_path).get("abc", lambda: {"knn_top1": 61.5, "svm_map": 70.25})
+    monkeypatch.undo()
+    assert not (tmp_path / "abc.json").exists()
+    assert FloorCache(tmp_path).get("abc", lambda: {"knn_top1": 62.0}) == {"knn_top1": 62.0}
 
 
 def slow_measurement(folder, log):

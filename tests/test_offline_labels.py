@@ -1,3 +1,5 @@
+import math
+
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score
@@ -54,6 +56,12 @@ def test_pseudo_label_quality_by_hand():
     quality = method.label_quality(datasets.synthetic(seed=0).train.labels)
     # Each cluster of 150 holds 60 of its majority class: purity = 4 * 60 / 600 = 0.4; equal sizes.
     assert abs(quality["label_purity"] - 0.4) < 1e-9 and quality["cluster_size_cv"] == 0.0
+    # Every cluster holds classes in shares 0.4, 0.4, 0.2: I = ln 10 - H(0.4, 0.4, 0.2); NMI = I / mean(ln 10, ln 4).
+    within = -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2))
+    assert abs(quality["label_nmi"] - 2 * (math.log(10) - within) / (math.log(10) + math.log(4))) < 1e-9
+    method.bank.labels = torch.cat([torch.full((size,), c) for c, size in enumerate((100, 200, 300))])
+    unequal = method.label_quality(datasets.synthetic(seed=0).train.labels)
+    assert abs(unequal["cluster_size_cv"] - 0.5) < 1e-12  # sizes 100, 200, 300: SD 100 (n - 1), mean 200
 
 
 def test_linear_probe_separable_and_chance():

@@ -14,8 +14,17 @@ ARM = TrialConfig.create(dataset="synthetic", image_size=16, epochs=1, batch_siz
 
 
 def views_and_batches(config, monkeypatch):
-    """Every augmented view and every batch's indices one epoch of `config` produced, in order."""
-    seen = {"views": [], "indices": []}
+    """Every augmented view, every batch's indices and every integer draw of the intra step (its negatives,
+    among others) one epoch of `config` produced, in order."""
+    seen = {"views": [], "indices": [], "intra_draws": []}
+    in_intra_step = []
+    original_randint = torch.randint
+
+    def recording_randint(*args, **kwargs):
+        drawn = original_randint(*args, **kwargs)
+        if in_intra_step:
+            seen["intra_draws"].append(drawn.clone())
+        return drawn
 
     def recording_view(images, *args, **kwargs):
         view = augment.training_view(images, *args, **kwargs)
@@ -26,8 +35,13 @@ def views_and_batches(config, monkeypatch):
 
     def recording_step(self, images, indices, *args, **kwargs):
         seen["indices"].append(indices.clone())
-        return original_step(self, images, indices, *args, **kwargs)
+        in_intra_step.append(True)
+        try:
+            return original_step(self, images, indices, *args, **kwargs)
+        finally:
+            in_intra_step.pop()
 
+    monkeypatch.setattr(torch, "randint", recording_randint)
     monkeypatch.setattr(npidv2, "training_view", recording_view)
     monkeypatch.setattr(npidv2.NPIDv2, "intra_step", recording_step)
     fit(config, Quiet())
@@ -44,9 +58,11 @@ def test_arms_with_one_seed_see_the_same_batches_and_views_at_every_step(monkeyp
     random = views_and_batches(ARM.replace(negative_sampling="random"), monkeypatch)
     intra_only = views_and_batches(ARM.replace(loss_lambda=1.0), monkeypatch)  # draws no inter samples at all
     assert len(hard["views"]) == 600 // 64  # one view per step of the epoch over the 600 synthetic images
+    assert len(hard["intra_draws"]) >= len(hard["views"])  # at least the intra negatives of every step
     for other in (random, intra_only):
         assert identical(hard["indices"], other["indices"])
         assert identical(hard["views"], other["views"])
+        assert identical(hard["intra_draws"], other["intra_draws"])  # random's inter keys leave them alone
 
 
 def test_another_seed_sees_other_views(monkeypatch):

@@ -13,7 +13,7 @@ def triplet_rows(values, metric_by_value, epochs=(0, 4)):
                 first, last = metric_by_value[value]
                 rows.append({"value": value, "seed": seed, "epoch": epoch, "config_hash": f"{value}-{seed}",
                              "overclustering_given_a": first if epoch == 0 else last,
-                             "overclustering_given_b": first if epoch == 0 else last,
+                             "overclustering_given_b": (first if epoch == 0 else last) / 2,
                              "linear_top1": 50.0 + seed, "knn_top1": 40.0})
     return pd.DataFrame(rows)
 
@@ -24,6 +24,8 @@ def test_table6_reads_first_and_last_epoch_beside_the_paper():
     rank1 = frame.set_index("deputy").loc["rank-1"]
     assert rank1["Pr(Omega|A) first"].startswith("0.2000") and rank1["Pr(Omega|A) last"].startswith("0.9000")
     assert rank1["paper A (0 -> 180)"] == "0.1538 -> 0.9656" and rank1["seeds"] == 3
+    assert rank1["Pr(Omega|B) first"].startswith("0.1000") and rank1["Pr(Omega|B) last"].startswith("0.4500")
+    assert rank1["paper B (0 -> 180)"] == "0.1618 -> 0.9948"  # the paper's Table 6, k = 1
 
 
 def test_table8_mean_and_interval_over_seeds():
@@ -31,6 +33,7 @@ def test_table8_mean_and_interval_over_seeds():
     row = frame.set_index("deputy").loc["rank-1"]
     # linear top-1 over seeds 50, 51, 52: mean 51, t(0.975, 2) * 1 / sqrt(3) = 2.48 -> [48.5, 53.5]
     assert row["linear top-1 (%)"] == "51.0 [48.5, 53.5]" and row["paper linear top-1 (%)"] == 28.9
+    assert row["kNN top-1 (%)"] == "40.0 [40.0, 40.0]"  # every seed's kNN is 40
     assert frame.set_index("deputy").loc["rank-5"]["linear top-1 (%)"] == "-"  # not run: shown empty
 
 
@@ -40,6 +43,7 @@ def test_bernoulli_table_and_markdown():
     assert paper.loc[52, "exact"] == "1.50e-126" and paper.loc[52, "paper states"] == "6.53e-121"
     used = frame[frame["setting"].str.startswith("used")].set_index("k")
     assert used.loc[1, "exact"] == "1.00e+00"  # with p = 0.1 and 127 negatives, a same-class one is certain
+    assert used.loc[63, "exact"] == "1.59e-29"  # sum over j >= 63 of C(127, j) 0.1^j 0.9^(127-j), in fractions
     text = markdown(frame.fillna(""))
     assert text.splitlines()[0].startswith("| setting | k | exact") and text.count("\n") == len(frame) + 1
 

@@ -95,6 +95,19 @@ def test_deputy_rank_must_fit_the_batch():
         TrialConfig.create(method="truncated-triplet", deputy="top-3")
 
 
+def test_epoch_metrics_divide_omega_by_the_batches_and_by_event_b():
+    from trainers import data as datasets
+    from trainers.methods.truncated_triplet import TruncatedTriplet
+
+    config = TrialConfig.create(method="truncated-triplet", dataset="synthetic", image_size=16, batch_size=64)
+    method = TruncatedTriplet(config, datasets.load(config), torch.device("cpu"))
+    metrics = method.epoch_metrics({"omega": 1.0, "event_b": 2.0, "batches": 4.0, "deputy_same_class": 1.0,
+                                    "clamped": 3.0})
+    assert metrics["overclustering_given_a"] == 0.25 and metrics["overclustering_given_b"] == 0.5
+    assert metrics["deputy_same_class_rate"] == 0.25 and metrics["triplet_clamped_share"] == 0.75
+    assert metrics["negatives_per_query"] == 63
+
+
 def test_triplet_trial_runs_and_records_overclustering():
     config = TrialConfig.create(method="truncated-triplet", dataset="synthetic", image_size=16, epochs=2, batch_size=64,
                          deputy="rank-1", seed=0)
