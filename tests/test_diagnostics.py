@@ -8,7 +8,7 @@ from analysis.diagnostics import summary_rows
 
 
 def margin_inter_table(loss_at_end: float) -> pd.DataFrame:
-    """Two margins, two seeds, epochs 0-2; seed 1 adds 0.2 to seed 0's loss and NMI."""
+    """Two margins, two seeds, epochs 0-2; seed 1 adds 0.2 to seed 0's loss and NMI, and changes 0.1 fewer labels."""
     rows = []
     for value in (-0.5, 0.0):
         for seed in (0, 1):
@@ -17,7 +17,8 @@ def margin_inter_table(loss_at_end: float) -> pd.DataFrame:
                                                         (1, 2.0 + value, 0.1, 0.9, 4 + seed),
                                                         (2, loss_at_end + value, 0.3, 0.3, 1)):
                 rows.append({"value": value, "seed": seed, "epoch": epoch, "loss_inter": loss + shift,
-                             "label_nmi": nmi + shift, "labels_changed": changed, "clusters_reseeded": reseeded,
+                             "label_nmi": nmi + shift, "labels_changed": changed - 0.1 * seed,
+                             "clusters_reseeded": reseeded,
                              "config_hash": f"{value}-{seed}", "knn_top1": 50.0})
     return pd.DataFrame(rows)
 
@@ -36,11 +37,13 @@ def test_summary_gives_seed_means_of_the_first_and_last_epoch_and_the_label_extr
     assert lookup(summary, "before", "loss_inter", -0.5, epoch=2) == pytest.approx(0.6)
     assert lookup(summary, "after", "loss_inter", 0.0, epoch=2) == pytest.approx(0.6)
     assert lookup(summary, "after", "label_nmi", epoch=0) == pytest.approx(0.5)
+    assert lookup(summary, "after", "label_nmi", epoch=1) == pytest.approx(0.2)  # (0.1 + 0.3) / 2
+    assert lookup(summary, "after", "label_nmi", epoch=2) == pytest.approx(0.4)  # the last epoch: (0.3 + 0.5) / 2
     assert lookup(summary, "after", "label_nmi_lowest") == pytest.approx(0.2)
     assert lookup(summary, "after", "label_nmi_lowest", epoch=1) == pytest.approx(0.2)
     never = summary[(summary["run"] == "after") & (summary["quantity"] == "label_nmi_back_at_epoch_0_level")]
     assert never["epoch"].isna().all() and never["mean"].isna().all()  # 0.4 at epoch 2 is below 0.5 at epoch 0
-    assert lookup(summary, "after", "labels_changed") == pytest.approx(0.9)
+    assert lookup(summary, "after", "labels_changed") == pytest.approx(0.85)  # epoch 1: (0.9 + 0.8) / 2
     assert lookup(summary, "after", "clusters_reseeded_most") == pytest.approx(4.5)
 
 

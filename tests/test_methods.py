@@ -70,6 +70,8 @@ def test_ema_update_by_hand():
     assert cosine_momentum(0.99, 0.0) == pytest.approx(0.99)
     assert cosine_momentum(0.99, 0.5) == pytest.approx(0.995)
     assert cosine_momentum(0.99, 1.0) == pytest.approx(1.0)
+    # a quarter of the way: 1 - 0.01 (cos(pi / 4) + 1) / 2 = 0.9914645 (a straight line would give 0.9925)
+    assert cosine_momentum(0.99, 0.25) == pytest.approx(0.9914645, abs=1e-7)
 
 
 def test_execution_keys_do_not_change_the_hash():

@@ -22,6 +22,7 @@ def test_paired_effect_and_interval_by_hand():
     # differences 1, 2, 0: mean 1, SD 1, half-width t(0.975, 2) / sqrt(3) = 4.3027 / 1.7321
     assert knn["effect"] == pytest.approx(1.0) and knn["sd_of_difference"] == pytest.approx(1.0)
     assert knn["ci_high"] - knn["effect"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert knn["ci_low"] == pytest.approx(1 - 4.302653 / math.sqrt(3), rel=1e-5)  # what decides a scale's pass
     assert knn["trained_gain"] == pytest.approx((71 + 73 + 72) / 3 - 60.0)
     assert knn["loss_inter_to_chance"] == 0.5  # the inter arm's health, not the base's
     assert knn["positives_over_neighbours"] == pytest.approx(0.7 / 0.71)  # base kNN 70, 71, 72 -> 0.71
