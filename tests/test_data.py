@@ -69,6 +69,11 @@ def test_balanced_subset_keeps_equal_classes_and_is_fixed():
     assert torch.bincount(subset.labels).tolist() == [20] * 10
     again = datasets.balanced_subset(data.train, 200, 10)
     assert torch.equal(subset.images, again.images)
+    # Each kept image keeps its own label: found among the source images, its label there is the same.
+    source = data.train.images.flatten(1)
+    for image, label in zip(subset.images.flatten(1), subset.labels):
+        (match,) = torch.nonzero((source == image).all(dim=1)).flatten().tolist()
+        assert data.train.labels[match] == label
 
 
 def test_image_folder_loading(tmp_path):
@@ -200,6 +205,13 @@ def test_rgb_jitter_keeps_gray_pixels_gray_under_hue_rotation():
     red = torch.zeros(1, 3, 1, 1)
     red[0, 0] = 1.0
     assert torch.allclose(rotate_hue(red, torch.tensor([1.0])), red, atol=1e-5)  # a full turn is the identity
+    # A half turn negates the colour part and keeps the luma: 2 Y - c, with Y = 0.299 for pure red.
+    assert torch.allclose(rotate_hue(red, torch.tensor([0.5])).flatten(), torch.tensor([-0.402, 0.598, 0.598]),
+                          atol=1e-3)
+    # A rotation and its opposite cancel, at any angle (a matrix that is no rotation would not).
+    colours = torch.rand(3, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    turns = torch.tensor([0.25, 0.1, -0.3])
+    assert torch.allclose(rotate_hue(rotate_hue(colours, turns), -turns), colours, atol=1e-5)
 
 
 def write_cifar10_batches(folder, per_class_train=3, per_class_test=2, protocol=2):

@@ -39,6 +39,8 @@ def test_queue_keeps_the_most_recent_keys_in_ring_order():
     assert queue.keys[:, 0].tolist() == [6, 7, 3, 4, 5] and queue.position == 2
     queue.push(torch.cat(batch[0:9]))  # more keys than slots: the last five (5..9) stay
     assert sorted(queue.keys[:, 0].tolist()) == [5, 6, 7, 8, 9] and queue.keys.shape == (5, 2)
+    # ... written on from slot 2 as five pushed keys would be: 5, 6, 7 into slots 2, 3, 4, then 8, 9 into 0, 1
+    assert queue.keys[:, 0].tolist() == [8, 9, 5, 6, 7] and queue.position == 2
 
 
 def test_moco_keys_carry_no_gradient_and_join_the_queue_after_the_loss():

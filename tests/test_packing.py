@@ -218,6 +218,23 @@ def test_a_study_whose_trials_do_not_fit_the_visible_gpu_is_refused_before_launc
     assert not ray.is_initialized() and not (tmp_path / "out").exists()
 
 
+def test_the_launch_check_prints_the_largest_setting(capsys, monkeypatch):
+    from catalogue import STUDIES
+    from study.profiles import PROFILES
+    from study.run import RunOptions
+    from study.safety import preflight
+    from study.trials import expand
+
+    overrides = {"device": "cuda", "dataset": "synthetic", "image_size": 16, "clusters_per_class": 2,
+                 "min_cluster_size": 5, "batch_size": 64}
+    trials = expand(STUDIES["sampling"], PROFILES["tiny"], 1, overrides)
+    gib = {"hard": 1, "semi-hard": 3, "random": 2, "semi-easy": 1}  # the settings' memory, told apart
+    monkeypatch.setattr(packing, "estimate", lambda config, data: packing.TrialMemory(
+        networks=gib[config.negative_sampling] * packing.GIB, activations=0, bank=0))
+    preflight.check_gpu_packing(trials, None, RunOptions(study="sampling", gpus_per_trial=0.25))
+    assert "about 4.8 GiB: networks 3.00 GiB" in capsys.readouterr().out  # semi-hard's: 3 x 1.25 slack + 1 context
+
+
 def test_the_launch_check_prints_each_trials_gpu_memory_even_where_the_driver_sees_no_gpu(capsys):
     from catalogue import STUDIES
     from study.profiles import PROFILES

@@ -57,6 +57,8 @@ def test_every_layer_of_every_method_computes_in_bf16(method):
 def test_the_offline_relabelling_pass_computes_in_bf16():
     dtypes = layer_output_dtypes(small_config("mocov2-interclr", precision="bf16", label_mode="offline"))
     assert dtypes and all(dtype == torch.bfloat16 for _, dtype in dtypes)
+    # The pass ran: it extracts the training set once more than the same trial with online labels does.
+    assert len(dtypes) > len(layer_output_dtypes(small_config("mocov2-interclr", precision="bf16")))
 
 
 def test_fp32_trials_compute_in_float32():
