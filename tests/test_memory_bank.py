@@ -85,8 +85,9 @@ def test_a_dissolved_clusters_members_join_their_nearest_other_non_empty_cluster
     # small and cluster 3 is empty. With min_size 10 no cluster reaches 20 after the dissolve, so nothing
     # is split and the members' new labels show where the dissolve put them.
     generator = torch.Generator().manual_seed(0)
-    around = lambda axis, count: F.normalize(torch.eye(4)[axis] + 0.1 * torch.randn(count, 4, generator=generator),
-                                             dim=1)
+    def around(axis, count):
+        return F.normalize(torch.eye(4)[axis] + 0.1 * torch.randn(count, 4, generator=generator), dim=1)
+
     stray = F.normalize(torch.tensor([[0.9, 0.2, 0.0, 0.0], [0.2, 0.9, 0.0, 0.0], [0.1, 1.0, 0.1, 0.0]]), dim=1)
     bank = MemoryBank(torch.cat([around(0, 12), around(1, 12), stray]), 0.5)
     bank.label(torch.tensor([0] * 12 + [1] * 12 + [2] * 3), 4)
