@@ -213,7 +213,9 @@ def test_the_checks_before_launch_step_every_setting_and_calibrate_each_initial_
 
     names = ["sampling", "lambda", "rank-k"]
     plans = {name: run.plan(options(*SYNTHETIC), name) for name in names[:2]}
-    plans["rank-k"] = run.plan(options(*SYNTHETIC[:4], *SYNTHETIC[-2:]), "rank-k")  # no cluster keys
+    # The truncated triplet has no cluster keys: the synthetic set's other settings alone.
+    triplet_synthetic = ["--set", "dataset=synthetic", "--set", "image_size=16", "--set", "batch_size=64"]
+    plans["rank-k"] = run.plan(options(*triplet_synthetic), "rank-k")
     preflight.check_launch(options(*SYNTHETIC), plans, {name: tmp_path / "out" / name for name in names})
     assert len(calibrations) == 2  # one per initial network, not one per study (3) or per setting
     # One step per truncated-triplet setting, none for the epoch-0 pass over the data (its metrics are not read).
