@@ -79,7 +79,7 @@ def test_the_counter_sees_each_kind_of_read_back():
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_one_training_step_reads_nothing_back(name, monkeypatch):
     # The pools' selection on a CPU goes through numpy (a read-back only in name there); the device path is topk.
-    monkeypatch.setattr(samplers, "INTROSELECT_DEVICES", ())
+    monkeypatch.setattr(samplers, "NUMPY_DEVICES", ())
     own = TrialConfig.keys_of(name)
     extra = {"num_negatives": 16, "clusters_per_class": 2, "min_cluster_size": 5, "queue_size": 64}
     config = TrialConfig.create(method=name, dataset="synthetic", image_size=16, batch_size=32, seed=0,

@@ -5,7 +5,7 @@ import torch
 from scipy.stats import chi2
 
 from trainers import samplers
-from trainers.samplers import Clusters, same_cluster_positives, sample_negatives, top_width
+from trainers.samplers import Clusters, overwrite_own_clusters, same_cluster_positives, sample_negatives, top_width
 
 N, B = 200, 8
 
@@ -36,8 +36,16 @@ def expected_pool(similarity, labels, query_label, strategy, k, fraction):
     return set(ordered[-size:] if strategy == "semi-easy" else ordered[:size])
 
 
+def take_the_device_path(path: str, monkeypatch) -> None:
+    """On the CPU the pools' B x N work runs in numpy; "device" sends it through the torch code a GPU runs."""
+    if path == "device":
+        monkeypatch.setattr(samplers, "NUMPY_DEVICES", ())
+
+
+@pytest.mark.parametrize("path", ["numpy", "device"])
 @pytest.mark.parametrize("strategy", ["hard", "semi-hard", "random", "semi-easy"])
-def test_draws_only_from_the_pool_never_the_query_label(strategy):
+def test_draws_only_from_the_pool_never_the_query_label(strategy, path, monkeypatch):
+    take_the_device_path(path, monkeypatch)
     queries, features, labels, query_labels = bank_with_known_order()
     similarity = 1 - torch.arange(N).float() / N
     clusters = Clusters(labels, 4)
@@ -58,11 +66,14 @@ def test_draws_only_from_the_pool_never_the_query_label(strategy):
         assert len(seen[b]) == len(pool) if len(pool) <= 15 else len(seen[b]) > 60
 
 
-@pytest.mark.parametrize("strategy", ["semi-hard", "semi-easy"])
-def test_pools_of_unequal_clusters_are_drawn_uniformly(strategy):
+@pytest.mark.parametrize("path", ["numpy", "device"])
+@pytest.mark.parametrize("strategy", ["semi-hard", "semi-easy", "random"])
+def test_pools_of_unequal_clusters_are_drawn_uniformly(strategy, path, monkeypatch):
     """Clusters of 5, 20, 45 and 130 entries give pools of 20, 18, 16 and 7 (10% of 195, 180, 155 and
     70 eligible): one query per cluster, each replicated 600 times in one batch, so every pool member
-    should be drawn K / pool size of the time. Similarities are a shuffled ladder, unrelated to index or label."""
+    should be drawn K / pool size of the time (random: all 195, 180, 155 and 70 eligible entries). Similarities
+    are a shuffled ladder, unrelated to index or label."""
+    take_the_device_path(path, monkeypatch)
     sizes, k, replicas = [5, 20, 45, 130], 5, 600
     shuffle = torch.randperm(N, generator=torch.Generator().manual_seed(3))
     labels = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))[shuffle]
@@ -71,7 +82,8 @@ def test_pools_of_unequal_clusters_are_drawn_uniformly(strategy):
     query_labels = torch.arange(4).repeat_interleave(replicas)
     picked = sample_negatives(query.repeat(len(query_labels), 1), features, Clusters(labels, 4), query_labels, k,
                               strategy, 0.1, torch.Generator().manual_seed(5))
-    for cluster, pool_length in zip(range(4), [20, 18, 16, 7]):
+    pool_lengths = [195, 180, 155, 70] if strategy == "random" else [20, 18, 16, 7]
+    for cluster, pool_length in zip(range(4), pool_lengths):
         pool = expected_pool(similarity, labels, cluster, strategy, k, 0.1)
         assert len(pool) == pool_length
         rows = picked[query_labels == cluster]
@@ -130,15 +142,28 @@ def test_same_cluster_positive_is_uniform_over_the_other_members():
     assert statistic < chi2.ppf(0.999, 4), counts.tolist()
 
 
-@pytest.mark.parametrize("path", ["introselect", "topk"])
+@pytest.mark.parametrize("path", ["numpy", "device"])
 @pytest.mark.parametrize("largest", [True, False])
 @pytest.mark.parametrize("width", [1, 37, 500, 999, 1000])
 def test_top_width_selects_each_rows_extreme_scores(largest, width, path, monkeypatch):
-    if path == "topk":  # the device path, taken on the CPU
-        monkeypatch.setattr(samplers, "INTROSELECT_DEVICES", ())
+    take_the_device_path(path, monkeypatch)
     scores = torch.randperm(6 * 1000, generator=torch.Generator().manual_seed(width)).float().reshape(6, 1000)
     picked = top_width(scores, width, largest)
     assert picked.shape == (6, width)
     for row, columns in zip(scores, picked):
         ranked = sorted(range(1000), key=lambda j: -float(row[j]) if largest else float(row[j]))
         assert set(columns.tolist()) == set(ranked[:width])
+
+
+@pytest.mark.parametrize("path", ["numpy", "device"])
+def test_overwrite_own_clusters_replaces_exactly_the_entries_of_each_querys_cluster(path, monkeypatch):
+    take_the_device_path(path, monkeypatch)
+    labels = torch.tensor([2, 0, 2, 1, 0, 2, 4])
+    query_clusters = torch.tensor([2, 3, 0])  # cluster 3 is empty: its row keeps every score
+    scores = torch.arange(21, dtype=torch.float32).reshape(3, 7)
+    values = -torch.arange(1, 8, dtype=torch.float32)  # entry j's value is -(j + 1)
+    returned = overwrite_own_clusters(scores, labels, query_clusters, values)
+    assert returned.data_ptr() == scores.data_ptr(), "in place"
+    assert scores.tolist() == [[-1, 1, -3, 3, 4, -6, 6],
+                               [7, 8, 9, 10, 11, 12, 13],
+                               [14, -2, 16, 17, -5, 19, 20]]
