@@ -10,7 +10,9 @@ and losses, backward, optimiser and learning-rate step, momentum updates and the
 with online relabelling. Printed: the median step time
 and images/s of each, the inter/intra ratio per round (the paper's Table 4 implies about 1.9x), the
 split of an intra + inter step into the inter branch's samplers, its bank write and relabelling,
-and the rest (augmentation, networks, optimiser) from a profile of extra steps, the time of one
+and the rest (augmentation, networks, optimiser) from a profile of extra steps, with the share of the
+samplers' B x N similarity product (work any sampler of the paper's pools does), the milliseconds the
+branch adds against those a ratio of 1.2 would leave it, the time of one
 full evaluation (the floor's: kNN, SVM mAP, linear probe), and the peak memory. On a GPU the step times come from
 CUDA events. With a GPU profile on a machine without its data, give e.g. `--set dataset=synthetic
 --set image_size=16` to time the code path at toy size. `--layouts` also runs each variant with its
@@ -38,6 +40,7 @@ VARIANTS = {"intra (NPIDv2)": {"method": "npidv2"},
             "intra+inter (NPIDv2-InterCLR, semi-hard)": {"method": "npidv2-interclr", "negative_sampling": "semi-hard"},
             "truncated triplet (median deputy)": {"method": "truncated-triplet", "deputy": "median"}}
 PARTS = ("samplers", "bank and labels")  # the record_function labels of trainers.inter_image
+SIMILARITY = "similarity product"  # trainers.samplers' label of the B x N product, a part of "samplers"
 NCHW = " [NCHW]"  # suffix of a variant's name run with its networks in NCHW layout (--layouts)
 
 
@@ -54,7 +57,8 @@ def run_steps(trial: Trial, batches, start: int) -> list[float]:
 
 
 def step_split(trial: Trial, batches) -> dict[str, float]:
-    """Share of an intra + inter step's time in each labelled part, from a profile of the given steps."""
+    """Share of an intra + inter step's time in each labelled part, from a profile of the given steps; the
+    similarity product's share is printed inside the samplers' (it is part of them)."""
     device = trial.device
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as profiler:
@@ -64,8 +68,9 @@ def step_split(trial: Trial, batches) -> dict[str, float]:
     timed = {event.key: event for event in profiler.key_averages()}
     use_device = device.type == "cuda"
     split = {part: ((timed[part].device_time_total if use_device else timed[part].cpu_time_total) / 1e6 / total
-                    if part in timed else 0.0) for part in PARTS}
-    return {**split, "rest (augmentation, networks, optimiser)": 1 - sum(split.values())}
+                    if part in timed else 0.0) for part in PARTS + (SIMILARITY,)}
+    similarity = split.pop(SIMILARITY)
+    return {**split, "rest (augmentation, networks, optimiser)": 1 - sum(split.values()), SIMILARITY: similarity}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{floors[name + NCHW]['eval_time_s']:.1f} s against {floors[name]['eval_time_s']:.1f} s")
     print(f"  ratio intra+inter / intra: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); paper Table 4 implies 1.92")
-    print("  intra+inter step split: " + ", ".join(f"{part} {share:.0%}" for part, share in split.items()))
+    similarity = split.pop(SIMILARITY)
+    added = statistics.median(per_round[inter]) - statistics.median(per_round[intra])
+    print("  intra+inter step split: " + ", ".join(f"{part} {share:.0%}" for part, share in split.items())
+          + f"; the samplers' similarity product (B x N, no implementation avoids it) {similarity:.0%}")
+    print(f"  the inter branch adds {added * 1000:.1f} ms a step; a ratio of 1.2 leaves it "
+          f"{0.2 * statistics.median(per_round[intra]) * 1000:.1f} ms")
     print(f"  one full evaluation (kNN and a {evaluation['probe_epochs']}-epoch linear probe on "
           f"{evaluation['eval_train_size']} + {evaluation['eval_test_size']} images, SVM mAP from "
           f"{evaluation['svm_train_size']} of them): {evaluation['eval_time_s']:.1f} s")
