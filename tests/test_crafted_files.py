@@ -24,6 +24,15 @@ class CreatesFile:
         return open, (self.path, "w")
 
 
+class CreatesFileThroughNumpy(CreatesFile):
+    """The same proof through numpy.savetxt: a global of the module whose array builders a batch may use."""
+
+    def __reduce__(self):
+        import numpy
+
+        return numpy.savetxt, (self.path, [0])
+
+
 def test_a_trial_state_carrying_code_is_refused_without_running_it(tmp_path, capsys):
     config = SYNTHETIC.replace(epochs=1)
     fit(config, ConsoleReporter(tmp_path / "state"))
@@ -38,12 +47,13 @@ def test_a_trial_state_carrying_code_is_refused_without_running_it(tmp_path, cap
     assert not marker.exists()
 
 
-def test_a_cifar_batch_carrying_code_is_refused_without_running_it(tmp_path):
+@pytest.mark.parametrize("payload, name", [(CreatesFile, "io.open"), (CreatesFileThroughNumpy, "numpy.savetxt")])
+def test_a_cifar_batch_carrying_code_is_refused_without_running_it(tmp_path, payload, name):
     folder = tmp_path / "cifar-10-batches-py"
     write_cifar10_batches(folder)
     marker = tmp_path / "ran"
     with open(folder / "test_batch", "wb") as f:
-        pickle.dump({b"data": CreatesFile(marker), b"labels": [0]}, f, protocol=2)
-    with pytest.raises(datasets.DataError, match="test_batch.*open is not part of a CIFAR-10 batch"):
+        pickle.dump({b"data": payload(marker), b"labels": [0]}, f, protocol=2)
+    with pytest.raises(datasets.DataError, match=f"test_batch.*{name} is not part of a CIFAR-10 batch"):
         datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))
     assert not marker.exists()

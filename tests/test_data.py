@@ -56,10 +56,54 @@ def _offline(*args, **kwargs):
     raise OSError("no network")
 
 
+def test_a_previous_download_under_data_root_is_found_without_the_network(tmp_path, monkeypatch):
+    fake_fashion_mnist(tmp_path / "FashionMNIST" / "raw")  # where torchvision's download puts the files
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", _offline)
+    assert datasets.find_fashion_mnist(str(tmp_path)) == tmp_path / "FashionMNIST" / "raw"
+
+
+def test_a_failed_download_removes_the_folders_it_made_and_nothing_else(tmp_path, monkeypatch):
+    def interrupted(root, train, download):  # the network fails after the folders and part of a file are made
+        raw = Path(root) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / "train-images-idx3-ubyte.gz").write_bytes(b"partial")
+        raise OSError("connection reset")
+
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", interrupted)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(datasets.DataError, match="download"):
+        datasets.find_fashion_mnist(str(mine))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(datasets.Path, "home", lambda: home)
+    with pytest.raises(datasets.DataError, match="download"):
+        datasets.find_fashion_mnist("")
+    assert list(home.iterdir()) == []
+
+
 def test_corrupt_idx_is_a_data_error(tmp_path):
     fake_fashion_mnist(tmp_path)
     (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(b"not gzip")
     with pytest.raises(datasets.DataError, match="cannot read IDX"):
+        datasets.load(TrialConfig.create(data_root=str(tmp_path)))
+
+
+def test_swapped_idx_files_or_unequal_counts_are_data_errors(tmp_path):
+    fake_fashion_mnist(tmp_path)
+    images_file, labels_file = datasets.FASHION_MNIST_FILES["test"]
+    (tmp_path / images_file).rename(tmp_path / "held")
+    (tmp_path / labels_file).rename(tmp_path / images_file)
+    (tmp_path / "held").rename(tmp_path / labels_file)
+    # Swapped, the shapes would still agree: 20 labels read as images, 20 images as labels.
+    with pytest.raises(datasets.DataError, match="magic number 2049, expected 2051"):
+        datasets.load(TrialConfig.create(data_root=str(tmp_path)))
+    fake_fashion_mnist(tmp_path)
+    write_idx(tmp_path / labels_file, np.arange(19) % 10, 2049)
+    with pytest.raises(datasets.DataError, match="20 images but 19 labels in the test split"):
         datasets.load(TrialConfig.create(data_root=str(tmp_path)))
 
 
@@ -71,9 +115,49 @@ def test_balanced_subset_keeps_equal_classes_and_is_fixed():
     assert torch.equal(subset.images, again.images)
     # Each kept image keeps its own label: found among the source images, its label there is the same.
     source = data.train.images.flatten(1)
+    matches = []
     for image, label in zip(subset.images.flatten(1), subset.labels):
         (match,) = torch.nonzero((source == image).all(dim=1)).flatten().tolist()
         assert data.train.labels[match] == label
+        matches.append(match)
+    assert matches == sorted(matches)  # the kept images stay in the split's order
+    with pytest.raises(datasets.DataError, match="cannot hold one image of each of 10 classes"):
+        datasets.balanced_subset(data.train, 9, 10)
+
+
+def test_subsets_of_an_image_folder_keep_each_file_under_its_own_class(tmp_path):
+    for split, count in (("train", 6), ("test", 4)):
+        for cls in ("a", "b", "c"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                (tmp_path / split / cls / f"{i}.png").write_bytes(b"")  # scanned, never decoded here
+    data = datasets.load(TrialConfig.create(dataset="imagefolder", data_root=str(tmp_path), load_size=16,
+                                            image_size=16, train_subset=9, test_subset=6))
+    for split, subset, per_class in (("train", data.train, 3), ("test", data.test, 2)):
+        assert torch.bincount(subset.labels).tolist() == [per_class] * 3
+        paths = [Path(path) for path, _ in subset.samples]
+        assert paths == sorted(paths) and len(set(paths)) == len(paths)
+        for path, label in subset.samples:
+            assert Path(path).parent == tmp_path / split / subset.classes[label]
+
+
+def test_training_batches_follow_their_generator_alone_and_drop_the_partial_batch():
+    data = datasets.synthetic(seed=0, train_per_class=3, test_per_class=1)  # 30 training images
+
+    def order(seed):
+        loader = datasets.batches(data.train, 8, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        return [indices.tolist() for _, _, indices in loader]
+
+    torch.manual_seed(1)
+    first = order(5)
+    torch.manual_seed(2)
+    assert order(5) == first  # the global RNG plays no part: a resumed trial sees the same orders
+    assert order(6) != first
+    assert [len(batch) for batch in first] == [8, 8, 8]  # the last 6 would make a partial batch
+    drawn = sum(first, [])
+    assert len(set(drawn)) == 24 and drawn != sorted(drawn)
+    evaluation = [indices.tolist() for _, _, indices in datasets.evaluation_batches(data.train)]
+    assert sum(evaluation, []) == list(range(30))
 
 
 def test_image_folder_loading(tmp_path):
@@ -260,6 +344,23 @@ def test_cifar10_missing_or_damaged_is_one_clear_error(tmp_path):
         datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))
 
 
+@pytest.mark.parametrize("labels", [[10], [-1], [0, 1]])  # past the last class, negative, one image two labels
+def test_cifar10_labels_out_of_range_or_miscounted_are_a_data_error(tmp_path, labels):
+    import pickle
+
+    write_cifar10_batches(tmp_path / "cifar-10-batches-py")
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((1, 3072), dtype=np.uint8), b"labels": labels}, f, protocol=2)
+    with pytest.raises(datasets.DataError, match="cannot read CIFAR-10 batch .*test_batch"):
+        datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path), image_size=32))
+
+
+def test_cifar10_batches_directly_in_data_root_are_found(tmp_path):
+    write_cifar10_batches(tmp_path / "batches")
+    data = datasets.load(TrialConfig.create(dataset="cifar10", data_root=str(tmp_path / "batches"), image_size=32))
+    assert (len(data.train), len(data.test)) == (30, 20)
+
+
 def test_image_folder_scan_matches_torchvision_order_and_follows_a_link_once(tmp_path):
     from PIL import Image
     from torchvision.datasets import ImageFolder
@@ -273,6 +374,7 @@ def test_image_folder_scan_matches_torchvision_order_and_follows_a_link_once(tmp
     (tmp_path / "elsewhere").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "elsewhere" / "3.png")
     (root / "b" / "linked").symlink_to(tmp_path / "elsewhere")  # a link out of the tree: followed, once
+    (root / "README.txt").write_text("a file beside the class folders is no class")
     samples, classes = datasets.scan_image_folder(root)
     reference = ImageFolder(str(root))
     assert classes == reference.classes == ["a", "b"]
@@ -383,6 +485,17 @@ def mixed_jpeg_tree(root):
             for i, size in enumerate(sizes):
                 image = Image.effect_noise(size, 60 + i).convert("RGB" if (cls, i) != ("b", 1) else "L")
                 image.save(root / split / cls / f"{i}.jpg", quality=90)
+
+
+def test_the_pixel_budget_admits_an_image_of_its_size_and_refuses_one_row_more(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(datasets, "MAX_IMAGE_PIXELS", 24 * 16)
+    Image.new("RGB", (24, 16)).save(tmp_path / "at.png")
+    Image.new("RGB", (24, 17)).save(tmp_path / "over.png")
+    datasets.check_image(str(tmp_path / "at.png"))
+    with pytest.raises(datasets.DataError, match=r"over\.png declares 24 x 17 pixels, over the budget"):
+        datasets.check_image(str(tmp_path / "over.png"))
 
 
 def test_decoding_on_the_device_gives_the_canvases_of_the_loader_workers(tmp_path):

@@ -35,9 +35,11 @@ def test_a_link_at_the_target_is_replaced_and_what_it_pointed_to_is_untouched(tm
 def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary(tmp_path):
     target = tmp_path / "table.csv"
     target.write_text("old\n")
+    during = []
 
     class Unencodable(str):
         def encode(self, *args):
+            during.extend(p.name for p in tmp_path.iterdir())
             raise RuntimeError("interrupted mid-write")
 
     try:
@@ -45,6 +47,8 @@ def test_a_failed_write_leaves_the_old_file_whole_and_no_temporary(tmp_path):
     except RuntimeError:
         pass
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+    # The temporary lay beside the target, so that the final rename never crosses file systems.
+    assert len(during) == 2 and any(name.startswith(".table.csv.") for name in during)
 
 
 def test_many_processes_writing_and_checking_one_folder_never_trip_each_other(tmp_path):
