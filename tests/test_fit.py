@@ -1,9 +1,11 @@
+import json
 import math
 import os
 
 import pytest
 import torch
 
+import trainers.fit
 import trainers.trial
 from trainers import data as datasets
 from trainers.config import ConfigError, TrialConfig
@@ -52,6 +54,8 @@ class StopAfter(ConsoleReporter):
 def test_same_config_and_seed_give_identical_metrics():
     first, second = fit(SYNTHETIC), fit(SYNTHETIC)
     assert [r["epoch"] for r in first] == [0, 1, 2, 3]
+    for metric in ("knn_top1", "svm_map", "linear_top1"):  # a gain is over the random network, not the last epoch
+        assert same([[r[f"{metric}_gain"] for r in first[1:]]], [[r[metric] - first[0][metric] for r in first[1:]]])
     assert same(metrics(first), metrics(second))
     assert not same(metrics(first), metrics(fit(SYNTHETIC.replace(seed=8))))
 
@@ -62,7 +66,15 @@ def assert_resumes_exactly(config, folder):
     uninterrupted = fit(config)
     with pytest.raises(KeyboardInterrupt):
         fit(config, StopAfter(folder, epoch=1))
-    resumed = fit(config, ConsoleReporter(str(folder)))
+    reported = []
+
+    class Recording(ConsoleReporter):
+        def report(self, row, state):
+            reported.append(row["epoch"])
+            return super().report(row, state)
+
+    resumed = fit(config, Recording(str(folder)))
+    assert reported == list(range(2, config.epochs + 1))  # went on from the saved epoch, not from the start
     assert same(metrics(resumed), metrics(uninterrupted))
     return uninterrupted
 
@@ -92,6 +104,52 @@ def test_the_device_model_of_a_cpu_is_its_model_name():
     names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
     model = trainers.trial.device_model(torch.device("cpu"))
     assert model and (not names or model == names[0])
+
+
+def recording_steps(monkeypatch) -> tuple[list, list]:
+    """(the step index, the loss) of every training step, as Trial.step receives and returns them."""
+    steps, losses = [], []
+    step = trainers.trial.Trial.step
+
+    def recorded(self, images, labels, indices, index):
+        loss, logs = step(self, images, labels, indices, index)
+        steps.append(index)
+        losses.append(float(loss))
+        return loss, logs
+
+    monkeypatch.setattr(trainers.trial.Trial, "step", recorded)
+    return steps, losses
+
+
+def test_each_training_step_gets_the_next_global_index_across_epochs_and_a_resume(tmp_path, monkeypatch):
+    """The step index drives the schedule-dependent parts of a method (bank writes, momentum): it counts
+    the trial's steps from 0, whichever epoch and process runs them."""
+    config = SYNTHETIC.replace(epochs=2)
+    per_epoch = len(datasets.load(config).train) // config.batch_size
+    steps, _ = recording_steps(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, StopAfter(tmp_path, epoch=1))
+    assert steps == list(range(per_epoch))
+    steps.clear()
+    fit(config, ConsoleReporter(str(tmp_path)))
+    assert steps == list(range(per_epoch, 2 * per_epoch))
+
+
+def test_an_epochs_loss_is_the_mean_of_its_steps_losses(monkeypatch):
+    _, losses = recording_steps(monkeypatch)
+    rows = fit(SYNTHETIC.replace(epochs=1))
+    assert len(losses) > 1 and rows[1]["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-6)
+
+
+def test_the_command_writes_its_rows_to_json_out_in_a_folder_it_creates(tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "rows.json"
+    settings = ["dataset=synthetic", "image_size=16", "epochs=1", "batch_size=64", "num_negatives=16",
+                "clusters_per_class=2", "min_cluster_size=5", "seed=7"]
+    assert trainers.fit.main([arg for setting in settings for arg in ("--set", setting)] + ["--json-out", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["config"]["epochs"] == 1 and written["config"]["seed"] == 7
+    assert [row["epoch"] for row in written["rows"]] == [0, 1]
+    assert len(capsys.readouterr().out.splitlines()) == 2  # one printed line per epoch
 
 
 def test_checkpoint_of_another_config_is_refused(tmp_path):

@@ -77,6 +77,25 @@ def test_the_report_writes_an_index_a_page_per_study_and_the_claims_page(site):
     assert "fig6a.png" in labels and "health" not in labels  # no health columns, no health figure
 
 
+def test_each_study_shows_its_own_figures_counts_and_verdicts(site):
+    index = (site / "index.html").read_text()
+    rows = {name: next(row for row in index.split("<tr>") if f'href="study-{name}.html"' in row)
+            for name in ("labels", "methods")}
+    assert "claim 1 " in rows["labels"] and "claim 13 " not in rows["labels"]
+    assert "claim 13 " in rows["methods"] and "claim 1 " not in rows["methods"]
+    assert all("<td>2</td>" in row for row in rows.values())  # seeds 0 and 1
+    # Counted by claim, not by comparison: the 12 claims tested on seeds; labels' arms are equal in every
+    # metric, so its claim 1 is negligible, and every other claim lacks a study.
+    assert "Claims tested on seeds: missing 11, negligible 1 " in index
+    for name in ("labels", "methods"):
+        page = (site / f"study-{name}.html").read_text()
+        links = Links()
+        links.feed(page)
+        figures = [target for target in links.targets if target.endswith(".png")]
+        assert figures and all(target.startswith(f"{name}/") for target in figures), (name, figures)
+        assert "<p>4 trials, 12 rows.</p>" in page  # 2 arms x 2 seeds, epochs 0-2
+
+
 def test_every_link_and_image_is_a_file_of_the_results_folder_and_no_page_runs_a_script(site):
     for path in pages(site):
         links = Links()

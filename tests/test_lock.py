@@ -115,6 +115,29 @@ def test_a_lost_process_or_a_full_disk_is_worth_resuming(tmp_path):
     assert next_step([], "python -m study.run sampling --resume").endswith("sampling --resume")
 
 
+def test_a_study_whose_trials_all_failed_for_good_exits_1_says_not_to_resume_and_frees_its_folder(tmp_path,
+                                                                                                 monkeypatch, capsys):
+    from study import outputs, run
+
+    def every_trial_raises(trials, options, run_folder):  # what Tune reports when each trial raised every retry
+        run_folder.mkdir(parents=True)
+        return [failure_of(outputs.trial_name(t), raised(ValueError("no")), str(run_folder)) for t in trials]
+
+    monkeypatch.setattr(run, "start_ray", lambda address: None)
+    monkeypatch.setattr(run, "run_tune", every_trial_raises)
+    monkeypatch.setattr(run, "draw_figures", lambda study, out: [])
+    out = tmp_path / "out"
+    synthetic = ["dataset=synthetic", "image_size=16", "clusters_per_class=2", "min_cluster_size=5", "batch_size=64"]
+    args = ["labels", "--seeds", "1", "--epochs", "1", *(a for s in synthetic for a in ("--set", s)), "--out", str(out),
+            "--storage", str(tmp_path / "runs")]
+    assert run.main(args) == 1  # labels: online and offline, one seed each
+    stderr = capsys.readouterr().err
+    assert stderr.count("failed trial ") == 2 and "ValueError: no" in stderr
+    assert "2 of 2 trials unfinished; fix the cause above and run again (--resume would fail the same way)" in stderr
+    assert not (out / lock.LOCK_FILE).exists()
+    lock.acquire(out).release()
+
+
 def test_a_lock_that_is_a_link_or_a_fifo_is_refused_and_nothing_is_written_through_it(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("someone else's file\n" * 500)
@@ -129,3 +152,47 @@ def test_a_lock_that_is_a_link_or_a_fifo_is_refused_and_nothing_is_written_throu
     os.mkfifo(fifo_out / lock.LOCK_FILE)
     with pytest.raises(ConfigError, match="not a regular file"):
         lock.acquire(fifo_out)
+
+
+def test_a_release_closes_the_lock_so_the_folder_is_free_again(tmp_path):
+    """A refused run restores the stale lock file instead of removing it: only closing its descriptor frees the
+    lock for the next driver (flock conflicts between two open files of one process too)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / lock.LOCK_FILE).write_bytes(b'{"host": "h", "pid": 1, "started": "then"}\n')
+    descriptors = len(os.listdir("/proc/self/fd"))
+    lock.acquire(out).release(refused=True)
+    lock.acquire(out).release()
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+
+
+def test_a_lock_file_replaced_between_open_and_flock_is_not_taken(tmp_path, monkeypatch):
+    """The holder releases (unlinks the file) after this driver opened it, and a third driver locks the new file
+    before this one's flock: the flock on the unlinked file must not count as holding the folder."""
+    import fcntl
+
+    out = tmp_path / "out"
+    third = []
+    flock = fcntl.flock
+
+    def handed_over_first(descriptor, operation):
+        if not third:
+            third.append(None)
+            (out / lock.LOCK_FILE).unlink()
+            third[0] = lock.acquire(out)
+        return flock(descriptor, operation)
+
+    monkeypatch.setattr(lock.fcntl, "flock", handed_over_first)
+    try:
+        with pytest.raises(ConfigError, match=rf"in use by another study.run \(host .+, pid {os.getpid()}, "):
+            lock.acquire(out)
+    finally:
+        third[0].release()
+
+
+def test_an_output_that_is_a_file_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "out"
+    out.write_text("a file\n")
+    with pytest.raises(ConfigError, match="is a file; give a folder with --out"):
+        lock.acquire(out)
+    assert out.read_text() == "a file\n"

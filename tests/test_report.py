@@ -56,17 +56,30 @@ def test_missing_or_unreadable_table_is_one_line_and_exit_2(tmp_path):
     assert unknown.returncode == 2 and unknown.stderr.startswith("error: ") and "labels" in unknown.stderr
 
 
+def test_a_results_folder_without_tables_or_a_study_without_its_folder_is_one_line_and_exit_2(tmp_path):
+    empty = redraw("--results", str(tmp_path), "--scale", "tiny")
+    assert empty.returncode == 2 and empty.stdout == "" and empty.stderr.count("\n") == 1
+    assert empty.stderr.startswith("error: no study results under") and list(tmp_path.iterdir()) == []
+    alone = redraw("--study", "labels")
+    assert alone.returncode == 2 and alone.stderr.startswith("error: ") and alone.stderr.count("\n") == 1
+    assert "--folder" in alone.stderr
+
+
 def test_report_writes_table1_and_judges_claim_13(tmp_path):
     folder = tmp_path / "tiny" / "methods"
     folder.mkdir(parents=True)
     methods = ["npidv2", "npidv2-interclr", "mocov2", "mocov2-interclr", "byol", "byol-interclr"]
     table = results_table(methods, metrics=("linear_top1", "svm_map", "knn_top1"))
     table.loc[table["value"].str.endswith("-interclr") & (table["epoch"] == 2), ["linear_top1", "svm_map"]] += 10.0
-    table.to_parquet(folder / "trials.parquet")
+    table.assign(code_version="abc123").to_parquet(folder / "trials.parquet")
     result = redraw("--results", str(tmp_path), "--scale", "tiny")
     assert result.returncode == 0, result.stderr
     assert "claim 13: reproduced" in result.stdout and "claim 1: missing" in result.stdout
     claims = (tmp_path / "tiny" / "CLAIMS.md").read_text()
+    # Every claim but 12 (arithmetic) is tested on seeds; only methods ran, so claim 13 alone is decided.
+    assert "Of the 12 claims tested on seeds, 1 end decided" in claims
+    assert "`python -m study.run labels --scale tiny`" in claims and "study.run methods --scale" not in claims
+    assert "| methods | abc123 |" in claims and "code versions" not in claims  # one version: no warning
     assert "## Table 1" in claims and "| npidv2-interclr |" in claims
     assert "[table1](methods/table1.png)" in claims
     assert list(pd.read_csv(tmp_path / "tiny" / "table1.csv")["method"]) == methods
@@ -141,19 +154,25 @@ def test_diagnostics_draw_inter_loss_and_label_figures_and_refuse_a_table_withou
 
 
 def test_a_read_only_folder_is_one_line_and_exit_2(tmp_path):
-    folder = tmp_path / "labels"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True).returncode:
+    scale = tmp_path / "tiny"
+    scale.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(scale)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root); root ignores file modes, so a mount it must be")
+    folder = scale / "labels"
     try:
+        folder.mkdir()
         results_table(["online", "offline"]).to_parquet(folder / "trials.parquet")
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(scale)], check=True)
         result = redraw("--study", "labels", "--folder", str(folder))
         assert result.returncode == 2 and result.stdout == "", result.stderr
         assert result.stderr.startswith(f"error: cannot write into {folder}") and result.stderr.count("\n") == 1
+        whole = redraw("--results", str(tmp_path), "--scale", "tiny")
+        assert whole.returncode == 2 and whole.stdout == "", whole.stderr
+        assert whole.stderr.startswith(f"error: cannot write into {scale}") and whole.stderr.count("\n") == 1
+        assert sorted(p.name for p in scale.iterdir()) == ["labels"]
         assert sorted(p.name for p in folder.iterdir()) == ["trials.parquet"]
     finally:
-        subprocess.run(["umount", "--lazy", str(folder)], capture_output=True)
+        subprocess.run(["umount", "--lazy", str(scale)], capture_output=True)
 
 
 def test_report_names_each_studys_code_version_and_warns_when_they_differ(tmp_path):
