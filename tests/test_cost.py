@@ -90,3 +90,62 @@ def test_the_estimate_names_the_other_places_to_decode_image_files():
     assert "; 5.8 GPU-minutes with decode_on_device=false (5.4 GPU-minutes on a tree from study.prepare" in on_device
     in_memory = [Trial("sampling", "negative_sampling", "random", 0, config(dataset="synthetic"))]
     assert "decode_on_device" not in cost.describe(in_memory, units, cpus=2, device_share=1.0)[0][1]
+
+
+def test_the_last_epoch_is_evaluated_even_off_the_schedule():
+    seconds = cost.trial_hours(config(epochs=5), UNITS, cpus=2)["evaluations"] * 3600
+    assert seconds == pytest.approx(3 * (1200 / 100))  # epochs 2, 4 and the last, 5
+
+
+def test_a_partial_last_batch_is_not_a_step():
+    # 1,000 images in batches of 300: 3 steps (the loader drops the last 100) x 0.5 s, slower than 20 workers'
+    # 1,000 / 1,000 s, so 1.5 s an epoch.
+    hours = cost.trial_hours(config(batch_size=300, num_workers=20), UNITS, cpus=2)
+    assert hours["training"] * 3600 == pytest.approx(4 * 1.5)
+
+
+def test_offline_labels_are_priced_only_on_the_epochs_that_relabel():
+    hours = cost.trial_hours(config(label_mode="offline", offline_every=3), UNITS, cpus=2)
+    # The start's k-means, then epoch 3 alone of 4: a decode-bound pass of 1,000 / 100 s and a k-means.
+    assert hours["relabel"] * 3600 == pytest.approx(20 + (1000 / 100 + 20))
+
+
+def test_the_truncated_triplet_pays_its_overclustering_pass_and_no_k_means():
+    triplet = TrialConfig.create(method="truncated-triplet", dataset="imagefolder", batch_size=100, epochs=4,
+                                 eval_every=2, num_workers=2)
+    hours = cost.trial_hours(triplet, UNITS, cpus=2)
+    assert hours["overclustering"] * 3600 == pytest.approx(1000 / 100)  # one decode-bound pass at epoch 0
+    assert hours["relabel"] == 0
+
+
+def test_the_largest_terms_are_given_at_the_device_share():
+    trials = [Trial("sampling", "negative_sampling", "random", 0, config())]
+    line = cost.describe(trials, UNITS, cpus=2, device_share=0.5)[0][1]
+    # floor 142 s, SVMs 120 s, training 40 s (as in test_every_term_of_a_decode_bound_trial), each x 0.5
+    assert "(largest: floor 0.02 h, svm 0.017 h, training 0.0056 h;" in line
+
+
+def test_a_plan_of_more_than_a_day_is_also_given_in_days():
+    trials = [Trial("sampling", "negative_sampling", "random", seed, config(seed=seed)) for seed in range(3)]
+    # Per trial 106 s besides the SVMs, which run twice (epoch 0 and the last); 3 trials at half a GPU each.
+    # SVMs of 30 minutes a class: 2 x 4 x 0.5 h + 106 s = 4.03 h a trial, 6.04 GPU-hours in all.
+    slow_svms = dataclasses.replace(UNITS, svm_s_per_class=30 * 60)
+    assert cost.describe(trials, slow_svms, cpus=2, device_share=0.5)[0][-1] == "  the plan: 3 trials, 6.0 GPU-hours"
+    # 30 hours a class: 240.03 h a trial, 360.04 GPU-hours in all, 15.0 GPU-days.
+    slow_svms = dataclasses.replace(UNITS, svm_s_per_class=30 * 3600)
+    assert cost.describe(trials, slow_svms, cpus=2, device_share=0.5)[0][-1] == \
+        "  the plan: 3 trials, 360.0 GPU-hours (15.0 GPU-days)"
+
+
+def test_every_profile_prices_every_method_on_its_own_data():
+    from study.profiles import PROFILES
+    from trainers.methods.registry import METHODS
+
+    # (train, test, classes): tiny's 5,000-image training subset and Fashion-MNIST's whole test split,
+    # CIFAR-10, ImageNet-1k (ILSVRC-2012's train and val).
+    sizes = {"tiny": (5000, 10000, 10), "cifar": (50000, 10000, 10), "imagenet": (1281167, 50000, 1000)}
+    assert {name: (p.costs.train_size, p.costs.test_size, p.costs.classes) for name, p in PROFILES.items()} == sizes
+    for profile in PROFILES.values():
+        assert set(profile.costs.step_s) == set(METHODS), profile.name
+        for base in ("npidv2", "mocov2", "byol"):  # the inter branch only adds work to a step
+            assert profile.costs.step_s[f"{base}-interclr"] > profile.costs.step_s[base], (profile.name, base)

@@ -133,3 +133,50 @@ def test_offline_labels_that_gather_the_bank_in_one_cluster_are_refused_at_once(
     with pytest.raises(ConfigError, match=r"num_negatives=40 exceeds the [0-3] bank entries .* largest cluster "
                                           r"\(9[7-9] of 100 samples\) .* after the offline labels of epoch 3"):
         branch.relabel_offline(embeddings, epoch=3)
+
+
+def test_offline_labels_are_remade_every_offline_every_th_epoch_and_online_labels_never():
+    labels = [0] * 50 + [1] * 50
+    offline = branch_with_labels(labels, label_mode="offline", offline_every=3)
+    assert [epoch for epoch in range(1, 10) if offline.wants_offline_labels(epoch)] == [3, 6, 9]
+    online = branch_with_labels(labels, label_mode="online", offline_every=3)
+    assert not any(online.wants_offline_labels(epoch) for epoch in range(1, 10))
+
+
+def offline_partition(seed, epoch, embeddings):
+    branch = InterImageBranch(CONFIG.settings, MemoryBank(embeddings, 0.5), 4, seed=seed, threads=1,
+                              truth=torch.zeros(len(embeddings), dtype=torch.long))
+    branch.start()
+    branch.relabel_offline(embeddings, epoch)
+    return branch.bank.labels.clone()
+
+
+def test_each_offline_k_means_starts_afresh_yet_reproducibly_from_the_trials_seed():
+    # Points without clusters: where k-means ends depends on where it starts.
+    embeddings = F.normalize(torch.randn(600, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    epoch_3 = offline_partition(0, 3, embeddings)
+    assert torch.equal(epoch_3, offline_partition(0, 3, embeddings))
+    assert adjusted_rand_score(epoch_3.numpy(), offline_partition(0, 4, embeddings).numpy()) < 0.9
+    assert adjusted_rand_score(epoch_3.numpy(), offline_partition(1, 3, embeddings).numpy()) < 0.9
+
+
+def test_offline_labels_dissolve_clusters_below_the_minimum_size():
+    # Three blobs and 3 far-off points: from most starts, k-means gives the 3 their own cluster, below
+    # min_cluster_size=5 (from the others it splits a blob).
+    embeddings, _ = blob_embeddings(n=597, k=3)
+    embeddings = torch.cat([embeddings, F.normalize(-embeddings[:3].mean(dim=0), dim=0).expand(3, 8)])
+    branch = method_with_bank(embeddings)
+    for epoch in range(1, 7):
+        branch.relabel_offline(embeddings, epoch)
+        assert len(branch.bank.labels.unique()) == 4 and int(branch.bank.counts.min()) >= CONFIG.min_cluster_size
+
+
+def test_writes_move_online_labels_only():
+    for mode, moved in (("online", 1), ("offline", 0)):
+        config = TrialConfig.create(label_mode=mode, min_cluster_size=2)
+        bank = MemoryBank(F.normalize(torch.randn(100, 8, generator=torch.Generator().manual_seed(0)), dim=1), 1.0)
+        bank.label(torch.tensor([0] * 50 + [1] * 50), 2)
+        branch = InterImageBranch(config.settings, bank, 2, seed=0, threads=1, truth=torch.zeros(100, dtype=torch.long))
+        # 5 members of cluster 0 written (momentum 1: replaced) onto cluster 1's centroid
+        branch.write(torch.arange(5), F.normalize(bank.centroids[1], dim=0).expand(5, 8), step=0)
+        assert bank.labels[:5].tolist() == [moved] * 5, mode

@@ -116,6 +116,8 @@ def test_estimate_counts_the_inter_branch_bank_pools_and_faiss():
     assert memory.bank == 600 * (4 * 16 + 8)
     assert memory.gathered == 2 * 32 * 8 * 16 * 4  # the intra term's and the inter branch's negatives
     assert memory.sampler == 32 * 600 * 5 + 2 * 8 * 32 * 60  # mask and scores, and pools of 60 = 10% of 600
+    # random draws from all 600 entries, whatever pool_fraction says
+    assert packing.estimate(config.replace(negative_sampling="random"), data).sampler == 32 * 600 * 5 + 2 * 8 * 32 * 600
     assert memory.faiss == packing.FAISS_TEMP_BYTES
     assert packing.estimate(config.replace(kmeans_backend="torch"), data).faiss == 0
 

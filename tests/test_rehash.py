@@ -54,6 +54,34 @@ def test_rehash_refuses_trials_that_are_not_todays_plan(tmp_path):
     assert main([str(tmp_path / "nothing")]) == 2
 
 
+def test_rehash_refuses_a_table_that_is_not_one_row_set_per_planned_trial_and_writes_nothing(tmp_path):
+    def refused(name, rows):
+        folder = tmp_path / name
+        stored_table(folder)
+        outputs.write_table(rows, folder)
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        with pytest.raises(ConfigError, match="rerun the study instead"):
+            rehash(folder)
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+    rows = stored_table(tmp_path / "rows")
+    refused("an arm missing", rows[rows["value"] == "online"])
+    split = rows.copy()  # one trial's epochs under two hashes: two runs of it, not one
+    split.loc[(split["value"] == "online") & (split["seed"] == 0) & (split["epoch"] > 3), "config_hash"] = "another"
+    refused("a trial under two hashes", split)
+
+
+def test_rehash_refuses_an_unfinished_run_and_writes_nothing(tmp_path):
+    stored_table(tmp_path / "labels")
+    manifest = outputs.Manifest.load(tmp_path / "labels")
+    manifest.status = "unfinished"
+    manifest.save(tmp_path / "labels")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "labels").iterdir()}
+    with pytest.raises(ConfigError, match="finish it with `python -m study.run labels --resume"):
+        rehash(tmp_path / "labels")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "labels").iterdir()} == before
+
+
 def positive_control_folder(folder, names):
     """A positive-control folder whose two trial records carry the given (older) names."""
     configs = [{"method": "npidv2", "seed": 0, "epochs": 3}, {"method": "npidv2-interclr", "seed": 0, "epochs": 3}]
