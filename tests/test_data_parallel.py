@@ -18,9 +18,10 @@ import torch.distributed as dist
 
 from study.profiles import PROFILES
 from trainers import inter_image
+from trainers import trial as trial_module
 from trainers.config import ConfigError
-from trainers.distributed import LEADER, follow, lead
-from trainers.fit import ConsoleReporter, fit
+from trainers.distributed import LEADER, Ranks, follow, lead, shard_map
+from trainers.fit import ConsoleReporter, Follower, fit
 from trainers.trial import Trial
 
 METHODS = ("npidv2-interclr", "mocov2-interclr", "byol-interclr", "truncated-triplet")
@@ -147,6 +148,101 @@ def test_only_rank_0_clusters_and_every_rank_trains_with_its_labels():
     torch.set_num_threads(1)
     labels = lead(2, "cpu", follow_without_clustering, (), offline_labels_after_one_step)
     assert len(labels.unique()) > 1  # clustered, not the followers' placeholder
+
+
+def held_by_every_rank(value) -> list:
+    """Each rank's value, on every rank: rank 0 asserts on the followers' too, so that a wrong follower fails
+    the test rather than ending its process."""
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+METRIC_FUNCTIONS = ("knn_top1", "svm_map", "linear_probe_top1")
+computed_here: list = []
+
+
+def evaluated_rows(ranks) -> list:
+    """Epoch 0's row with the SVMs and the probe; every rank's row and the metrics it computed itself."""
+    trial = Trial(small_config("npidv2-interclr", data_parallel=ranks.world), ranks=ranks)
+    row, _ = trial.evaluate_epoch(0, with_svm=True)
+    return held_by_every_rank(({key: row[key] for key in ("knn_top1", "svm_map", "linear_top1")}, computed_here))
+
+
+def follow_counting_metrics(rank: int, world: int, port: int) -> None:
+    for name in METRIC_FUNCTIONS:
+        def counted(*args, name=name, computed=getattr(trial_module, name), **kwargs):
+            computed_here.append(name)
+            return computed(*args, **kwargs)
+
+        setattr(trial_module, name, counted)
+    follow(rank, world, port, "cpu", evaluated_rows)
+
+
+def test_only_rank_0_computes_the_metrics_and_every_rank_gets_its_row():
+    torch.set_num_threads(1)
+    (leaders, _), (followers, computed_by_follower) = lead(2, "cpu", follow_counting_metrics, (), evaluated_rows)
+    assert computed_by_follower == []
+    assert followers == leaders and not any(math.isnan(value) for value in leaders.values()), (leaders, followers)
+
+
+def test_shares_of_a_batch_are_those_of_tensor_split():
+    assert Ranks(0, 3).sizes(7) == [3, 2, 2]
+    assert Ranks(0, 2).sizes(5) == [3, 2]
+    for world in (1, 2, 3, 4):
+        for batch in range(world, 12):
+            rows = torch.arange(batch)
+            assert Ranks(0, world).sizes(batch) == [len(part) for part in torch.tensor_split(rows, world)]
+            assert torch.equal(torch.cat([Ranks(rank, world).share(rows) for rank in range(world)]), rows)
+
+
+def collectives(ranks) -> list:
+    """What each of two ranks holds after a gather, a resume check and a state broadcast."""
+    batch = torch.arange(10.0).view(5, 2).requires_grad_()
+    doubled = shard_map(ranks, lambda rows: 2 * rows, batch)
+    doubled.sum().backward()
+    ranks.check_same(7, "a value")
+    try:
+        ranks.check_same(ranks.rank, "a value")
+        refusal = None
+    except RuntimeError as error:
+        refusal = str(error)
+    state = {"flags": torch.tensor([True, False, True]) ^ bool(ranks.rank),
+             "columns": (torch.arange(6.0).view(2, 3) + 10 * ranks.rank).t(),
+             "nested": [torch.full((2,), float(ranks.rank))]}
+    ranks.broadcast_state(state)
+    return held_by_every_rank((doubled.detach(), batch.grad, refusal, state))
+
+
+def follow_collectives(rank: int, world: int, port: int) -> None:
+    follow(rank, world, port, "cpu", collectives)
+
+
+def test_gather_resume_check_and_state_broadcast_over_two_ranks():
+    for rank, (doubled, grad, refusal, state) in enumerate(lead(2, "cpu", follow_collectives, (), collectives)):
+        # 5 rows: rank 0 computes rows 0-2, rank 1 rows 3-4 (padded to 3 for all_gather); all get the whole batch,
+        # and backward reaches only this rank's rows.
+        assert torch.equal(doubled, 2 * torch.arange(10.0).view(5, 2)), rank
+        expected = torch.zeros(5, 2)
+        expected[[0, 1, 2] if rank == 0 else [3, 4]] = 2.0
+        assert torch.equal(grad, expected), rank
+        assert refusal is not None and "disagree on a value (0 .. 1)" in refusal, rank
+        # gloo sends neither bool nor strided tensors: those take another path, which must still land in place.
+        assert torch.equal(state["flags"], torch.tensor([True, False, True])), rank
+        assert torch.equal(state["columns"], torch.tensor([[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]])), rank
+        assert torch.equal(state["nested"][0], torch.zeros(2)), rank
+
+
+def test_a_follower_reads_the_saved_state_and_saves_none(tmp_path):
+    rank_0 = tmp_path / "rank0"
+    ConsoleReporter(str(rank_0)).report({"epoch": 0}, {"epoch": 0, "rows": [{"epoch": 0}], "config_hash": "h"})
+    follower = Follower(str(rank_0))
+    assert follower.restore("h")["rows"] == [{"epoch": 0}]
+    alone = tmp_path / "follower"
+    Follower(str(alone)).report({"epoch": 1}, {"epoch": 1, "rows": [{"epoch": 0}, {"epoch": 1}], "config_hash": "h"})
+    assert not alone.exists() or not any(alone.iterdir())
+    follower.report({"epoch": 1}, {"epoch": 1, "rows": [{"epoch": 0}, {"epoch": 1}], "config_hash": "h"})
+    assert follower.restore("h")["epoch"] == 0  # rank 0's state, untouched
 
 
 def test_refuses_more_ranks_than_a_shuffle_bn_group_holds():
