@@ -5,8 +5,10 @@ Over ranks only the order of floating-point sums changes (batch-norm statistics 
 gradients summed over them), so losses and parameters after the same steps agree to float32 precision.
 """
 
+import atexit
 import copy
 import math
+import os
 import subprocess
 import sys
 import time
@@ -55,6 +57,15 @@ def take_steps(method: str, ranks=None) -> dict:
 
 def follow_steps(rank: int, world: int, port: int, methods: tuple) -> None:
     follow(rank, world, port, "cpu", lambda ranks: [take_steps(method, ranks) for method in methods])
+
+
+def follow_then_abort_at_exit(rank: int, world: int, port: int) -> None:
+    atexit.register(os.abort)  # as a library's teardown that aborts after the run (seen here from C++)
+    follow(rank, world, port, "cpu", lambda ranks: dist.barrier())
+
+
+def test_a_follower_whose_teardown_would_abort_after_a_finished_run_does_not_fail_the_trial():
+    assert lead(2, "cpu", follow_then_abort_at_exit, (), lambda ranks: dist.barrier() or "finished") == "finished"
 
 
 def steps_over_two_ranks(methods: tuple) -> dict:
