@@ -60,12 +60,28 @@ def follow_steps(rank: int, world: int, port: int, methods: tuple) -> None:
 
 
 def follow_then_abort_at_exit(rank: int, world: int, port: int) -> None:
-    atexit.register(os.abort)  # as a library's teardown that aborts after the run (seen here from C++)
+    atexit.register(os._exit, 134)  # as a library's teardown that aborts after the run (seen here from C++)
     follow(rank, world, port, "cpu", lambda ranks: dist.barrier())
 
 
 def test_a_follower_whose_teardown_would_abort_after_a_finished_run_does_not_fail_the_trial():
     assert lead(2, "cpu", follow_then_abort_at_exit, (), lambda ranks: dist.barrier() or "finished") == "finished"
+
+
+def follow_with_a_child(rank: int, world: int, port: int, pid_file: str) -> None:
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(120,), daemon=True)
+    child.start()  # as a loader worker kept between epochs
+    Path(pid_file).write_text(str(child.pid))
+    follow(rank, world, port, "cpu", lambda ranks: dist.barrier())
+
+
+def test_a_finished_follower_leaves_no_child_process_behind(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    lead(2, "cpu", follow_with_a_child, (str(pid_file),), lambda ranks: dist.barrier())
+    with pytest.raises(ProcessLookupError):  # ended with the follower, not orphaned for its 120 s
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def steps_over_two_ranks(methods: tuple) -> dict:
@@ -204,7 +220,9 @@ def test_shares_of_a_batch_are_those_of_tensor_split():
         for batch in range(world, 12):
             rows = torch.arange(batch)
             assert Ranks(0, world).sizes(batch) == [len(part) for part in torch.tensor_split(rows, world)]
-            assert torch.equal(torch.cat([Ranks(rank, world).share(rows) for rank in range(world)]), rows)
+            shares = [Ranks(rank, world).share(rows) for rank in range(world)]
+            assert [len(share) for share in shares] == Ranks(0, world).sizes(batch)
+            assert torch.equal(torch.cat(shares), rows)
 
 
 def collectives(ranks) -> list:

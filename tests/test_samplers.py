@@ -155,6 +155,20 @@ def test_top_width_selects_each_rows_extreme_scores(largest, width, path, monkey
         assert set(columns.tolist()) == set(ranked[:width])
 
 
+def test_random_negatives_are_the_same_draws_on_the_numpy_and_the_device_path(monkeypatch):
+    """Both paths draw the same keys and take their top K alike: only where the own-cluster mask is written
+    differs, so a seed gives the same negatives on a CPU whichever path runs."""
+    queries, features, labels, query_labels = bank_with_known_order()
+
+    def draw():
+        return sample_negatives(queries, features, Clusters(labels, 4), query_labels, 5, "random", 0.1,
+                                torch.Generator().manual_seed(7))
+
+    on_numpy = draw()
+    take_the_device_path("device", monkeypatch)
+    assert torch.equal(draw(), on_numpy)
+
+
 @pytest.mark.parametrize("path", ["numpy", "device"])
 def test_overwrite_own_clusters_replaces_exactly_the_entries_of_each_querys_cluster(path, monkeypatch):
     take_the_device_path(path, monkeypatch)
