@@ -338,18 +338,23 @@ def _follow(follower, rank: int, world: int, port: int, args: tuple) -> None:
         follower(rank, world, port, *args)
     except BaseException:
         traceback.print_exc()
-        os._exit(1)  # no interpreter teardown: the group's sockets would wait for rank 0
-    # Nor after a finished run: the follower has left the group (follow's last act) and holds nothing rank 0
-    # needs, while the C++ teardown after Python's own aborted ("terminate called without an active exception",
-    # no Python frame) in 2 of 10 and 4 of 10 runs of two ranks here, failing a finished trial; with this exit,
-    # 0 of 37. What the teardown would still have done: end the follower's child processes (loader workers kept
-    # between epochs) and flush its output.
+        _end_follower(1)
+    _end_follower(0)
+
+
+def _end_follower(code: int) -> None:
+    """A follower's only way out, with no interpreter teardown. After a failure, the group's sockets would
+    wait for rank 0. After a finished run (follow has left the group; rank 0 needs nothing more), the C++
+    teardown after Python's own aborted ("terminate called without an active exception", no Python frame)
+    in 2 of 10 and 4 of 10 runs of two ranks here, failing a finished trial; with this exit, 0 of 37. What
+    the teardown would still have done is done here: end the follower's child processes (loader workers
+    kept between epochs) and flush its output."""
     for child in multiprocessing.active_children():
         child.terminate()
         child.join()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)
 
 
 def _exit_with_parent(parent: int, every_s: float = 5.0) -> None:
@@ -357,7 +362,7 @@ def _exit_with_parent(parent: int, every_s: float = 5.0) -> None:
     until the group's timeout (NCCL notices no closed socket): it exits once its parent is gone."""
     while os.getppid() == parent:
         time.sleep(every_s)
-    os._exit(1)
+    _end_follower(1)
 
 
 def leave_group(abort: bool = False) -> None:

@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     ratios = [b / a for a, b in zip(per_round[intra], per_round[inter])]
     split, similarity = step_split(trials[inter], batches[:args.steps])
     evaluation = floors[inter]
+    medians = {name: statistics.median(rounds) for name, rounds in per_round.items()}
 
     print(f"device {device}, threads {base.threads}, batch {base.batch_size}, bank {len(data.train)}, "
           f"K {configs[inter].num_negatives}, {args.rounds} rounds x {args.steps} steps per variant")
-    for name in trials:
-        median = statistics.median(per_round[name])
+    for name, median in medians.items():
         print(f"  {name:<51} median step {median * 1000:7.1f} ms, {base.batch_size / median:7.0f} images/s  "
               f"(rounds: {', '.join(f'{s * 1000:.1f}' for s in per_round[name])})")
     if args.layouts:
@@ -141,11 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{floors[name + NCHW]['eval_time_s']:.1f} s against {floors[name]['eval_time_s']:.1f} s")
     print(f"  ratio intra+inter / intra: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); paper Table 4 implies 1.92")
-    added = statistics.median(per_round[inter]) - statistics.median(per_round[intra])
     print("  intra+inter step split: " + ", ".join(f"{part} {share:.0%}" for part, share in split.items())
           + f"; the samplers' similarity product (B x N, no implementation avoids it) {similarity:.0%}")
-    print(f"  the inter branch adds {added * 1000:.1f} ms a step; a ratio of 1.2 leaves it "
-          f"{0.2 * statistics.median(per_round[intra]) * 1000:.1f} ms")
+    print(f"  the inter branch adds {(medians[inter] - medians[intra]) * 1000:.1f} ms a step; a ratio of 1.2 "
+          f"leaves it {0.2 * medians[intra] * 1000:.1f} ms")
     print(f"  one full evaluation (kNN and a {evaluation['probe_epochs']}-epoch linear probe on "
           f"{evaluation['eval_train_size']} + {evaluation['eval_test_size']} images, SVM mAP from "
           f"{evaluation['svm_train_size']} of them): {evaluation['eval_time_s']:.1f} s")
