@@ -2,7 +2,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.memory_bank import MemoryBank
+from trainers.memory_bank import MemoryBank, rows
 
 
 def random_bank(n=120, dim=6, k=5, seed=0, momentum=0.5):
@@ -124,3 +124,10 @@ def test_state_round_trip_is_exact():
     assert torch.equal(copy.sums, bank.sums) and torch.equal(copy.labels, bank.labels)
     assert torch.equal(copy.features, bank.features) and torch.equal(copy.counts, bank.counts)
     assert copy.momentum == 0.3 and copy.num_clusters == bank.num_clusters == 5
+
+
+def test_rows_takes_the_table_rows_at_indices_of_any_shape():
+    table = torch.arange(12).reshape(6, 2)  # row j is [2j, 2j + 1]
+    indices = torch.tensor([[5, 0, 5], [2, 2, 1]])
+    assert rows(table, indices).tolist() == [[[10, 11], [0, 1], [10, 11]], [[4, 5], [4, 5], [2, 3]]]
+    assert rows(torch.tensor([7, 8, 9]), torch.tensor([[2], [0]])).tolist() == [[9], [7]]

@@ -5,7 +5,8 @@ import torch
 from scipy.stats import chi2
 
 from trainers import samplers
-from trainers.samplers import Clusters, overwrite_own_clusters, same_cluster_positives, sample_negatives, top_width
+from trainers.samplers import (Clusters, largest_keys, overwrite_own_clusters, same_cluster_positives, sample_negatives,
+                               top_width)
 
 N, B = 200, 8
 
@@ -110,7 +111,9 @@ def test_pool_smaller_than_k_is_an_error():
         sample_negatives(queries, features, Clusters(labels, 4), query_labels, 16, "semi-hard", 0.1, torch.Generator())
 
 
-def test_clusters_group_the_bank_by_label():
+@pytest.mark.parametrize("path", ["numpy", "device"])
+def test_clusters_group_the_bank_by_label(path, monkeypatch):
+    take_the_device_path(path, monkeypatch)
     labels = torch.tensor([2, 0, 2, 1, 0, 2, 4])  # cluster 3 is empty
     clusters = Clusters(labels, 5)
     assert clusters.sizes.tolist() == [2, 1, 3, 0, 1]
@@ -118,6 +121,45 @@ def test_clusters_group_the_bank_by_label():
     assert clusters.starts.tolist() == [0, 2, 3, 6, 6]
     # The j-th member (in index order) of its cluster has rank j.
     assert clusters.rank.tolist() == [0, 0, 1, 0, 1, 2, 0]
+
+
+@pytest.mark.parametrize("num_clusters", [3, 300, 70_000])  # labels of 8, 16 and 32 bits
+def test_clusters_of_a_large_bank_match_a_brute_force_grouping(num_clusters):
+    labels = torch.randint(num_clusters, (5000,), generator=torch.Generator().manual_seed(num_clusters))
+    clusters = Clusters(labels, num_clusters)
+    members = [[] for _ in range(num_clusters)]
+    for j, label in enumerate(labels.tolist()):  # in index order
+        members[label].append(j)
+    assert clusters.sizes.tolist() == [len(m) for m in members]
+    assert clusters.order.tolist() == [j for m in members for j in m]
+    rank = [0] * len(labels)
+    for m in members:
+        for place, j in enumerate(m):
+            rank[j] = place
+    assert clusters.rank.tolist() == rank
+    assert all(part.dtype == torch.long for part in (clusters.sizes, clusters.order, clusters.starts, clusters.rank))
+
+
+@pytest.mark.parametrize("path", ["numpy", "device"])
+def test_largest_keys_are_each_rows_k_largest_largest_first(path, monkeypatch):
+    take_the_device_path(path, monkeypatch)
+    keys = torch.randperm(5 * 40, generator=torch.Generator().manual_seed(0)).float().reshape(5, 40)
+    for k in (1, 7, 40):
+        picked = largest_keys(keys, k)
+        for row, columns in zip(keys, picked):
+            assert columns.tolist() == sorted(range(40), key=lambda j: -float(row[j]))[:k]
+
+
+def test_largest_keys_with_ties_are_topks_indices():
+    """Where keys tie, which of them comes first is the sort's choice: the numpy path must make topk's, or a
+    seed would draw other negatives on a CPU than the committed results were made with. Rows with ties
+    among their k + 1 largest, at the k-th, and none."""
+    generator = torch.Generator().manual_seed(1)
+    keys = torch.rand(300, 50, generator=generator)
+    keys[:100] = (keys[:100] * 8).floor()  # 8 levels over 50 keys: ties among the largest
+    keys[100:200, :20] = 2.0  # 20 keys tie above the rest
+    for k in (5, 16, 20):
+        assert torch.equal(largest_keys(keys, k), keys.topk(k, dim=1).indices)
 
 
 def test_same_cluster_positive_is_another_member():

@@ -23,7 +23,7 @@ from torch.profiler import record_function
 from trainers.errors import ConfigError
 from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
 from trainers.losses import cosine, cosine_many, margin_nce
-from trainers.memory_bank import MemoryBank
+from trainers.memory_bank import MemoryBank, rows
 from trainers.randomness import RandomStreams
 from trainers.samplers import NEGATIVE_SAMPLING, Clusters, pool_size, same_cluster_positives, sample_negatives
 from trainers.settings import MethodSettings, check_margin, check_temperature
@@ -182,10 +182,11 @@ class InterImageBranch:
             if self.samples_negatives:
                 negatives = sample_negatives(query, bank.features, clusters, bank.labels[indices], s.num_negatives,
                                              s.negative_sampling, s.pool_fraction, streams.inter_negatives)
-                logs["inter_negatives_same_class"] = (self.truth[negatives] == query_classes[:, None]).float().mean()
+                same_class = rows(self.truth, negatives) == query_classes[:, None]
+                logs["inter_negatives_same_class"] = same_class.float().mean()
         if not self.samples_negatives:
             return (2 - 2 * cosine(query, bank.features[positives])).mean(), logs
-        loss = margin_nce(cosine(query, bank.features[positives]), cosine_many(query, bank.features[negatives]),
+        loss = margin_nce(cosine(query, bank.features[positives]), cosine_many(query, rows(bank.features, negatives)),
                           s.inter_margin, s.temperature)
         return loss, logs
 

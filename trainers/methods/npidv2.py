@@ -16,7 +16,7 @@ from trainers.augment import NPIDV2, training_view
 from trainers.errors import ConfigError
 from trainers.inter_image import InterBranchSettings
 from trainers.losses import cosine, cosine_many, margin_nce
-from trainers.memory_bank import MemoryBank
+from trainers.memory_bank import MemoryBank, rows
 from trainers.methods.interclr import InterCLR, IntraImageMethod, IntraStep
 from trainers.networks import build_encoder
 from trainers.settings import MethodSettings, check_margin, check_temperature
@@ -66,7 +66,7 @@ class NPIDv2(IntraImageMethod):
             negatives = torch.randint(len(self.bank.features), (len(indices), s.num_negatives),
                                       generator=streams.intra_negatives, device=self.device)
             loss = margin_nce(cosine(query, self.bank.features[indices]),
-                              cosine_many(query, self.bank.features[negatives]), s.intra_margin, s.temperature)
+                              cosine_many(query, rows(self.bank.features, negatives)), s.intra_margin, s.temperature)
         return IntraStep(loss, query, query.detach())
 
     def training_step(self, images, labels, indices, step, streams):
