@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -123,6 +124,11 @@ def test_clusters_group_the_bank_by_label(path, monkeypatch):
     assert clusters.rank.tolist() == [0, 0, 1, 0, 1, 2, 0]
 
 
+def test_clusters_refuse_a_label_beyond_the_cluster_count():
+    with pytest.raises(IndexError):
+        Clusters(torch.tensor([0, 300, 1]), 3)  # in 8 bits, 300 would wrap to cluster 44
+
+
 @pytest.mark.parametrize("num_clusters", [3, 300, 70_000])  # labels of 8, 16 and 32 bits
 def test_clusters_of_a_large_bank_match_a_brute_force_grouping(num_clusters):
     labels = torch.randint(num_clusters, (5000,), generator=torch.Generator().manual_seed(num_clusters))
@@ -137,6 +143,7 @@ def test_clusters_of_a_large_bank_match_a_brute_force_grouping(num_clusters):
         for place, j in enumerate(m):
             rank[j] = place
     assert clusters.rank.tolist() == rank
+    assert clusters.starts.tolist() == list(itertools.accumulate([len(m) for m in members[:-1]], initial=0))
     assert all(part.dtype == torch.long for part in (clusters.sizes, clusters.order, clusters.starts, clusters.rank))
 
 
@@ -150,16 +157,24 @@ def test_largest_keys_are_each_rows_k_largest_largest_first(path, monkeypatch):
             assert columns.tolist() == sorted(range(40), key=lambda j: -float(row[j]))[:k]
 
 
-def test_largest_keys_with_ties_are_topks_indices():
+def test_largest_keys_with_ties_are_topks_indices(monkeypatch):
     """Where keys tie, which of them comes first is the sort's choice: the numpy path must make topk's, or a
-    seed would draw other negatives on a CPU than the committed results were made with. Rows with ties
-    among their k + 1 largest, at the k-th, and none."""
+    seed would draw other negatives on a CPU than the committed results were made with. Batches with ties
+    among their k + 1 largest, at the k-th, and none (the one that numpy must answer alone)."""
     generator = torch.Generator().manual_seed(1)
-    keys = torch.rand(300, 50, generator=generator)
-    keys[:100] = (keys[:100] * 8).floor()  # 8 levels over 50 keys: ties among the largest
-    keys[100:200, :20] = 2.0  # 20 keys tie above the rest
-    for k in (5, 16, 20):
-        assert torch.equal(largest_keys(keys, k), keys.topk(k, dim=1).indices)
+    levels = (torch.rand(100, 50, generator=generator) * 8).floor()  # 8 levels over 50 keys: ties among the largest
+    block = torch.rand(100, 50, generator=generator)
+    block[:, :20] = 2.0  # 20 keys tie above the rest
+    distinct = torch.randperm(100 * 50, generator=generator).float().reshape(100, 50)
+    topk_calls = []
+    real_topk = torch.Tensor.topk
+    monkeypatch.setattr(torch.Tensor, "topk", lambda self, *a, **kw: topk_calls.append(1) or real_topk(self, *a, **kw))
+    for keys, ties in ((levels, True), (block, True), (distinct, False)):
+        for k in (5, 16, 20):
+            topk_calls.clear()
+            picked = largest_keys(keys, k)
+            assert len(topk_calls) == ties, "tied batches go to topk, the others not"
+            assert torch.equal(picked, real_topk(keys, k, dim=1).indices)
 
 
 def test_same_cluster_positive_is_another_member():

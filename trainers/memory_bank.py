@@ -18,7 +18,7 @@ from trainers.kmeans import nearest_centroid
 
 
 def rows(table: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """table[indices] for an index tensor of any shape, as one index_select: advanced indexing took 85 us
+    """table[indices] for non-negative indices of any shape, as one index_select: advanced indexing took 85 us
     against 21 us for the B x K x D negatives of the tiny profile (128 x 16 x 128, one thread, AMD EPYC)."""
     return table.index_select(0, indices.flatten()).view(*indices.shape, *table.shape[1:])
 

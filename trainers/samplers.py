@@ -26,15 +26,15 @@ class Clusters:
         if labels.device.type in NUMPY_DEVICES:
             self.sizes, self.order, self.starts, self.rank = (
                 torch.from_numpy(part) for part in _grouping_in_numpy(labels.numpy(), num_clusters))
-            return
-        # Counted by index_add: on a GPU, bincount reads the labels' range back to the host.
-        self.sizes = torch.zeros(num_clusters, dtype=torch.long, device=labels.device).index_add_(
-            0, labels, torch.ones_like(labels))
-        self.order = torch.argsort(labels, stable=True)  # bank indices grouped by cluster
-        self.starts = torch.cumsum(self.sizes, 0) - self.sizes  # where each cluster begins in `order`
-        position = torch.empty_like(self.order)
-        position[self.order] = torch.arange(len(labels), device=labels.device)
-        self.rank = position - self.starts[labels]  # each entry's place within its cluster, 0 .. size - 1
+        else:
+            # Counted by index_add: on a GPU, bincount reads the labels' range back to the host.
+            self.sizes = torch.zeros(num_clusters, dtype=torch.long, device=labels.device).index_add_(
+                0, labels, torch.ones_like(labels))
+            self.order = torch.argsort(labels, stable=True)  # bank indices grouped by cluster
+            self.starts = torch.cumsum(self.sizes, 0) - self.sizes  # where each cluster begins in `order`
+            position = torch.empty_like(self.order)
+            position[self.order] = torch.arange(len(labels), device=labels.device)
+            self.rank = position - self.starts[labels]  # each entry's place within its cluster, 0 .. size - 1
 
 
 def _grouping_in_numpy(labels: np.ndarray, num_clusters: int) -> tuple[np.ndarray, ...]:
@@ -42,6 +42,8 @@ def _grouping_in_numpy(labels: np.ndarray, num_clusters: int) -> tuple[np.ndarra
     tiny-profile step (0.02 against 0.09 in a loop; one thread, AMD EPYC). A stable sort has one answer, so
     `order` is torch's; of labels that fit 16 bits numpy's is a radix sort."""
     sizes = np.bincount(labels, minlength=num_clusters)
+    if len(sizes) != num_clusters:  # as the device path's index_add refuses them (and the cast below would wrap them)
+        raise IndexError(f"pseudo-labels up to {len(sizes) - 1} for {num_clusters} clusters")
     order = np.argsort(labels.astype(np.min_scalar_type(num_clusters - 1)), kind="stable")
     starts = np.cumsum(sizes) - sizes
     rank = np.empty_like(order)
@@ -143,16 +145,16 @@ def top_width(scores: torch.Tensor, width: int, largest: bool) -> torch.Tensor:
 
 
 def largest_keys(keys: torch.Tensor, k: int) -> torch.Tensor:
-    """Column indices of each row's k largest keys, largest first: `keys.topk(k, dim=1).indices`.
+    """Column indices of each row's k largest keys, largest first: `keys.topk(k, dim=1).indices` (finite keys).
 
     On a CPU in numpy: 0.19 ms against topk's 0.39 for 128 x 500 keys and k = 16 (one thread, AMD EPYC).
-    Distinct keys have one such order; where a row's k + 1 largest hold a tie, the order (and, at the k-th,
-    the set) is the sort's own choice, so those keys go to topk: the same draws either way.
+    Distinct keys have one such order; where any row's k + 1 largest hold a tie, the order (and, at the k-th,
+    the set) is the sort's own choice, so the whole batch goes to topk: the same draws either way.
     """
-    width = keys.shape[1]
-    if keys.device.type not in NUMPY_DEVICES:
+    if keys.device.type not in NUMPY_DEVICES or k > keys.shape[1]:  # topk also refuses k > width
         return keys.topk(k, dim=1).indices
     values = keys.numpy()
+    width = values.shape[1]
     considered = min(k + 1, width)
     candidates = np.argpartition(values, width - considered, axis=1)[:, width - considered:]
     candidate_values = np.take_along_axis(values, candidates, axis=1)
