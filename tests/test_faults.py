@@ -40,6 +40,17 @@ def study_command(*args):
     return [sys.executable, "-m", "study.run", *args]
 
 
+def own_temporary_folder(tmp_path: Path) -> dict:
+    """The environment of processes these tests kill, with Python's temporary folder inside the test's own.
+
+    Where W&B is installed, every Tune driver imports it (Ray's usage tally of the callbacks imports its
+    W&B integration), and W&B makes two folders in the temporary folder that only a normal exit removes: a
+    killed driver left them in /tmp. Ray's own folder stays where it was: its socket paths must stay short."""
+    folder = tmp_path / "tmp"
+    folder.mkdir(exist_ok=True)
+    return {**os.environ, "TMPDIR": str(folder), "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", tempfile.gettempdir())}
+
+
 def assert_every_row_once(out: Path, trials) -> pd.DataFrame:
     table = pd.read_parquet(out / "trials.parquet")
     expected = {(t.config.config_hash(), epoch) for t in trials for epoch in range(t.config.epochs + 1)}
@@ -102,7 +113,7 @@ def test_interrupted_driver_resumes_without_losing_or_repeating_rows(tmp_path, s
             "--storage", str(storage)]
     trials = planned("labels", seeds=2, epochs=4)
     driver = subprocess.Popen(study_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              start_new_session=True, env=own_temporary_folder(tmp_path))
     try:
         # Stop mid-way through the second trial, so one trial is finished and one half done.
         wait_for(lambda: saved_epoch(out, trials[1]) >= 1, driver)
@@ -167,7 +178,7 @@ def alive_nodes(dashboard: str) -> int:
 def test_cluster_loses_a_worker_node_and_the_study_completes_on_the_head(tmp_path):
     ray_cli = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     # Token auth off on loopback; a private temp dir so no other Ray user on this machine joins this cluster.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = {**own_temporary_folder(tmp_path), "RAY_AUTH_MODE": "disabled"}
     # Each node its own temp dir, as on separate machines: a stopping node deletes the files under its own.
     head_dir, worker_dir = (tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp") for name in ("head", "worker"))
     gcs_port, client_port, dashboard_port = free_port(), free_port(), free_port()
@@ -197,9 +208,11 @@ def test_cluster_loses_a_worker_node_and_the_study_completes_on_the_head(tmp_pat
         wait_for(lambda: nodes_up(2), worker, timeout=120)
 
         out = tmp_path / "labels"
-        trials = planned("labels", seeds=1, epochs=20)
+        # 200 epochs of the synthetic set take a trial about 15 s: the worker is stopped while its trial runs.
+        # With 20 (under 2 s a trial on a fast core) its trial could finish first, and nothing failed.
+        trials = planned("labels", seeds=1, epochs=200)
         job = subprocess.Popen([sys.executable, "-m", "study.submit", "--address", dashboard, "--python",
-                                sys.executable, "labels", "--seeds", "1", "--epochs", "20", *SYNTHETIC, "--out",
+                                sys.executable, "labels", "--seeds", "1", "--epochs", "200", *SYNTHETIC, "--out",
                                 str(out), "--storage", str(tmp_path / "runs")], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # One CPU per node and one per trial: with both trials under way, one of them is on the worker.
