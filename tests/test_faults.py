@@ -40,15 +40,17 @@ def study_command(*args):
     return [sys.executable, "-m", "study.run", *args]
 
 
-def own_temporary_folder(tmp_path: Path) -> dict:
-    """The environment of processes these tests kill, with Python's temporary folder inside the test's own.
+@pytest.fixture
+def killed_driver_environment():
+    """The environment of a driver these tests kill, with Python's temporary folder one of the test's own.
 
     Where W&B is installed, every Tune driver imports it (Ray's usage tally of the callbacks imports its
     W&B integration), and W&B makes two folders in the temporary folder that only a normal exit removes: a
-    killed driver left them in /tmp. Ray's own folder stays where it was: its socket paths must stay short."""
-    folder = tmp_path / "tmp"
-    folder.mkdir(exist_ok=True)
-    return {**os.environ, "TMPDIR": str(folder), "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", tempfile.gettempdir())}
+    killed driver left them in /tmp. The folder is a short one in the usual temporary folder, and Ray's own
+    folder stays where it was: with TMPDIR inside pytest-xdist's tmp_path, `ray start --head` exited at once."""
+    folder = tempfile.mkdtemp(prefix="killed-driver-")
+    yield {**os.environ, "TMPDIR": folder, "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", tempfile.gettempdir())}
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def assert_every_row_once(out: Path, trials) -> pd.DataFrame:
@@ -107,13 +109,13 @@ def test_crashed_trials_retry_from_their_last_epoch(tmp_path):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_interrupted_driver_resumes_without_losing_or_repeating_rows(tmp_path, stop):
+def test_interrupted_driver_resumes_without_losing_or_repeating_rows(tmp_path, stop, killed_driver_environment):
     out, storage = tmp_path / "labels", tmp_path / "runs"
     args = ["labels", "--seeds", "2", "--epochs", "4", "--max-concurrent", "1", *SYNTHETIC, "--out", str(out),
             "--storage", str(storage)]
     trials = planned("labels", seeds=2, epochs=4)
     driver = subprocess.Popen(study_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, env=own_temporary_folder(tmp_path))
+                              start_new_session=True, env=killed_driver_environment)
     try:
         # Stop mid-way through the second trial, so one trial is finished and one half done.
         wait_for(lambda: saved_epoch(out, trials[1]) >= 1, driver)
@@ -178,7 +180,7 @@ def alive_nodes(dashboard: str) -> int:
 def test_cluster_loses_a_worker_node_and_the_study_completes_on_the_head(tmp_path):
     ray_cli = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     # Token auth off on loopback; a private temp dir so no other Ray user on this machine joins this cluster.
-    env = {**own_temporary_folder(tmp_path), "RAY_AUTH_MODE": "disabled"}
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     # Each node its own temp dir, as on separate machines: a stopping node deletes the files under its own.
     head_dir, worker_dir = (tempfile.mkdtemp(prefix=f"ray-{name}-", dir="/tmp") for name in ("head", "worker"))
     gcs_port, client_port, dashboard_port = free_port(), free_port(), free_port()
