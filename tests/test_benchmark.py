@@ -6,8 +6,9 @@ import re
 from study.measure.benchmark import main
 
 # On the CPU: on a GPU the toy product takes microseconds and its share would round to 0%.
-TOY = ["--rounds", "1", "--steps", "2", "--set", "device=cpu", "--set", "dataset=synthetic", "--set", "image_size=16", "--set",
-       "train_subset=0", "--set", "test_subset=0", "--set", "num_negatives=8", "--set", "min_cluster_size=4"]
+TOY = ["--rounds", "1", "--steps", "2", "--set", "device=cpu", "--set", "dataset=synthetic", "--set",
+       "image_size=16", "--set", "train_subset=0", "--set", "test_subset=0", "--set", "num_negatives=8", "--set",
+       "min_cluster_size=4"]
 
 
 def test_the_benchmark_times_every_variant_and_splits_the_inter_step_into_parts_that_add_up(capsys):

@@ -40,19 +40,6 @@ def study_command(*args):
     return [sys.executable, "-m", "study.run", *args]
 
 
-@pytest.fixture
-def killed_driver_environment():
-    """The environment of a driver these tests kill, with Python's temporary folder one of the test's own.
-
-    Where W&B is installed, every Tune driver imports it (Ray's usage tally of the callbacks imports its
-    W&B integration), and W&B makes two folders in the temporary folder that only a normal exit removes: a
-    killed driver left them in /tmp. The folder is a short one in the usual temporary folder, and Ray's own
-    folder stays where it was: with TMPDIR inside pytest-xdist's tmp_path, `ray start --head` exited at once."""
-    folder = tempfile.mkdtemp(prefix="killed-driver-")
-    yield {**os.environ, "TMPDIR": folder, "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", tempfile.gettempdir())}
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def assert_every_row_once(out: Path, trials) -> pd.DataFrame:
     table = pd.read_parquet(out / "trials.parquet")
     expected = {(t.config.config_hash(), epoch) for t in trials for epoch in range(t.config.epochs + 1)}
@@ -109,13 +96,14 @@ def test_crashed_trials_retry_from_their_last_epoch(tmp_path):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_interrupted_driver_resumes_without_losing_or_repeating_rows(tmp_path, stop, killed_driver_environment):
+def test_interrupted_driver_resumes_without_losing_or_repeating_rows(tmp_path, stop, short_temporary_environment):
     out, storage = tmp_path / "labels", tmp_path / "runs"
     args = ["labels", "--seeds", "2", "--epochs", "4", "--max-concurrent", "1", *SYNTHETIC, "--out", str(out),
             "--storage", str(storage)]
     trials = planned("labels", seeds=2, epochs=4)
+    # Killed below: the W&B folders it may leave are in the test's own temporary folder.
     driver = subprocess.Popen(study_command(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True, env=killed_driver_environment)
+                              start_new_session=True, env=short_temporary_environment)
     try:
         # Stop mid-way through the second trial, so one trial is finished and one half done.
         wait_for(lambda: saved_epoch(out, trials[1]) >= 1, driver)

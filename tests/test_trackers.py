@@ -2,12 +2,8 @@
 callbacks, offline (W&B's offline mode, MLflow's file store), and a missing tracker is one line."""
 
 import importlib.util
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -19,21 +15,10 @@ pytest.importorskip("wandb", reason="the [tracking] extra: pip install -e '.[tra
 pytest.importorskip("mlflow", reason="the [tracking] extra: pip install -e '.[tracking]'")
 
 
-@pytest.fixture
-def short_temporary_folder():
-    """A temporary folder of a short name, removed afterwards: W&B puts Unix sockets in the temporary folder
-    (under pytest-xdist, tmp_path's name is too long for them and W&B falls back to /tmp)."""
-    folder = tempfile.mkdtemp(prefix="tracker-test-")
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.mark.slow
-def test_a_sweep_logs_every_trials_epochs_to_wandb_offline_and_to_mlflows_file_store(tmp_path, short_temporary_folder):
-    # W&B's processes make folders in the temporary folder and leave them there: give them a folder of this test's.
-    # Ray's session folder stays where it was.
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TMPDIR": short_temporary_folder,
-           "RAY_TMPDIR": os.environ.get("RAY_TMPDIR", os.environ.get("TMPDIR", "/tmp"))}
+def test_a_sweep_logs_every_trials_epochs_to_wandb_offline_and_to_mlflows_file_store(tmp_path,
+                                                                                     short_temporary_environment):
+    env = {**short_temporary_environment, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     result = subprocess.run([sys.executable, "-m", "study.run", "--sweep", "negative_sampling=random,hard", "--seeds",
                              "1", "--epochs", "1", *SYNTHETIC, "--out", str(tmp_path / "out"), "--storage",
