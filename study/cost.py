@@ -13,6 +13,11 @@ A trial's time is built from unit costs (`UnitCosts`, one per profile), term by 
   relabel     global k-means at the start, and per offline relabelling a pass over the training set
               and a k-means;
   overclustering  the truncated triplet's epoch-0 pass (forward only, paced the same way).
+A trial over N ranks (data_parallel, one GPU each) divides the networks' work and the decoding N ways
+(each rank's loader decodes its share of a batch, trainers.data.RankShare); the part of a step that every
+rank repeats for the whole batch (`replicated_step_s`: augmentation, the bank's, queue's and samplers'
+work, the losses) does not divide, rank 0 fits the SVMs on all the trial's CPUs, and the collectives (the
+gradients' all-reduce, the canvases' all-gather, the batch norms' sums) are not priced.
 A trial holds its device share for all of it, so its device-hours are its hours x its share. The unit
 costs of the GPU profiles are declared, not measured (no GPU was available to measure them): each
 names its source, and the output says "declared". The largest terms are named, so a reader sees where
@@ -21,7 +26,7 @@ the hours go.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from study.prepare import PREPARED_DECODE_SPEEDUP
 from trainers.config import TrialConfig
@@ -43,6 +48,8 @@ class UnitCosts:
     # Images the device itself decodes per second with decode_on_device=true, in the trial's own process, so in
     # turn with its steps (inf: free, as for data held in memory).
     device_decode_images_per_s: float = float("inf")
+    # Per method, the seconds of step_s that every rank of a trial over several repeats for the whole batch.
+    replicated_step_s: dict = field(default_factory=dict)
 
 
 def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_speedup: float = 1.0) -> dict[str, float]:
@@ -50,17 +57,18 @@ def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_speed
     encoded images to the device, which decodes every image before its step or forward pass, at
     costs.device_decode_images_per_s, and no loader paces it. `decode_speedup`: the loader workers' rate
     times this (a tree from study.prepare)."""
-    n, n_test = costs.train_size, costs.test_size
+    n, n_test, ranks = costs.train_size, costs.test_size, config.data_parallel
     decode_on_device = config.decode_on_device
-    loader_workers = config.num_workers if config.num_workers and not decode_on_device else 0
+    # Per image of the whole trial: N ranks' loaders, or N devices, decode a share each.
+    loader_workers = ranks * config.num_workers if config.num_workers and not decode_on_device else 0
     per_image_decode = 1 / (loader_workers * costs.decode_images_per_s * decode_speedup) if loader_workers else 0.0
-    device_decode = 1 / costs.device_decode_images_per_s if decode_on_device else 0.0
+    device_decode = 1 / (ranks * costs.device_decode_images_per_s) if decode_on_device else 0.0
 
     def pass_seconds(images: int) -> float:
-        """One forward-only pass: the device's pace (its decoding included) or the loader's, whichever is slower."""
-        return images * max(1 / costs.forward_images_per_s + device_decode, per_image_decode)
+        """One forward-only pass: the devices' pace (their decoding included) or the loaders', whichever is slower."""
+        return images * max(1 / (ranks * costs.forward_images_per_s) + device_decode, per_image_decode)
 
-    epoch = max((n // config.batch_size) * costs.step_s[config.method] + n * device_decode, n * per_image_decode)
+    epoch = max((n // config.batch_size) * step_seconds(config, costs) + n * device_decode, n * per_image_decode)
     evaluated = [e for e in range(1, config.epochs + 1) if e % config.eval_every == 0 or e == config.epochs]
     clusters = "clusters_per_class" in TrialConfig.keys_of(config.method)
     offline = clusters and config.label_mode == "offline"
@@ -77,18 +85,26 @@ def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_speed
     return {term: value / 3600 for term, value in seconds.items()}
 
 
+def step_seconds(config: TrialConfig, costs: UnitCosts) -> float:
+    """A training step's seconds over the trial's ranks: the networks' share divides, the replicated part not."""
+    replicated = costs.replicated_step_s.get(config.method, 0.0)
+    return (costs.step_s[config.method] - replicated) / config.data_parallel + replicated
+
+
 def paced_by(config: TrialConfig, costs: UnitCosts) -> str:
     """Which side sets the pace of a training epoch: the device's steps (and decoding) or the loader's decoding."""
     if config.decode_on_device:
         return "the device's steps and decoding"
-    device = (costs.train_size // config.batch_size) * costs.step_s[config.method]
-    loader = costs.train_size / (config.num_workers * costs.decode_images_per_s) if config.num_workers else 0.0
+    device = (costs.train_size // config.batch_size) * step_seconds(config, costs)
+    workers = config.data_parallel * config.num_workers
+    loader = costs.train_size / (workers * costs.decode_images_per_s) if workers else 0.0
     return "decoding on the CPUs" if loader > device else "the device's steps"
 
 
-def duration(hours: float, device: str) -> str:
-    """Device-hours in words, in minutes below an hour."""
-    return f"{hours * 60:.1f} {device}-minutes" if hours < 1 else f"{hours:.1f} {device}-hours"
+def duration(hours: float, device: str | None) -> str:
+    """Device-hours (or, for device None, hours) in words, in minutes below an hour."""
+    unit = f"{device}-" if device else ""
+    return f"{hours * 60:.1f} {unit}minutes" if hours < 1 else f"{hours:.1f} {unit}hours"
 
 
 def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -> tuple[list[str], float]:
@@ -110,6 +126,11 @@ def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -
         text = (f"  {method}: {duration(per_trial, costs.device)} per trial x {len(group)} (largest: "
                 f"{', '.join(f'{term} {value * share:.2g} h' for term, value in largest)}; epochs paced by "
                 f"{paced_by(config, costs)}")
+        if config.data_parallel > 1:
+            replicated = costs.replicated_step_s.get(method, 0.0)
+            text += (f"; over {config.data_parallel} ranks, {duration(sum(hours.values()), None)} of wall time: "
+                     f"networks and decoding divided, {replicated * 1000:.0f} ms a step repeated on every rank, "
+                     f"collectives not priced")
         if config.dataset == "imagefolder" and config.num_workers and costs.decode_images_per_s != float("inf"):
             def hours_of(on_device: bool, speedup: float = 1.0) -> str:
                 changed = config.replace(decode_on_device=on_device)

@@ -149,3 +149,29 @@ def test_every_profile_prices_every_method_on_its_own_data():
         assert set(profile.costs.step_s) == set(METHODS), profile.name
         for base in ("npidv2", "mocov2", "byol"):  # the inter branch only adds work to a step
             assert profile.costs.step_s[f"{base}-interclr"] > profile.costs.step_s[base], (profile.name, base)
+        for method, replicated in profile.costs.replicated_step_s.items():  # a part of the step, no more
+            assert 0 <= replicated < profile.costs.step_s[method], (profile.name, method)
+
+
+def test_a_trial_over_two_ranks_divides_the_networks_and_the_decoding_but_not_the_replicated_step():
+    units = dataclasses.replace(UNITS, replicated_step_s={"npidv2-interclr": 0.1})
+    seconds = {term: value * 3600 for term, value in
+               cost.trial_hours(config(data_parallel=2), units, cpus=4).items()}
+    # A step: (0.5 - 0.1) / 2 + 0.1 = 0.3 s, 10 a epoch: 3 s; two ranks' 2 workers x 50 images/s decode 1,000
+    # images in 5 s, which paces the epoch.
+    assert seconds["training"] == pytest.approx(4 * 5)
+    # A pass: 1,200 images forward on two devices (200/s) and decoded by four workers (200/s): 6 s.
+    assert seconds["evaluations"] == pytest.approx(2 * 6)
+    assert seconds["floor"] == pytest.approx(1000 / 200 + 6 + 4 * 30)  # the 4 SVM classes one after another
+    assert seconds["relabel"] == pytest.approx(20)  # k-means on rank 0 alone, as with one
+    device_bound = cost.trial_hours(config(data_parallel=2, num_workers=20), units, cpus=4)
+    assert device_bound["training"] * 3600 == pytest.approx(4 * 3)
+    assert cost.paced_by(config(data_parallel=2, num_workers=20), units) == "the device's steps"
+    # Rank 0 fits the SVMs on all the trial's CPUs, the other ranks' too.
+    many = dataclasses.replace(units, classes=svm.PARALLEL_MIN_CLASSES)
+    assert cost.trial_hours(config(data_parallel=2), many, cpus=8)["svm"] * 3600 == pytest.approx(many.classes * 30 / 8)
+    trials = [Trial("sampling", "negative_sampling", "random", 0, config(data_parallel=2))]
+    line = cost.describe(trials, units, cpus=4, device_share=2)[0][1]
+    # Wall time: training 20 s, evaluations 12, floor 131, SVMs 120, k-means 20: 303 s; at 2 GPUs, 10.1 GPU-minutes.
+    assert line.startswith("  npidv2-interclr: 10.1 GPU-minutes per trial")
+    assert "over 2 ranks, 5.0 minutes of wall time: networks and decoding divided, 100 ms a step repeated" in line

@@ -19,9 +19,10 @@ import torch
 import torch.distributed as dist
 
 from study.profiles import PROFILES
+from trainers import data as datasets
 from trainers import inter_image
 from trainers import trial as trial_module
-from trainers.config import ConfigError
+from trainers.config import ConfigError, TrialConfig
 from trainers.distributed import LEADER, Ranks, follow, lead, shard_map
 from trainers.fit import ConsoleReporter, Follower, fit
 from trainers.trial import Trial
@@ -213,6 +214,21 @@ def test_only_rank_0_computes_the_metrics_and_every_rank_gets_its_row():
     assert followers == leaders and not any(math.isnan(value) for value in leaders.values()), (leaders, followers)
 
 
+def test_rank_0_fits_the_svms_on_the_cpus_of_every_rank(monkeypatch):
+    """The other ranks wait for rank 0's row, so their CPUs, which Ray reserved for the trial, are idle."""
+    torch.set_num_threads(1)
+    given = []
+
+    def recorded(*args, workers, fit=trial_module.svm_map, **kwargs):
+        given.append(workers)
+        return fit(*args, workers=workers, **kwargs)
+
+    monkeypatch.setattr(trial_module, "svm_map", recorded)
+    lead(2, "cpu", follow_counting_metrics, (), evaluated_rows)
+    config = small_config("npidv2-interclr")
+    assert given == [2 * (config.threads + config.num_workers)]
+
+
 def test_shares_of_a_batch_are_those_of_tensor_split():
     assert Ranks(0, 3).sizes(7) == [3, 2, 2]
     assert Ranks(0, 2).sizes(5) == [3, 2]
@@ -374,3 +390,135 @@ def test_rank_0_stops_at_once_when_a_follower_dies(tmp_path):
     assert "rank 1 of this trial died (exit code 1); stopping the trial" in done.stdout
     assert "ran without its follower" not in done.stdout
     assert time.monotonic() - started < 60
+
+
+def noise_jpeg_tree(root: Path, train_per_class: int, test_per_class: int) -> str:
+    """Two classes of noise JPEGs of several shapes (none square, so every canvas has padding)."""
+    from PIL import Image
+
+    for split, count in (("train", train_per_class), ("test", test_per_class)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(count):
+                size = (24 + 3 * (i % 4), 18 + 5 * (i % 3))
+                Image.effect_noise(size, 10 + 3 * i + 40 * (cls == "b")).convert("RGB").save(
+                    root / split / cls / f"{i}.jpg", quality=90)
+    return str(root)
+
+
+def image_folders(root: str) -> dict:
+    keys = dict(dataset="imagefolder", data_root=root, load_size=20, image_size=16)
+    return {"workers": datasets.load(TrialConfig.create(**keys)),
+            "encoded": datasets.load(TrialConfig.create(**keys, decode_on_device=True))}
+
+
+read_here: list = []  # (path kind, dataset index) of every image this process read from its file
+
+
+def count_reads() -> None:
+    for kind, cls in (("workers", datasets.ImageFolderImages), ("encoded", datasets.EncodedImageFolder)):
+        def counted(self, index, kind=kind, read=cls.__getitem__):
+            read_here.append((kind, index))
+            return read(self, index)
+
+        cls.__getitem__ = counted
+
+
+def loaded_batches(ranks, root: str | None, workers: int = 0) -> list:
+    """Both image-folder paths' batches of 5, of the training split shuffled and of the test split in order (6
+    images: the last batch holds 1, and rank 1 no image of it), as each rank sees them on its device, read in
+    this process (workers 0) or by loader workers; and the images this process read. ranks None: one process."""
+    read_here.clear()
+    seen = []
+    for kind, data in image_folders(root).items():
+        for split, shuffle in ((data.train, True), (data.test, False)):
+            order = torch.Generator().manual_seed(4)
+            for images, labels, indices in datasets.batches(split, 5, shuffle, generator=order, num_workers=workers,
+                                                            ranks=ranks):
+                whole = images.to("cpu")
+                seen.append((kind, whole.pixels, whole.sizes, labels, indices))
+    if ranks is None:
+        return seen, list(read_here)
+    return held_by_every_rank((seen, list(read_here)))
+
+
+def follow_loading(rank: int, world: int, port: int, root: str, workers: int) -> None:
+    count_reads()
+    follow(rank, world, port, "cpu", lambda ranks: loaded_batches(ranks, root, workers))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_rank_reads_only_its_share_of_a_batch_and_every_rank_gets_the_whole_batch(tmp_path, monkeypatch,
+                                                                                         workers):
+    """Independent expectation: one process's loader, which reads every image of a batch; and tensor_split's
+    shares of each batch's positions. With loader workers the batches cross from their processes (the reads
+    happen there, uncounted)."""
+    root = noise_jpeg_tree(tmp_path, train_per_class=6, test_per_class=3)
+    monkeypatch.setattr(datasets.ImageFolderImages, "__getitem__", datasets.ImageFolderImages.__getitem__)
+    monkeypatch.setattr(datasets.EncodedImageFolder, "__getitem__", datasets.EncodedImageFolder.__getitem__)
+    count_reads()
+    expected, single_reads = loaded_batches(None, root)
+    per_rank = lead(2, "cpu", follow_loading, (root, workers), lambda ranks: loaded_batches(ranks, root, workers))
+    # Training drops its partial batch; the test split's last batch holds 1 image, so rank 1 reads none of it.
+    assert [len(batch[3]) for batch in expected] == [5, 5, 5, 1] * 2
+    assert len(single_reads) == 2 * (10 + 6)
+    for rank, (seen, reads) in enumerate(per_rank):
+        shares = [(kind, int(index)) for kind, *_, indices in expected
+                  for index in torch.tensor_split(indices, 2)[rank]]
+        assert reads == (shares if workers == 0 else []), rank
+        assert len(seen) == len(expected)
+        for got, want in zip(seen, expected):
+            assert got[0] == want[0] and all(torch.equal(a, b) for a, b in zip(got[1:], want[1:])), (rank, got[0])
+
+
+def trial_on_images(ranks, root: str) -> list:
+    """A trial over the ranks on an image folder: its start, one epoch of steps, the end of the epoch (offline
+    k-means on re-extracted features) and an evaluation; its losses, bank, labels and metrics."""
+    config = TrialConfig.create(method="npidv2-interclr", dataset="imagefolder", data_root=root, load_size=20,
+                                image_size=16, cnn_width=8, head_hidden=32, embedding_dim=16, batch_size=8, epochs=1,
+                                num_negatives=4, negative_sampling="random", clusters_per_class=2.0,
+                                min_cluster_size=2, label_mode="offline", svm_train_size=32, probe_epochs=2, knn_k=5,
+                                threads=1, data_parallel=ranks.world)
+    trial = Trial(config, ranks=ranks)
+    start = trial.start()
+    losses = [float(trial.step(images, labels, indices, step)[0])
+              for step, (images, labels, indices) in enumerate(trial.training_batches())]
+    trial.end_epoch(1)
+    row, _ = trial.evaluate_epoch(1, with_svm=True)
+    metrics = [{key: value for key, value in r.items() if not key.endswith("_time_s")} for r in (start, row)]
+    bank = trial.method.inter.bank
+    return held_by_every_rank((losses, metrics, bank.features.clone(), bank.labels.clone()))
+
+
+def every_rank_reads_every_image(monkeypatch=None) -> None:
+    """The loaders as they were before ranks shared the reading: each rank's read the whole batch."""
+    whole_batches = datasets.batches
+
+    def batches(*args, ranks=None, **kwargs):
+        return whole_batches(*args, **kwargs)
+
+    if monkeypatch is None:
+        datasets.batches = batches
+    else:
+        monkeypatch.setattr(datasets, "batches", batches)
+
+
+def follow_trial_on_images(rank: int, world: int, port: int, root: str, replicated: bool) -> None:
+    if replicated:
+        every_rank_reads_every_image()
+    follow(rank, world, port, "cpu", lambda ranks: trial_on_images(ranks, root))
+
+
+def test_a_trial_whose_ranks_share_the_reading_computes_what_ranks_reading_everything_compute(tmp_path, monkeypatch):
+    """Bit for bit: the whole batch's canvases reach every rank either way, so nothing downstream can tell."""
+    torch.set_num_threads(1)
+    root = noise_jpeg_tree(tmp_path, train_per_class=16, test_per_class=4)
+    shared = lead(2, "cpu", follow_trial_on_images, (root, False), lambda ranks: trial_on_images(ranks, root))
+    every_rank_reads_every_image(monkeypatch)
+    replicated = lead(2, "cpu", follow_trial_on_images, (root, True), lambda ranks: trial_on_images(ranks, root))
+    losses, metrics, features, labels = shared[0]
+    assert len(losses) == 4 and all(math.isfinite(loss) for loss in losses)
+    assert metrics[0]["knn_top1"] == metrics[0]["knn_top1"]  # evaluated (not NaN)
+    for rank in range(2):
+        assert shared[rank][:2] == replicated[rank][:2], rank
+        assert torch.equal(shared[rank][2], replicated[rank][2]) and torch.equal(shared[rank][3], replicated[rank][3])

@@ -85,7 +85,7 @@ class Trial:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
         # The evaluation loaders, made once so that their workers persist across epochs.
-        self.splits = tuple(datasets.evaluation_batches(split, config.num_workers)
+        self.splits = tuple(datasets.evaluation_batches(split, config.num_workers, ranks)
                             for split in (self.data.train, self.data.test))
 
     def start(self, floors: FloorCache | None = None, measure: bool = True, starts: dict | None = None) -> dict:
@@ -127,7 +127,7 @@ class Trial:
     def training_batches(self):
         """One loader per trial: its workers live across epochs, and every epoch's order comes from streams.order."""
         return datasets.batches(self.data.train, self.config.batch_size, shuffle=True, generator=self.streams.order,
-                                num_workers=self.config.num_workers)
+                                num_workers=self.config.num_workers, ranks=self.ranks)
 
     def step(self, images, labels, indices, step: int) -> tuple[torch.Tensor, dict]:
         """One training iteration on a batch: the method's loss, backward, the optimiser and schedule, then
@@ -175,10 +175,12 @@ class Trial:
                        "svm_map": float("nan"), "linear_top1": float("nan")}
             if with_svm:
                 subset = svm_subset(train_labels, c.svm_train_size)
-                # The trial's whole CPU share (its loader workers idle here) fits the SVMs' classes.
+                # The trial's whole CPU share fits the SVMs' classes: its loader workers idle here, and over several
+                # ranks so do the other ranks' CPUs, which Ray reserved for the trial.
                 metrics["svm_map"] = svm_map(train_features[subset.to(train_features.device)], train_labels[subset],
                                              test_features, test_labels, seed=c.seed,
-                                             workers=c.threads + c.num_workers, solver=c.svm_solver)
+                                             workers=(c.threads + c.num_workers) * c.data_parallel,
+                                             solver=c.svm_solver)
                 metrics["linear_top1"] = linear_probe_top1(*frozen, c.probe_epochs, seed=c.seed)
             return metrics
 

@@ -84,9 +84,9 @@ class InterCLR(IntraImageMethod):
         totals = super().end_epoch(epoch)
         if self.inter.wants_offline_labels(epoch):
             c = self.config
-            features, embeddings = extract(self.bank_encoder, evaluation_batches(self.data.train, c.num_workers),
-                                           c.image_size, self.data.mean, self.data.std, self.device,
-                                           c.precision)
+            batches = evaluation_batches(self.data.train, c.num_workers, self.encoder.ranks)
+            features, embeddings = extract(self.bank_encoder, batches, c.image_size, self.data.mean, self.data.std,
+                                           self.device, c.precision)
             totals["labels_changed"] = self.inter.relabel_offline(embeddings, epoch) * len(self.data.train)
             if self.bank_encoder is self.encoder:  # NPIDv2: the evaluation would extract the same again
                 self.train_extraction = (features, embeddings)

@@ -83,7 +83,7 @@ class TruncatedTriplet(Method):
         with torch.no_grad():
             # The loader's workers decode as in training (at ImageNet scale one process alone would take hours).
             for images, labels, _ in batches(self.data.train, self.config.batch_size, shuffle=True, generator=order,
-                                             num_workers=self.config.num_workers):
+                                             num_workers=self.config.num_workers, ranks=self.encoder.ranks):
                 _, logs = self.training_step(images.to(self.device), labels.to(self.device), None, 0, streams)
                 counts = {key: counts[key] + logs[key].double() for key in counts}
         self.networks.load_state_dict(saved)  # the pass ran in training mode; put back the batch-norm statistics
