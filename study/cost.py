@@ -127,10 +127,11 @@ def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -
                 f"{', '.join(f'{term} {value * share:.2g} h' for term, value in largest)}; epochs paced by "
                 f"{paced_by(config, costs)}")
         if config.data_parallel > 1:
-            replicated = costs.replicated_step_s.get(method, 0.0)
+            replicated = (f"{costs.replicated_step_s[method] * 1000:.0f} ms a step repeated on every rank"
+                          if method in costs.replicated_step_s else
+                          "no part of a step every rank repeats declared for this profile (the whole step divided)")
             text += (f"; over {config.data_parallel} ranks, {duration(sum(hours.values()), None)} of wall time: "
-                     f"networks and decoding divided, {replicated * 1000:.0f} ms a step repeated on every rank, "
-                     f"collectives not priced")
+                     f"networks and decoding divided, {replicated}, collectives not priced")
         if config.dataset == "imagefolder" and config.num_workers and costs.decode_images_per_s != float("inf"):
             def hours_of(on_device: bool, speedup: float = 1.0) -> str:
                 changed = config.replace(decode_on_device=on_device)

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from trainers import trial as trial_module
 from trainers.config import ConfigError, TrialConfig
 from trainers.distributed import LEADER, Ranks, follow, lead, shard_map
 from trainers.fit import ConsoleReporter, Follower, fit
+from trainers.methods import truncated_triplet
 from trainers.trial import Trial
 
 METHODS = ("npidv2-interclr", "mocov2-interclr", "byol-interclr", "truncated-triplet")
@@ -471,14 +473,22 @@ def test_each_rank_reads_only_its_share_of_a_batch_and_every_rank_gets_the_whole
             assert got[0] == want[0] and all(torch.equal(a, b) for a, b in zip(got[1:], want[1:])), (rank, got[0])
 
 
-def trial_on_images(ranks, root: str) -> list:
-    """A trial over the ranks on an image folder: its start, one epoch of steps, the end of the epoch (offline
-    k-means on re-extracted features) and an evaluation; its losses, bank, labels and metrics."""
-    config = TrialConfig.create(method="npidv2-interclr", dataset="imagefolder", data_root=root, load_size=20,
-                                image_size=16, cnn_width=8, head_hidden=32, embedding_dim=16, batch_size=8, epochs=1,
-                                num_negatives=4, negative_sampling="random", clusters_per_class=2.0,
-                                min_cluster_size=2, label_mode="offline", svm_train_size=32, probe_epochs=2, knn_k=5,
-                                threads=1, data_parallel=ranks.world)
+IMAGE_TRIAL_KEYS = {
+    # Offline labels: the end of the epoch re-extracts the training set through a loader of its own.
+    "npidv2-interclr": dict(num_negatives=4, negative_sampling="random", clusters_per_class=2.0, min_cluster_size=2,
+                            label_mode="offline"),
+    "truncated-triplet": {},  # its start passes over the training set to count over-clustering events
+}
+
+
+def trial_on_images(ranks, root: str, method: str) -> list:
+    """A trial over the ranks on an image folder: its start, one epoch of steps, the end of the epoch and an
+    evaluation; its losses, metrics and method state, and the images this rank read from their files."""
+    read_here.clear()
+    config = TrialConfig.create(method=method, dataset="imagefolder", data_root=root, load_size=20, image_size=16,
+                                cnn_width=8, head_hidden=32, embedding_dim=16, batch_size=8, epochs=1,
+                                svm_train_size=32, probe_epochs=2, knn_k=5, threads=1, data_parallel=ranks.world,
+                                **IMAGE_TRIAL_KEYS[method])
     trial = Trial(config, ranks=ranks)
     start = trial.start()
     losses = [float(trial.step(images, labels, indices, step)[0])
@@ -486,39 +496,56 @@ def trial_on_images(ranks, root: str) -> list:
     trial.end_epoch(1)
     row, _ = trial.evaluate_epoch(1, with_svm=True)
     metrics = [{key: value for key, value in r.items() if not key.endswith("_time_s")} for r in (start, row)]
-    bank = trial.method.inter.bank
-    return held_by_every_rank((losses, metrics, bank.features.clone(), bank.labels.clone()))
+    state = [tensor.clone() for _, tensor in float_tensors(trial.method.state_dict())]
+    return held_by_every_rank((losses, metrics, state, list(read_here)))
 
 
 def every_rank_reads_every_image(monkeypatch=None) -> None:
-    """The loaders as they were before ranks shared the reading: each rank's read the whole batch."""
+    """The loaders as they were before ranks shared the reading: each rank's read the whole batch. (The truncated
+    triplet holds its own name for the loader function.)"""
     whole_batches = datasets.batches
 
     def batches(*args, ranks=None, **kwargs):
         return whole_batches(*args, **kwargs)
 
-    if monkeypatch is None:
-        datasets.batches = batches
-    else:
-        monkeypatch.setattr(datasets, "batches", batches)
+    for module in (datasets, truncated_triplet):
+        if monkeypatch is None:
+            module.batches = batches
+        else:
+            monkeypatch.setattr(module, "batches", batches)
 
 
-def follow_trial_on_images(rank: int, world: int, port: int, root: str, replicated: bool) -> None:
+def follow_trial_on_images(rank: int, world: int, port: int, root: str, method: str, replicated: bool) -> None:
+    count_reads()
     if replicated:
         every_rank_reads_every_image()
-    follow(rank, world, port, "cpu", lambda ranks: trial_on_images(ranks, root))
+    follow(rank, world, port, "cpu", lambda ranks: trial_on_images(ranks, root, method))
 
 
-def test_a_trial_whose_ranks_share_the_reading_computes_what_ranks_reading_everything_compute(tmp_path, monkeypatch):
-    """Bit for bit: the whole batch's canvases reach every rank either way, so nothing downstream can tell."""
+@pytest.mark.parametrize("method", IMAGE_TRIAL_KEYS)
+def test_a_trial_whose_ranks_share_the_reading_computes_what_ranks_reading_everything_compute(tmp_path, monkeypatch,
+                                                                                                method):
+    """Bit for bit: the whole batch's canvases reach every rank either way, so nothing downstream can tell. And
+    every loader of the trial shares the reading: each rank reads half the images a rank reading everything
+    reads (every batch here splits evenly), the two halves together all of them."""
     torch.set_num_threads(1)
     root = noise_jpeg_tree(tmp_path, train_per_class=16, test_per_class=4)
-    shared = lead(2, "cpu", follow_trial_on_images, (root, False), lambda ranks: trial_on_images(ranks, root))
+    monkeypatch.setattr(datasets.ImageFolderImages, "__getitem__", datasets.ImageFolderImages.__getitem__)
+    count_reads()
+
+    def work(ranks):
+        return trial_on_images(ranks, root, method)
+
+    shared = lead(2, "cpu", follow_trial_on_images, (root, method, False), work)
     every_rank_reads_every_image(monkeypatch)
-    replicated = lead(2, "cpu", follow_trial_on_images, (root, True), lambda ranks: trial_on_images(ranks, root))
-    losses, metrics, features, labels = shared[0]
+    replicated = lead(2, "cpu", follow_trial_on_images, (root, method, True), work)
+    losses, metrics = shared[0][:2]
     assert len(losses) == 4 and all(math.isfinite(loss) for loss in losses)
     assert metrics[0]["knn_top1"] == metrics[0]["knn_top1"]  # evaluated (not NaN)
     for rank in range(2):
         assert shared[rank][:2] == replicated[rank][:2], rank
-        assert torch.equal(shared[rank][2], replicated[rank][2]) and torch.equal(shared[rank][3], replicated[rank][3])
+        assert all(torch.equal(a, b) for a, b in zip(shared[rank][2], replicated[rank][2])), rank
+    every_image = replicated[0][3]
+    assert replicated[1][3] == every_image and len(every_image) > 32 * 3  # calibration, start, epoch, evaluation
+    assert [len(shared[rank][3]) for rank in range(2)] == [len(every_image) // 2] * 2
+    assert Counter(shared[0][3]) + Counter(shared[1][3]) == Counter(every_image)
