@@ -13,11 +13,11 @@ A trial's time is built from unit costs (`UnitCosts`, one per profile), term by 
   relabel     global k-means at the start, and per offline relabelling a pass over the training set
               and a k-means;
   overclustering  the truncated triplet's epoch-0 pass (forward only, paced the same way).
-A trial over N ranks (data_parallel, one GPU each) divides the networks' work and the decoding N ways
-(each rank's loader decodes its share of a batch, trainers.data.RankShare); the part of a step that every
-rank repeats for the whole batch (`replicated_step_s`: augmentation, the bank's, queue's and samplers'
-work, the losses) does not divide, rank 0 fits the SVMs on all the trial's CPUs, and the collectives (the
-gradients' all-reduce, the canvases' all-gather, the batch norms' sums) are not priced.
+A trial over N ranks (data_parallel, one GPU each) divides the networks' work, the decoding (each rank's
+loader decodes its share of a batch, trainers.data.RankShare) and the negative samplers N ways; the part of
+a step that every rank repeats for the whole batch (`replicated_step_s`: augmentation, the bank's and
+queue's upkeep, the losses) does not divide, rank 0 fits the SVMs on all the trial's CPUs, and the
+collectives (the gradients' all-reduce, the gathers, the batch norms' sums) are not priced.
 A trial holds its device share for all of it, so its device-hours are its hours x its share. The unit
 costs of the GPU profiles are declared, not measured (no GPU was available to measure them): each
 names its source, and the output says "declared". The largest terms are named, so a reader sees where
@@ -131,7 +131,7 @@ def describe(trials: list, costs: UnitCosts, cpus: float, device_share: float) -
                           if method in costs.replicated_step_s else
                           "no part of a step every rank repeats declared for this profile (the whole step divided)")
             text += (f"; over {config.data_parallel} ranks, {duration(sum(hours.values()), None)} of wall time: "
-                     f"networks and decoding divided, {replicated}, collectives not priced")
+                     f"networks, decoding and samplers divided, {replicated}, collectives not priced")
         if config.dataset == "imagefolder" and config.num_workers and costs.decode_images_per_s != float("inf"):
             def hours_of(on_device: bool, speedup: float = 1.0) -> str:
                 changed = config.replace(decode_on_device=on_device)

@@ -174,7 +174,7 @@ def test_a_trial_over_two_ranks_divides_the_networks_and_the_decoding_but_not_th
     line = cost.describe(trials, units, cpus=4, device_share=2)[0][1]
     # Wall time: training 20 s, evaluations 12, floor 131, SVMs 120, k-means 20: 303 s; at 2 GPUs, 10.1 GPU-minutes.
     assert line.startswith("  npidv2-interclr: 10.1 GPU-minutes per trial")
-    assert f"over 2 ranks, {303 / 60:.1f} minutes of wall time: networks and decoding divided, 100 ms a step repeated" \
-        in line
+    assert (f"over 2 ranks, {303 / 60:.1f} minutes of wall time: networks, decoding and samplers divided, 100 ms a "
+            f"step repeated") in line
     undeclared = cost.describe(trials, UNITS, cpus=4, device_share=2)[0][1]
     assert "no part of a step every rank repeats declared for this profile (the whole step divided)" in undeclared

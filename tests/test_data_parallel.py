@@ -26,7 +26,9 @@ from trainers import trial as trial_module
 from trainers.config import ConfigError, TrialConfig
 from trainers.distributed import LEADER, Ranks, follow, lead, shard_map
 from trainers.fit import ConsoleReporter, Follower, fit
+from trainers.memory_bank import MemoryBank
 from trainers.methods import truncated_triplet
+from trainers.samplers import NEGATIVE_SAMPLING, Clusters, sample_negatives
 from trainers.trial import Trial
 
 METHODS = ("npidv2-interclr", "mocov2-interclr", "byol-interclr", "truncated-triplet")
@@ -549,3 +551,61 @@ def test_a_trial_whose_ranks_share_the_reading_computes_what_ranks_reading_every
     assert replicated[1][3] == every_image and len(every_image) > 32 * 3  # calibration, start, epoch, evaluation
     assert [len(shared[rank][3]) for rank in range(2)] == [len(every_image) // 2] * 2
     assert Counter(shared[0][3]) + Counter(shared[1][3]) == Counter(every_image)
+
+
+def exactly_ranked_sampling() -> tuple:
+    """A bank of 400 and 11 queries (bank entries 0-10) whose dot products are exact in float32 whatever the
+    order of the sums (multiples of 1/64 in 8 dimensions), so every rank ranks the bank as one process does to the
+    last bit; 6 clusters. 11 queries: rank 0 samples for 6, rank 1 for 5."""
+    generator = torch.Generator().manual_seed(5)
+    bank = (torch.randn(400, 8, generator=generator) * 16).round() / 64
+    labels = torch.randint(0, 6, (400,), generator=generator)
+    return bank, labels, bank[:11].clone(), labels[:11].clone()
+
+
+def negatives_of_each_strategy(ranks) -> dict:
+    """Per strategy: the 11 queries' negatives (one process: sample_negatives; over ranks: the branch), and the
+    generator's next draw after them."""
+    bank, labels, query, query_clusters = exactly_ranked_sampling()
+    drawn = {}
+    for strategy in NEGATIVE_SAMPLING:
+        settings = small_config("npidv2-interclr", negative_sampling=strategy, num_negatives=4).settings
+        generator = torch.Generator().manual_seed(9)
+        clusters = Clusters(labels, 6)
+        if ranks is None:
+            negatives = sample_negatives(query, bank, clusters, query_clusters, 4, strategy, settings.pool_fraction,
+                                         generator)
+        else:
+            memory = MemoryBank(bank.clone(), settings.bank_momentum)
+            branch = inter_image.InterImageBranch(settings, memory, 6, seed=0, threads=1, truth=labels, ranks=ranks)
+            negatives = branch.negatives(query, query_clusters, clusters, generator)
+        drawn[strategy] = (negatives, torch.rand(3, generator=generator))
+    return drawn if ranks is None else held_by_every_rank(drawn)
+
+
+def follow_sampling(rank: int, world: int, port: int) -> None:
+    follow(rank, world, port, "cpu", negatives_of_each_strategy)
+
+
+def test_ranks_sampling_their_shares_of_the_queries_draw_what_one_process_draws():
+    """Independent expectation: sample_negatives on the whole batch in one process, draws bit for bit and the
+    generator's state after them (its next numbers)."""
+    one = negatives_of_each_strategy(None)
+    for rank, drawn in enumerate(lead(2, "cpu", follow_sampling, (), negatives_of_each_strategy)):
+        for strategy, (negatives, after) in drawn.items():
+            assert negatives.shape == (11, 4)
+            assert torch.equal(negatives, one[strategy][0]), (rank, strategy)
+            assert torch.equal(after, one[strategy][1]), (rank, strategy)
+
+
+def test_the_split_sampling_measure_reports_each_ranks_time_and_one_process_draws(capsys):
+    from study.measure import split_sampling
+
+    assert split_sampling.main(["--bank", "1000", "--batch", "9", "--negatives", "4", "--steps", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("  one process, the whole batch: ")
+    assert [line.split(":")[0] for line in lines[2:]] == [f"  rank {rank} of 2, its share and the gather"
+                                                          for rank in range(2)]
+    assert all(line.endswith(", the same negatives") for line in lines[2:])
+    assert split_sampling.main(["--ranks", "1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,15 +1,18 @@
 """One trial over several processes (`data_parallel` ranks, one GPU each on CUDA): the same computation as
-on one device, with the networks' work split.
+on one device, with the networks', the image loaders' and the negative samplers' work split.
 
 Every rank holds the whole trial: the same data order, augmented views, random draws, memory bank,
-queue and pseudo-labels, computed the same way (replicated bookkeeping). Only the networks split their
-work: a network called on a batch of B images runs this rank's share of it (the rows
-`torch.tensor_split(batch, ranks)[rank]`) and the outputs of all ranks are gathered, so every rank goes
-on with the whole batch's outputs. Batch norm in training mode normalises with the statistics of the
-whole batch of the call, summed over the ranks (SyncedBatchNorm), so a network computes what it computes
-on one device: MoCo's Shuffle BN keeps its `bn_groups` meaning, and NPIDv2 (SyncBN in the OpenSelfSup
-configuration InterCLR's code builds on) and BYOL (cross-replica batch norm in its JAX code), with the
-truncated triplet on BYOL's networks, get whole-batch statistics as their reference code does.
+queue and pseudo-labels, computed the same way (replicated bookkeeping). Three kinds of work split: a
+network called on a batch of B images runs this rank's share of it (the rows
+`torch.tensor_split(batch, ranks)[rank]`, `Ranks.rows`) and the outputs of all ranks are gathered, so every
+rank goes on with the whole batch's outputs; a rank's loader reads and decodes only its share of a batch of
+image files (trainers.data.RankShare); and the inter-image branch samples the negatives of its share of the
+queries (trainers.inter_image.InterImageBranch.negatives). Each gathers the whole batch's result. Batch
+norm in training mode normalises with the statistics of the whole batch of the call, summed over the ranks
+(SyncedBatchNorm), so a network computes what it computes on one device: MoCo's Shuffle BN keeps its
+`bn_groups` meaning, and NPIDv2 (SyncBN in the OpenSelfSup configuration InterCLR's code builds on) and BYOL
+(cross-replica batch norm in its JAX code), with the truncated triplet on BYOL's networks, get whole-batch
+statistics as their reference code does.
 
 Gradients: the loss is the same number on every rank, and backward through the gather reaches only
 this rank's share of the batch, so the sum of the parameters' gradients over the ranks is the whole
@@ -61,8 +64,14 @@ class Ranks:
         share, extra = divmod(batch, self.world)
         return [share + (rank < extra) for rank in range(self.world)]
 
+    def rows(self, batch: int) -> slice:
+        """This rank's rows of a batch of `batch` rows: its part of torch.tensor_split's split."""
+        sizes = self.sizes(batch)
+        start = sum(sizes[:self.rank])
+        return slice(start, start + sizes[self.rank])
+
     def share(self, batch: torch.Tensor) -> torch.Tensor:
-        return torch.tensor_split(batch, self.world)[self.rank]
+        return batch[self.rows(len(batch))]
 
     def gather(self, local: torch.Tensor, batch: int) -> torch.Tensor:
         """The whole batch's rows from every rank's share; backward keeps this rank's share's gradient."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.profiler import record_function
 
+from trainers.distributed import Ranks
 from trainers.errors import ConfigError
 from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
 from trainers.losses import cosine, cosine_many, margin_nce
@@ -120,14 +121,16 @@ def _require(ok: bool, message: str) -> None:
 
 class InterImageBranch:
     """truth: the N true classes of the bank's entries, used only for the health signals (which share
-    of a query's positives and negatives has its class), never by the loss. leader: False on a trial's
-    ranks other than rank 0, which leave global k-means to rank 0 and take its labels when the trial
-    synchronises them (trainers.trial.Trial.synchronise, right after the start and after every epoch)."""
+    of a query's positives and negatives has its class), never by the loss. ranks: this process's place in
+    a trial over several (trainers.distributed), else None. Ranks other than rank 0 leave global k-means to
+    rank 0 and take its labels when the trial synchronises them (trainers.trial.Trial.synchronise, right
+    after the start and after every epoch); each rank samples the negatives of its share of the queries."""
 
     def __init__(self, settings: ClusteringSettings, bank: MemoryBank, num_clusters: int, seed: int,
-                 threads: int, truth: torch.Tensor, leader: bool = True):
+                 threads: int, truth: torch.Tensor, ranks: Ranks | None = None):
         self.settings, self.bank, self.num_clusters = settings, bank, num_clusters
-        self.seed, self.threads, self.truth, self.leader = seed, threads, truth, leader
+        self.seed, self.threads, self.truth, self.ranks = seed, threads, truth, ranks
+        self.leader = ranks is None or ranks.leader
         self.samples_negatives = isinstance(settings, InterBranchSettings)  # else BYOL-InterCLR's regression
         self.loss_at_chance = settings.loss_at_chance() if self.samples_negatives else REGRESSION_LOSS_AT_CHANCE
 
@@ -180,8 +183,7 @@ class InterImageBranch:
             logs = {"inter_batches": 1.0,
                     "inter_positives_same_class": (self.truth[positives] == query_classes).float().mean()}
             if self.samples_negatives:
-                negatives = sample_negatives(query, bank.features, clusters, bank.labels[indices], s.num_negatives,
-                                             s.negative_sampling, s.pool_fraction, streams.inter_negatives)
+                negatives = self.negatives(query, bank.labels[indices], clusters, streams.inter_negatives)
                 same_class = rows(self.truth, negatives) == query_classes[:, None]
                 logs["inter_negatives_same_class"] = same_class.float().mean()
         if not self.samples_negatives:
@@ -189,6 +191,20 @@ class InterImageBranch:
         loss = margin_nce(cosine(query, bank.features[positives]), cosine_many(query, rows(bank.features, negatives)),
                           s.inter_margin, s.temperature)
         return loss, logs
+
+    def negatives(self, query: torch.Tensor, query_clusters: torch.Tensor, clusters: Clusters,
+                  generator: torch.Generator) -> torch.Tensor:
+        """The B x K negatives of B queries. Over several ranks each samples those of its share of the queries
+        (the B x N similarity product and the pool's selection, the branch's largest work, divide over the
+        ranks) with the whole batch's random keys, and the ranks gather them: the draws of one process."""
+        s, bank = self.settings, self.bank
+        if self.ranks is None:
+            return sample_negatives(query, bank.features, clusters, query_clusters, s.num_negatives,
+                                    s.negative_sampling, s.pool_fraction, generator)
+        rows = self.ranks.rows(len(query))
+        share = sample_negatives(query[rows], bank.features, clusters, query_clusters[rows], s.num_negatives,
+                                 s.negative_sampling, s.pool_fraction, generator, rows=(rows, len(query)))
+        return self.ranks.gather(share, len(query))
 
     def health(self, totals: dict) -> dict:
         """An epoch's health signals from its summed logs: the inter loss against its chance level (1 = a

@@ -63,7 +63,7 @@ def pool_size(eligible_counts: torch.Tensor, strategy: str, num_negatives: int,
 
 def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters: Clusters,
                      query_clusters: torch.Tensor, num_negatives: int, strategy: str, pool_fraction: float,
-                     generator: torch.Generator) -> torch.Tensor:
+                     generator: torch.Generator, rows: tuple[slice, int] | None = None) -> torch.Tensor:
     """K distinct negatives per query from the other clusters, drawn uniformly from the strategy's pool.
 
     query: B x D, bank_features: N x D (cosine similarity ranks the bank), query_clusters: B labels.
@@ -74,6 +74,9 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
       semi-easy the ceil(pool_fraction * eligible) least similar.
     Returns B x K bank indices in no particular order. Nothing here waits for the device: a pool
     smaller than K fails by an asynchronous assert (at once on a CPU).
+    rows: (where, size) when the B queries are rows `where` of a batch of `size` (one rank's share): the random
+    keys are drawn for the whole batch and these rows' kept, so each query's draw, and the generator's state
+    after it, are what sampling the whole batch at once gives (every step of the draw is row by row).
     """
     if strategy not in NEGATIVE_SAMPLING:
         raise ValueError(f"unknown negative sampling {strategy!r}; one of {NEGATIVE_SAMPLING}")
@@ -85,7 +88,7 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
                         f"a query's {strategy} pool holds fewer than num_negatives={num_negatives} entries; lower "
                         f"num_negatives, raise pool_fraction, or use fewer clusters")
     if strategy == "random":
-        keys = torch.rand((len(query), bank_size), generator=generator, device=query.device)
+        keys = uniform_keys(len(query), bank_size, generator, query.device, rows)
         overwrite_own_clusters(keys, clusters.labels, query_clusters, torch.full_like(keys[0], -1.0))
         # The K largest of uniform keys over the eligible entries: a uniform K-subset without replacement.
         return largest_keys(keys, num_negatives)
@@ -110,9 +113,18 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
     if strategy == "hard":
         return pool  # width = size = K, no stand-ins: the pool is the draw
     stand_ins = ranked.gather(1, pool).abs() > 2.0  # only the stand-ins lie outside the cosines' [-1, 1]
-    keys = torch.rand(pool.shape, generator=generator, device=pool.device).masked_fill_(stand_ins, -1.0)
+    keys = uniform_keys(len(pool), width, generator, pool.device, rows).masked_fill_(stand_ins, -1.0)
     # The K largest of uniform keys over the pool (stand-ins excluded): a uniform K-subset without replacement.
     return pool.gather(1, largest_keys(keys, num_negatives))
+
+
+def uniform_keys(count: int, columns: int, generator: torch.Generator, device: torch.device,
+                 rows: tuple[slice, int] | None) -> torch.Tensor:
+    """count x columns uniform keys; for rows (where, size) of a batch, the batch's size x columns keys at `where`."""
+    if rows is None:
+        return torch.rand((count, columns), generator=generator, device=device)
+    where, size = rows
+    return torch.rand((size, columns), generator=generator, device=device)[where]
 
 
 def overwrite_own_clusters(scores: torch.Tensor, labels: torch.Tensor, query_clusters: torch.Tensor,

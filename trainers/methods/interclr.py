@@ -60,9 +60,8 @@ class InterCLR(IntraImageMethod):
 
     def branch(self, bank: MemoryBank) -> InterImageBranch:
         s = self.settings
-        ranks = self.encoder.ranks
         return InterImageBranch(s, bank, s.num_clusters(self.data.num_classes), self.config.seed, self.config.threads,
-                                self.data.train_labels().to(self.device), leader=ranks is None or ranks.leader)
+                                self.data.train_labels().to(self.device), ranks=self.encoder.ranks)
 
     def training_step(self, images, labels, indices, step, streams):
         s = self.settings
