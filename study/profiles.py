@@ -128,9 +128,11 @@ PROFILES = {p.name: p for p in [
             forward_images_per_s=9000, decode_images_per_s=250, svm_s_per_class=4.2, kmeans_s=60.0,
             device_decode_images_per_s=7800,
             # The part of step_s every rank of a trial over several GPUs repeats for the whole batch: what is not the
-            # networks' (256 images per trained view at 3,000/s, per target or key view at 9,000/s), less the
-            # negative samplers' share of the inter branch's 20 ms, which the ranks divide (three quarters, as
-            # measured at the tiny profile: 4.5 of the branch's 6.1 ms); BYOL-InterCLR samples no negatives.
-            replicated_step_s={"npidv2": 0.010, "npidv2-interclr": 0.015, "mocov2": 0.001, "mocov2-interclr": 0.006,
+            # networks' (256 images per trained view at 3,000/s, per target or key view at 9,000/s), less the part
+            # of the inter branch's 20 ms that the ranks divide: half, the share of its row-wise sampling work (the
+            # B x N product, the pool's selection, the own-cluster overwrite, the keys' top K: 2.6-3.4 of the
+            # branch's 6.1 ms, timed part by part at the tiny profile). BYOL-InterCLR samples no negatives. The
+            # random sampler divides less: every rank draws the whole batch's B x N keys.
+            replicated_step_s={"npidv2": 0.010, "npidv2-interclr": 0.020, "mocov2": 0.001, "mocov2-interclr": 0.011,
                                "byol": 0.002, "byol-interclr": 0.022, "truncated-triplet": 0.002})),
 ]}

@@ -563,10 +563,22 @@ def exactly_ranked_sampling() -> tuple:
     return bank, labels, bank[:11].clone(), labels[:11].clone()
 
 
+sampled_rows: list = []  # how many queries each call of the branch's sampler had, in this process
+
+
+def count_sampled_rows() -> None:
+    def counted(query, *args, sample=inter_image.sample_negatives, **kwargs):
+        sampled_rows.append(len(query))
+        return sample(query, *args, **kwargs)
+
+    inter_image.sample_negatives = counted
+
+
 def negatives_of_each_strategy(ranks) -> dict:
     """Per strategy: the 11 queries' negatives (one process: sample_negatives; over ranks: the branch), and the
-    generator's next draw after them."""
+    generator's next draw after them; and, over ranks, how many queries each rank's sampler had."""
     bank, labels, query, query_clusters = exactly_ranked_sampling()
+    sampled_rows.clear()
     drawn = {}
     for strategy in NEGATIVE_SAMPLING:
         settings = small_config("npidv2-interclr", negative_sampling=strategy, num_negatives=4).settings
@@ -580,22 +592,40 @@ def negatives_of_each_strategy(ranks) -> dict:
             branch = inter_image.InterImageBranch(settings, memory, 6, seed=0, threads=1, truth=labels, ranks=ranks)
             negatives = branch.negatives(query, query_clusters, clusters, generator)
         drawn[strategy] = (negatives, torch.rand(3, generator=generator))
-    return drawn if ranks is None else held_by_every_rank(drawn)
+    return drawn if ranks is None else held_by_every_rank((drawn, list(sampled_rows)))
 
 
 def follow_sampling(rank: int, world: int, port: int) -> None:
+    count_sampled_rows()
     follow(rank, world, port, "cpu", negatives_of_each_strategy)
 
 
-def test_ranks_sampling_their_shares_of_the_queries_draw_what_one_process_draws():
+def test_ranks_sampling_their_shares_of_the_queries_draw_what_one_process_draws(monkeypatch):
     """Independent expectation: sample_negatives on the whole batch in one process, draws bit for bit and the
-    generator's state after them (its next numbers)."""
+    generator's state after them (its next numbers); and each rank's sampler saw its share of the queries only."""
     one = negatives_of_each_strategy(None)
-    for rank, drawn in enumerate(lead(2, "cpu", follow_sampling, (), negatives_of_each_strategy)):
+    monkeypatch.setattr(inter_image, "sample_negatives", inter_image.sample_negatives)
+    count_sampled_rows()
+    per_rank = lead(2, "cpu", follow_sampling, (), negatives_of_each_strategy)
+    for rank, (drawn, rows) in enumerate(per_rank):
+        assert rows == [(6, 5)[rank]] * len(NEGATIVE_SAMPLING)  # 11 queries: 6 and 5
         for strategy, (negatives, after) in drawn.items():
             assert negatives.shape == (11, 4)
             assert torch.equal(negatives, one[strategy][0]), (rank, strategy)
             assert torch.equal(after, one[strategy][1]), (rank, strategy)
+
+
+def test_a_pool_smaller_than_k_in_another_ranks_share_fails_on_this_rank_too():
+    """The pool check covers the whole batch on every rank, so rank 0 names the cause (it fails before any
+    collective, so no process group is needed here)."""
+    bank, labels, query, _ = exactly_ranked_sampling()
+    labels = torch.where(torch.arange(400) < 390, 0, 1 + torch.arange(400) % 5)  # cluster 0 holds 390 entries
+    query_clusters = torch.tensor([1, 2, 3, 4, 5, 1, 0, 0, 0, 0, 0])  # cluster 0's queries: rank 1's rows 6-10
+    settings = small_config("npidv2-interclr", negative_sampling="semi-hard", num_negatives=4).settings
+    branch = inter_image.InterImageBranch(settings, MemoryBank(bank, settings.bank_momentum), 6, seed=0, threads=1,
+                                          truth=labels, ranks=Ranks(0, 2))
+    with pytest.raises(RuntimeError, match="semi-hard pool holds fewer than num_negatives=4"):
+        branch.negatives(query, query_clusters, Clusters(labels, 6), torch.Generator().manual_seed(0))
 
 
 def test_the_split_sampling_measure_reports_each_ranks_time_and_one_process_draws(capsys):

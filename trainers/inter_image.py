@@ -26,7 +26,14 @@ from trainers.kmeans import KMEANS_BACKENDS, global_kmeans
 from trainers.losses import cosine, cosine_many, margin_nce
 from trainers.memory_bank import MemoryBank, rows
 from trainers.randomness import RandomStreams
-from trainers.samplers import NEGATIVE_SAMPLING, Clusters, pool_size, same_cluster_positives, sample_negatives
+from trainers.samplers import (
+    NEGATIVE_SAMPLING,
+    Clusters,
+    assert_pools_hold,
+    pool_size,
+    same_cluster_positives,
+    sample_negatives,
+)
 from trainers.settings import MethodSettings, check_margin, check_temperature
 
 LABEL_MODES = ("online", "offline")
@@ -196,11 +203,14 @@ class InterImageBranch:
                   generator: torch.Generator) -> torch.Tensor:
         """The B x K negatives of B queries. Over several ranks each samples those of its share of the queries
         (the B x N similarity product and the pool's selection, the branch's largest work, divide over the
-        ranks) with the whole batch's random keys, and the ranks gather them: the draws of one process."""
+        ranks) with the whole batch's random keys, and the ranks gather them: the draws of one process, bit
+        for bit on a CPU (on a GPU a share's similarity product may round differently in its last bits). Every
+        rank checks the whole batch's pools, so a pool smaller than K fails on every rank, rank 0 included."""
         s, bank = self.settings, self.bank
         if self.ranks is None:
             return sample_negatives(query, bank.features, clusters, query_clusters, s.num_negatives,
                                     s.negative_sampling, s.pool_fraction, generator)
+        assert_pools_hold(clusters, query_clusters, s.num_negatives, s.negative_sampling, s.pool_fraction)
         rows = self.ranks.rows(len(query))
         share = sample_negatives(query[rows], bank.features, clusters, query_clusters[rows], s.num_negatives,
                                  s.negative_sampling, s.pool_fraction, generator, rows=(rows, len(query)))

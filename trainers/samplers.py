@@ -1,6 +1,6 @@
 """Which bank entries a query contrasts with: the inter-image positive and the four negative samplers.
 
-All functions work on a whole batch at once. A query's own cluster (the pseudo-label of its bank
+All functions work on a whole batch (or one rank's share of it) at once. A query's own cluster (the pseudo-label of its bank
 entry) holds its candidate positives; every other entry is eligible as a negative.
 """
 
@@ -61,6 +61,19 @@ def pool_size(eligible_counts: torch.Tensor, strategy: str, num_negatives: int,
     return torch.ceil(pool_fraction * eligible_counts.double()).long()
 
 
+def assert_pools_hold(clusters: Clusters, query_clusters: torch.Tensor, num_negatives: int, strategy: str,
+                      pool_fraction: float) -> torch.Tensor:
+    """Each cluster's pool size (the pool rule, for a query of that cluster), after an asynchronous assert that
+    every given query's pool holds K entries: nothing waits for the device, and on a CPU it fails at once."""
+    eligible_of_cluster = len(clusters.labels) - clusters.sizes  # a query's eligible entries: all but its cluster's
+    pool_of_cluster = pool_size(eligible_of_cluster, strategy, num_negatives, pool_fraction)
+    sizes, eligible_counts = pool_of_cluster[query_clusters], eligible_of_cluster[query_clusters]
+    torch._assert_async(((sizes >= num_negatives) & (eligible_counts >= sizes)).all(),
+                        f"a query's {strategy} pool holds fewer than num_negatives={num_negatives} entries; lower "
+                        f"num_negatives, raise pool_fraction, or use fewer clusters")
+    return pool_of_cluster
+
+
 def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters: Clusters,
                      query_clusters: torch.Tensor, num_negatives: int, strategy: str, pool_fraction: float,
                      generator: torch.Generator, rows: tuple[slice, int] | None = None) -> torch.Tensor:
@@ -76,17 +89,13 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
     smaller than K fails by an asynchronous assert (at once on a CPU).
     rows: (where, size) when the B queries are rows `where` of a batch of `size` (one rank's share): the random
     keys are drawn for the whole batch and these rows' kept, so each query's draw, and the generator's state
-    after it, are what sampling the whole batch at once gives (every step of the draw is row by row).
+    after it, are what sampling the whole batch at once gives (every step of the draw is row by row), given
+    the same similarities (on a GPU a share's product may round differently in its last bits).
     """
     if strategy not in NEGATIVE_SAMPLING:
         raise ValueError(f"unknown negative sampling {strategy!r}; one of {NEGATIVE_SAMPLING}")
     bank_size = len(clusters.labels)
-    eligible_of_cluster = bank_size - clusters.sizes  # a query's eligible entries: all but its cluster's
-    pool_of_cluster = pool_size(eligible_of_cluster, strategy, num_negatives, pool_fraction)
-    sizes, eligible_counts = pool_of_cluster[query_clusters], eligible_of_cluster[query_clusters]
-    torch._assert_async(((sizes >= num_negatives) & (eligible_counts >= sizes)).all(),
-                        f"a query's {strategy} pool holds fewer than num_negatives={num_negatives} entries; lower "
-                        f"num_negatives, raise pool_fraction, or use fewer clusters")
+    pool_of_cluster = assert_pools_hold(clusters, query_clusters, num_negatives, strategy, pool_fraction)
     if strategy == "random":
         keys = uniform_keys(len(query), bank_size, generator, query.device, rows)
         overwrite_own_clusters(keys, clusters.labels, query_clusters, torch.full_like(keys[0], -1.0))
@@ -120,7 +129,8 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
 
 def uniform_keys(count: int, columns: int, generator: torch.Generator, device: torch.device,
                  rows: tuple[slice, int] | None) -> torch.Tensor:
-    """count x columns uniform keys; for rows (where, size) of a batch, the batch's size x columns keys at `where`."""
+    """count x columns uniform keys; for rows (where, size) of a batch, of which the count rows are rows `where`,
+    the batch's size x columns keys at `where`."""
     if rows is None:
         return torch.rand((count, columns), generator=generator, device=device)
     where, size = rows
