@@ -211,9 +211,9 @@ class InterImageBranch:
             return sample_negatives(query, bank.features, clusters, query_clusters, s.num_negatives,
                                     s.negative_sampling, s.pool_fraction, generator)
         assert_pools_hold(clusters, query_clusters, s.num_negatives, s.negative_sampling, s.pool_fraction)
-        rows = self.ranks.rows(len(query))
-        share = sample_negatives(query[rows], bank.features, clusters, query_clusters[rows], s.num_negatives,
-                                 s.negative_sampling, s.pool_fraction, generator, rows=(rows, len(query)))
+        own_rows = self.ranks.rows(len(query))
+        share = sample_negatives(query[own_rows], bank.features, clusters, query_clusters[own_rows], s.num_negatives,
+                                 s.negative_sampling, s.pool_fraction, generator, rows=(own_rows, len(query)))
         return self.ranks.gather(share, len(query))
 
     def health(self, totals: dict) -> dict:

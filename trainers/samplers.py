@@ -1,7 +1,7 @@
 """Which bank entries a query contrasts with: the inter-image positive and the four negative samplers.
 
-All functions work on a whole batch (or one rank's share of it) at once. A query's own cluster (the pseudo-label of its bank
-entry) holds its candidate positives; every other entry is eligible as a negative.
+All functions work on a whole batch (or one rank's share of it) at once. A query's own cluster (the
+pseudo-label of its bank entry) holds its candidate positives; every other entry is eligible as a negative.
 """
 
 from __future__ import annotations
