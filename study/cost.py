@@ -58,11 +58,7 @@ def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_speed
     costs.device_decode_images_per_s, and no loader paces it. `decode_speedup`: the loader workers' rate
     times this (a tree from study.prepare)."""
     n, n_test, ranks = costs.train_size, costs.test_size, config.data_parallel
-    decode_on_device = config.decode_on_device
-    # Per image of the whole trial: N ranks' loaders, or N devices, decode a share each.
-    loader_workers = ranks * config.num_workers if config.num_workers and not decode_on_device else 0
-    per_image_decode = 1 / (loader_workers * costs.decode_images_per_s * decode_speedup) if loader_workers else 0.0
-    device_decode = 1 / (ranks * costs.device_decode_images_per_s) if decode_on_device else 0.0
+    per_image_decode, device_decode = decoding_per_image(config, costs, decode_speedup)
 
     def pass_seconds(images: int) -> float:
         """One forward-only pass: the devices' pace (their decoding included) or the loaders', whichever is slower."""
@@ -85,6 +81,17 @@ def trial_hours(config: TrialConfig, costs: UnitCosts, cpus: float, decode_speed
     return {term: value / 3600 for term, value in seconds.items()}
 
 
+def decoding_per_image(config: TrialConfig, costs: UnitCosts, decode_speedup: float = 1.0) -> tuple[float, float]:
+    """Seconds per image of the whole trial that decoding takes (loaders', devices'): the loaders' run beside
+    the devices' work, the devices' in turn with it. N ranks' loaders, or N devices, decode a share each."""
+    ranks = config.data_parallel
+    if config.decode_on_device:
+        return 0.0, 1 / (ranks * costs.device_decode_images_per_s)
+    if not config.num_workers:
+        return 0.0, 0.0
+    return 1 / (ranks * config.num_workers * costs.decode_images_per_s * decode_speedup), 0.0
+
+
 def step_seconds(config: TrialConfig, costs: UnitCosts) -> float:
     """A training step's seconds over the trial's ranks: the networks' share divides, the replicated part not."""
     replicated = costs.replicated_step_s.get(config.method, 0.0)
@@ -96,8 +103,7 @@ def paced_by(config: TrialConfig, costs: UnitCosts) -> str:
     if config.decode_on_device:
         return "the device's steps and decoding"
     device = (costs.train_size // config.batch_size) * step_seconds(config, costs)
-    workers = config.data_parallel * config.num_workers
-    loader = costs.train_size / (workers * costs.decode_images_per_s) if workers else 0.0
+    loader = costs.train_size * decoding_per_image(config, costs)[0]
     return "decoding on the CPUs" if loader > device else "the device's steps"
 
 

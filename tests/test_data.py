@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.image_trees import noise_jpeg_tree
 from trainers import data as datasets
 from trainers.augment import evaluation_view, training_view
 from trainers.config import ConfigError, TrialConfig
@@ -586,17 +587,9 @@ def test_decode_on_device_is_refused_for_data_held_in_memory():
 def test_a_trial_that_decodes_on_its_device_computes_what_the_loader_workers_path_does(tmp_path):
     """Every pass of a trial (batch-norm calibration, the bank's embeddings, training steps, evaluations) takes
     its images through `.to(device)`, so on a CPU both paths give the same rows bit for bit."""
-    from PIL import Image
-
     from trainers.fit import fit
 
-    for split, count in (("train", 16), ("test", 8)):
-        for cls in ("a", "b"):
-            (tmp_path / split / cls).mkdir(parents=True)
-            for i in range(count):
-                size = (24 + 3 * (i % 4), 20 + 2 * (i % 3))
-                Image.effect_noise(size, 20 + 7 * i + (cls == "b") * 50).convert("RGB").save(
-                    tmp_path / split / cls / f"{i}.jpg", quality=90)
+    noise_jpeg_tree(tmp_path, train_per_class=16, test_per_class=8)
     config = TrialConfig.create(method="npidv2", dataset="imagefolder", data_root=str(tmp_path), load_size=20,
                                 image_size=16, cnn_width=8, head_hidden=32, embedding_dim=16, batch_size=8,
                                 epochs=2, num_negatives=8, svm_train_size=32, probe_epochs=2, knn_k=5, threads=1)

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from study.profiles import PROFILES
+from tests.image_trees import noise_jpeg_tree
 from trainers import data as datasets
 from trainers import inter_image
 from trainers import trial as trial_module
@@ -394,20 +395,6 @@ def test_rank_0_stops_at_once_when_a_follower_dies(tmp_path):
     assert "rank 1 of this trial died (exit code 1); stopping the trial" in done.stdout
     assert "ran without its follower" not in done.stdout
     assert time.monotonic() - started < 60
-
-
-def noise_jpeg_tree(root: Path, train_per_class: int, test_per_class: int) -> str:
-    """Two classes of noise JPEGs of several shapes (none square, so every canvas has padding)."""
-    from PIL import Image
-
-    for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for cls in ("a", "b"):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(count):
-                size = (24 + 3 * (i % 4), 18 + 5 * (i % 3))
-                Image.effect_noise(size, 10 + 3 * i + 40 * (cls == "b")).convert("RGB").save(
-                    root / split / cls / f"{i}.jpg", quality=90)
-    return str(root)
 
 
 def image_folders(root: str) -> dict:

@@ -190,8 +190,7 @@ class ShareOfEachBatch(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple:
         """What the loader's collate receives for a batch of dataset indices: (this rank's samples, labels B,
         indices B)."""
-        positions = self.ranks.share(torch.arange(len(indices))).tolist()
-        samples = [self.dataset[indices[position]] for position in positions]
+        samples = [self.dataset[index] for index in indices[self.ranks.rows(len(indices))]]
         return samples, self.dataset.labels[indices], torch.tensor(indices)
 
 

@@ -96,8 +96,9 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
         raise ValueError(f"unknown negative sampling {strategy!r}; one of {NEGATIVE_SAMPLING}")
     bank_size = len(clusters.labels)
     pool_of_cluster = assert_pools_hold(clusters, query_clusters, num_negatives, strategy, pool_fraction)
+    rows = rows or (slice(None), len(query))
     if strategy == "random":
-        keys = uniform_keys(len(query), bank_size, generator, query.device, rows)
+        keys = uniform_keys(bank_size, generator, query.device, rows)
         overwrite_own_clusters(keys, clusters.labels, query_clusters, torch.full_like(keys[0], -1.0))
         # The K largest of uniform keys over the eligible entries: a uniform K-subset without replacement.
         return largest_keys(keys, num_negatives)
@@ -122,17 +123,14 @@ def sample_negatives(query: torch.Tensor, bank_features: torch.Tensor, clusters:
     if strategy == "hard":
         return pool  # width = size = K, no stand-ins: the pool is the draw
     stand_ins = ranked.gather(1, pool).abs() > 2.0  # only the stand-ins lie outside the cosines' [-1, 1]
-    keys = uniform_keys(len(pool), width, generator, pool.device, rows).masked_fill_(stand_ins, -1.0)
+    keys = uniform_keys(width, generator, pool.device, rows).masked_fill_(stand_ins, -1.0)
     # The K largest of uniform keys over the pool (stand-ins excluded): a uniform K-subset without replacement.
     return pool.gather(1, largest_keys(keys, num_negatives))
 
 
-def uniform_keys(count: int, columns: int, generator: torch.Generator, device: torch.device,
-                 rows: tuple[slice, int] | None) -> torch.Tensor:
-    """count x columns uniform keys; for rows (where, size) of a batch, of which the count rows are rows `where`,
-    the batch's size x columns keys at `where`."""
-    if rows is None:
-        return torch.rand((count, columns), generator=generator, device=device)
+def uniform_keys(columns: int, generator: torch.Generator, device: torch.device,
+                 rows: tuple[slice, int]) -> torch.Tensor:
+    """Uniform keys of rows (where, size) of a batch: the batch's size x columns keys at `where`."""
     where, size = rows
     return torch.rand((size, columns), generator=generator, device=device)[where]
 
